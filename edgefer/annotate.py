@@ -1,0 +1,119 @@
+"""Drawing results onto frames: boxes, labels with confidence bars, track ids, LLM marks, HUD."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgefer.types import EMOTIONS, Faces, Keypoint
+
+# BGR colours per emotion, chosen to stay distinct for common colour-vision deficiencies.
+COLORS: dict[str, tuple[int, int, int]] = {
+    "angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (170, 60, 150),
+    "happy": (0, 200, 255), "sad": (200, 120, 30), "surprise": (230, 200, 0),
+    "neutral": (200, 200, 200),
+}
+LLM_MARK_COLOR = (255, 0, 255)
+
+
+@dataclass(frozen=True)
+class Hud:
+    fps: float | None = None
+    latency_ms: float | None = None
+    extra: str = ""
+
+
+def face_label(faces: Faces, row: int) -> tuple[str, float, bool]:
+    """The label to show (final, else smoothed, else raw), its probability, and whether the LLM gave it."""
+    final = faces.data.get("final_label")
+    source = faces.data.get("final_source")
+    if final is not None and final[row]:
+        label = str(final[row])
+    elif faces.smoothed_labels[row] >= 0:
+        label = EMOTIONS[int(faces.smoothed_labels[row])]
+    else:
+        label = EMOTIONS[int(faces.probs[row].argmax())]
+    probs = faces.smoothed_probs[row] if faces.smoothed_probs[row].any() else faces.probs[row]
+    from_llm = source is not None and str(source[row]) in ("llm", "fuse")
+    return label, float(probs[EMOTIONS.index(label)]), from_llm
+
+
+def draw_faces(image: np.ndarray, faces: Faces, debug: bool = False) -> np.ndarray:
+    """Draw every face onto ``image`` in place and return it."""
+    import cv2
+
+    scale = max(0.4, min(image.shape[:2]) / 900)
+    for row in range(len(faces)):
+        label, confidence, from_llm = face_label(faces, row)
+        color = COLORS[label]
+        x0, y0, x1, y1 = (int(round(v)) for v in faces.xyxy[row])
+        cv2.rectangle(image, (x0, y0), (x1, y1), color, max(1, int(2 * scale)))
+        text = f"{label} {confidence:.0%}"
+        if faces.track_ids[row] >= 0:
+            text = f"#{faces.track_ids[row]} {text}"
+        _label_box(image, text, (x0, y0), color, scale)
+        _confidence_bar(image, (x0, y1), x1 - x0, confidence, color, scale)
+        if from_llm:
+            cv2.circle(image, (x1 - int(8 * scale), y0 + int(8 * scale)), max(3, int(6 * scale)),
+                       LLM_MARK_COLOR, -1)
+        if debug:
+            _debug_overlay(image, faces, row, scale)
+    return image
+
+
+def _label_box(image: np.ndarray, text: str, corner: tuple[int, int],
+               color: tuple[int, int, int], scale: float) -> None:
+    import cv2
+
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    (width, height), baseline = cv2.getTextSize(text, font, 0.6 * scale * 1.5, 1)
+    x, y = corner
+    top = max(0, y - height - baseline - 4)
+    cv2.rectangle(image, (x, top), (x + width + 4, top + height + baseline + 4), color, -1)
+    cv2.putText(image, text, (x + 2, top + height + 2), font, 0.6 * scale * 1.5, (0, 0, 0),
+                max(1, int(scale * 1.5)), cv2.LINE_AA)
+
+
+def _confidence_bar(image: np.ndarray, corner: tuple[int, int], width: int, confidence: float,
+                    color: tuple[int, int, int], scale: float) -> None:
+    import cv2
+
+    x, y = corner
+    height = max(3, int(6 * scale))
+    cv2.rectangle(image, (x, y + 2), (x + width, y + 2 + height), (60, 60, 60), -1)
+    cv2.rectangle(image, (x, y + 2), (x + int(width * confidence), y + 2 + height), color, -1)
+
+
+def _debug_overlay(image: np.ndarray, faces: Faces, row: int, scale: float) -> None:
+    import cv2
+
+    for point in faces.keypoints[row]:
+        cv2.circle(image, (int(point[0]), int(point[1])), max(2, int(3 * scale)), (0, 255, 0), -1)
+    eyes = faces.keypoints[row][[Keypoint.RIGHT_EYE, Keypoint.LEFT_EYE]].astype(int)
+    cv2.line(image, tuple(eyes[0]), tuple(eyes[1]), (0, 255, 0), 1)
+    x0, _, x1, y1 = (int(v) for v in faces.xyxy[row])
+    for i, (name, p) in enumerate(zip(EMOTIONS, faces.probs[row])):
+        y = y1 + int((22 + 14 * i) * scale * 1.3)
+        cv2.rectangle(image, (x0, y - int(9 * scale)), (x0 + int(80 * scale * p), y), COLORS[name], -1)
+        cv2.putText(image, f"{name[:3]} {p:.2f}", (x0 + int(84 * scale), y),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4 * scale * 1.5, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def draw_hud(image: np.ndarray, hud: Hud) -> np.ndarray:
+    """Frames/s and capture-to-display latency in the top-left corner."""
+    import cv2
+
+    parts = []
+    if hud.fps is not None:
+        parts.append(f"{hud.fps:5.1f} fps")
+    if hud.latency_ms is not None:
+        parts.append(f"{hud.latency_ms:5.1f} ms")
+    if hud.extra:
+        parts.append(hud.extra)
+    if parts:
+        text = "  ".join(parts)
+        cv2.rectangle(image, (0, 0), (12 + 11 * len(text), 28), (0, 0, 0), -1)
+        cv2.putText(image, text, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1,
+                    cv2.LINE_AA)
+    return image

@@ -1,0 +1,68 @@
+"""The inference-engine interface every backend implements.
+
+Modelled on Polygraphy's runners: the base class validates the batch (dtype, rank, spatial shape,
+batch limits) and times the call; subclasses only implement ``_infer``. Backends import their
+heavy library on construction, never at module import.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+
+import numpy as np
+
+from edgefer.errors import InputError
+from edgefer.manifest import InputSpec
+
+
+class Engine(ABC):
+    """Runs a classifier on a float32 NCHW batch and returns logits ``(N, classes)``."""
+
+    name: str = "engine"
+
+    def __init__(self, spec: InputSpec, max_batch: int | None = None) -> None:
+        self.spec = spec
+        self.max_batch = max_batch
+        self._latencies_ms: deque[float] = deque(maxlen=1000)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Validate ``batch``, run it, and record the latency; an empty batch returns no rows."""
+        self._check(batch)
+        if len(batch) == 0:
+            return np.zeros((0, 7), dtype=np.float32)
+        start = time.perf_counter()
+        logits = self._infer(batch)
+        self._latencies_ms.append((time.perf_counter() - start) * 1000.0)
+        return logits
+
+    @property
+    def last_latency_ms(self) -> float:
+        return self._latencies_ms[-1] if self._latencies_ms else float("nan")
+
+    def latency_percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self._latencies_ms, q)) if self._latencies_ms else float("nan")
+
+    def _check(self, batch: np.ndarray) -> None:
+        expected = (self.spec.channels, self.spec.height, self.spec.width)
+        if batch.dtype != np.float32:
+            raise InputError(f"{self.name}: input must be float32, got {batch.dtype}")
+        if batch.ndim != 4 or batch.shape[1:] != expected:
+            raise InputError(f"{self.name}: input must be (N, {', '.join(map(str, expected))}), "
+                             f"got {batch.shape}")
+        if self.max_batch is not None and len(batch) > self.max_batch:
+            raise InputError(f"{self.name}: batch of {len(batch)} exceeds the engine's "
+                             f"maximum of {self.max_batch}")
+
+    @abstractmethod
+    def _infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None:
+        """Release native resources; the engine may not be used afterwards."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,49 @@
+"""PyTorch backend: runs the shipped ``.pt`` weights (reference for parity checks; needs torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefer.backends.base import Engine
+from edgefer.errors import ModelError, require
+from edgefer.manifest import InputSpec, ModelEntry
+
+
+class TorchEngine(Engine):
+    name = "torch"
+
+    def __init__(self, module: Any, spec: InputSpec, threads: int = 1) -> None:
+        super().__init__(spec)
+        self._torch = require("torch", "torch")
+        self._torch.set_num_threads(threads)
+        self._module = module.eval()
+
+    @classmethod
+    def from_entry(cls, entry: ModelEntry, threads: int = 1) -> TorchEngine:
+        weights = entry.raw.get("pytorch_file")
+        if not weights:
+            raise ModelError(f"model {entry.name!r} ships no PyTorch weights (pytorch_file)")
+        return cls(load_module(entry.file.parent / weights), entry.input, threads)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self._module(self._torch.from_numpy(batch)).float().numpy()
+
+
+def load_module(path: Path) -> Any:
+    """A model from a training checkpoint or shipped weights: ``{"recipe": {...}, "model": state}``."""
+    torch = require("torch", "torch")
+    from edgefer import models
+
+    if not path.is_file():
+        raise ModelError(f"PyTorch weights not found: {path}")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        module = models.build(saved["recipe"]["arch"], input_size=saved["recipe"]["input_size"])
+        module.load_state_dict(saved["model"])
+    except (KeyError, RuntimeError, EOFError) as err:
+        raise ModelError(f"{path} is not an edgefer checkpoint: {err}") from err
+    return module.eval()

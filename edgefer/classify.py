@@ -1,0 +1,40 @@
+"""Classification: aligned face batches to calibrated probabilities, one engine call per frame."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgefer.backends.base import Engine
+from edgefer.metrics import softmax
+
+
+class Classifier:
+    """Runs an engine on a batch and applies the manifest's temperature.
+
+    Temperature scaling (fitted on the validation split) leaves the argmax unchanged and makes
+    the confidence mean what it says, which the LLM-fallback threshold relies on.
+    """
+
+    def __init__(self, engine: Engine, temperature: float = 1.0, max_batch: int = 64) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.engine = engine
+        self.temperature = temperature
+        self.max_batch = max_batch
+
+    def classify(self, batch: np.ndarray) -> np.ndarray:
+        """``(N, 7)`` float32 probabilities for an ``(N, C, H, W)`` batch."""
+        if len(batch) == 0:
+            return np.zeros((0, 7), dtype=np.float32)
+        logits = np.concatenate([self.engine.run(batch[i:i + self.max_batch])
+                                 for i in range(0, len(batch), self.max_batch)])
+        return softmax(logits, self.temperature).astype(np.float32)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> Classifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

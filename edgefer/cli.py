@@ -1,0 +1,55 @@
+"""The ``edgefer`` command line: thin front-ends over library functions.
+
+Only this module prints. Every ``EdgeferError`` becomes one red line and its exit code;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from edgefer.errors import EdgeferError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except EdgeferError as err:
+        if args.debug:
+            raise
+        _console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        return err.exit_code
+    except KeyboardInterrupt:
+        _console(stderr=True).print("[yellow]interrupted[/]")
+        return 130
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgefer", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from edgefer import cli_eval, cli_score, cli_train
+
+    cli_score.add_commands(commands)
+    cli_eval.add_commands(commands)
+    cli_train.add_commands(commands)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""``edgefer eval``: metrics tables, confusion matrix (text and PNG), calibration, selective table."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgefer.evaluate import EvalOptions
+from edgefer.types import EMOTIONS
+
+
+def add_commands(commands: Any) -> None:
+    parser = commands.add_parser(
+        "eval", help="evaluate the model on an image-folder dataset",
+        description="Accuracy, macro precision/recall/F1, per-class table, confusion matrix, "
+                    "baselines, calibration (ECE) and the selective-prediction table that sets "
+                    "the LLM fallback threshold.")
+    parser.add_argument("data_dir", type=Path, help="DIR/<class>/* images")
+    parser.add_argument("--glob", default="*", help="file-name pattern, e.g. 'PrivateTest_*'")
+    parser.add_argument("--exclude-list", type=Path, metavar="CSV",
+                        help="images to drop (first column), e.g. test_train_duplicates.csv")
+    parser.add_argument("--ferplus-labels", type=Path, metavar="CSV",
+                        help="score against the FER+ majority vote (ferplus_labels.csv) instead of "
+                             "folder labels; images whose majority is contempt/unknown/not-a-face "
+                             "are dropped")
+    parser.add_argument("--mode", choices=("crops", "detect"), default="crops",
+                        help="crops: images are face crops (default); detect: run the face "
+                             "detector and aligner first, as in live use")
+    parser.add_argument("--detector", choices=("short", "full"), default="short")
+    parser.add_argument("--model", help="model name in the manifest (default: its default)")
+    parser.add_argument("--engine", default="onnxruntime", help="inference engine")
+    parser.add_argument("--limit", type=int, help="stratified sample of N images")
+    parser.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON")
+    parser.add_argument("--confusion-png", type=Path, metavar="OUT.png", help="confusion matrix plot")
+    parser.add_argument("--record", metavar="KEY",
+                        help="store accuracy and macro-F1 under metrics.KEY in the manifest, "
+                             "with this command line")
+    parser.set_defaults(run=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from edgefer.evaluate import evaluate, report
+    from edgefer.sinks import write_json_atomic
+
+    options = EvalOptions(data_dir=args.data_dir, glob=args.glob, exclude_list=args.exclude_list,
+                          ferplus_labels=args.ferplus_labels, mode=args.mode, detector=args.detector,
+                          model=args.model, engine=args.engine, limit=args.limit)
+    console = Console()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("evaluating", total=None)
+        result = evaluate(options, lambda done, total: progress.update(task, completed=done,
+                                                                        total=total))
+    figures = report(result)
+    print_report(console, figures)
+    if args.json:
+        write_json_atomic(args.json, figures)
+    if args.confusion_png:
+        plot_confusion(figures["confusion_matrix"], args.confusion_png)
+    if args.record:
+        record_metric(args.record, figures, options)
+    return 0
+
+
+def command_line() -> str:
+    return "edgefer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def record_metric(key: str, figures: dict[str, Any], options: EvalOptions) -> None:
+    from edgefer.export import update_manifest
+    from edgefer.manifest import load_model_entry
+
+    entry = load_model_entry(options.model, options.manifest)
+    raw = dict(entry.raw)
+    raw["metrics"] = {**raw["metrics"], key: {
+        "value": round(figures["accuracy"], 4), "macro_f1": round(figures["macro_f1"], 4),
+        "n": figures["n"], "command": command_line()}}
+    update_manifest(entry.name, raw, options.manifest)
+
+
+def print_report(console: Any, figures: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    headline = Table(title=f"edgefer eval: {figures['n']} images")
+    for column in ("", "accuracy", "macro precision", "macro recall", "macro F1"):
+        headline.add_column(column, justify="right")
+    rows = [("model", figures), ("random (mean of 10)", figures["baselines"]["random"]),
+            ("majority class", figures["baselines"]["majority"])]
+    if "restricted_to_present_classes" in figures:
+        rows.insert(1, ("model, present classes only", figures["restricted_to_present_classes"]))
+    for name, f in rows:
+        headline.add_row(name, f"{f['accuracy']:.4f}", f"{f['macro_precision']:.4f}",
+                         f"{f['macro_recall']:.4f}", f"{f['macro_f1']:.4f}")
+    console.print(headline)
+    notes = [f"excluded by list: {figures['excluded_by_list']}",
+             f"dropped (no FER+ 7-class majority): {figures['dropped_without_ferplus_majority']}",
+             f"faces found: {figures['faces_found']}/{figures['n']}"]
+    console.print("  ".join(notes))
+    per_class = Table(title="per class")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        per_class.add_column(column, justify="right")
+    for name, f in figures["per_class"].items():
+        per_class.add_row(name, f"{f['precision']:.3f}", f"{f['recall']:.3f}", f"{f['f1']:.3f}",
+                          str(f["support"]))
+    console.print(per_class)
+    confusion = Table(title="confusion matrix (rows: true, columns: predicted)")
+    confusion.add_column("")
+    for name in EMOTIONS:
+        confusion.add_column(name[:4], justify="right")
+    for name, row in zip(EMOTIONS, figures["confusion_matrix"]):
+        confusion.add_row(name, *(str(v) for v in row))
+    console.print(confusion)
+    console.print(f"temperature {figures['temperature']:.3f}: ECE {figures['ece_before_temperature']:.4f}"
+                  f" before, {figures['ece_after_temperature']:.4f} after")
+    selective = Table(title="selective prediction (faces below the threshold go to the LLM)")
+    for column in ("confidence >=", "coverage", "accuracy kept", "accuracy deferred"):
+        selective.add_column(column, justify="right")
+    for row in figures["selective"]:
+        selective.add_row(f"{row['threshold']:.2f}", f"{row['coverage']:.3f}",
+                          f"{row['accuracy_kept']:.4f}", f"{row['accuracy_deferred']:.4f}")
+    console.print(selective)
+
+
+def plot_confusion(matrix: list[list[int]], path: Path) -> None:
+    from edgefer.errors import require
+
+    matplotlib = require("matplotlib", "plot")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    counts = np.asarray(matrix, dtype=float)
+    shares = counts / np.clip(counts.sum(1, keepdims=True), 1, None)
+    figure, axis = plt.subplots(figsize=(6.5, 5.5))
+    image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    axis.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45, ha="right")
+    axis.set_yticks(range(len(EMOTIONS)), EMOTIONS)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    for i in range(len(EMOTIONS)):
+        for j in range(len(EMOTIONS)):
+            axis.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=8,
+                      color="white" if shares[i, j] > 0.5 else "black")
+    figure.colorbar(image, label="share of true class")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

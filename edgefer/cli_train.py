@@ -1,0 +1,116 @@
+"""``edgefer train``: argument parsing and rich progress for ``edgefer.train``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from edgefer.recipe import Recipe
+from edgefer.train import EpochStats, TrainData
+
+
+def add_commands(commands: Any) -> None:
+    parser = commands.add_parser(
+        "train", help="train the emotion CNN on an image-folder dataset",
+        description="Train a CNN on DIR/<class>/*.jpg (FER2013 layout). Checkpoints go to --out "
+                    "every epoch; --resume continues an interrupted run.")
+    parser.add_argument("train_dir", help="training images, DIR/<class>/*")
+    parser.add_argument("--val", required=True, help="validation images, DIR/<class>/*")
+    parser.add_argument("--val-glob", default="*", help="file-name pattern for validation images, "
+                        "e.g. 'PublicTest_*' (default: all)")
+    parser.add_argument("--train-glob", default="*", help="file-name pattern for training images")
+    parser.add_argument("--ferplus", metavar="CSV", help="FER+ votes (ferplus_labels.csv) used as "
+                        "soft targets, weighted by the recipe's ferplus_weight")
+    parser.add_argument("--recipe", metavar="TOML", help="hyperparameters (default: built-in recipe)")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
+    parser.add_argument("--arch", help="override the recipe's architecture")
+    parser.add_argument("--threads", type=int, help="override the recipe's torch thread count")
+    parser.add_argument("--out", required=True, help="run folder for checkpoints and history")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.set_defaults(run=run_train)
+    add_export_command(commands)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from edgefer import train
+
+    recipe = Recipe.load(args.recipe) if args.recipe else Recipe()
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("arch", args.arch),
+                                   ("threads", args.threads)) if v is not None}
+    recipe = recipe.replace(**overrides)
+    data = TrainData(args.train_dir, args.val, args.train_glob, args.val_glob, args.ferplus)
+    with RichObserver() as observer:
+        train.train(recipe, data, args.out, resume=args.resume, observer=observer)
+    return 0
+
+
+class RichObserver:
+    """A progress bar per epoch and a table row per finished epoch."""
+
+    def __enter__(self) -> RichObserver:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+            TimeElapsedColumn, TimeRemainingColumn
+
+        self.console = Console()
+        self.progress = Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.3f} lr {task.fields[lr]:.4f}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True)
+        self.progress.__enter__()
+        self.task = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task("train", total=steps, epoch=f"{epoch}/{epochs}",
+                                           loss=0.0, lr=0.0)
+
+    def step_done(self, loss: float, lr: float) -> None:
+        self.progress.update(self.task, advance=1, loss=loss, lr=lr)
+
+    def epoch_done(self, stats: EpochStats) -> None:
+        mark = " [green]best[/]" if stats.best else ""
+        self.console.print(
+            f"epoch {stats.epoch:3d}  train loss {stats.train_loss:.4f} acc {stats.train_accuracy:.4f}"
+            f"  val loss {stats.val_loss:.4f} acc {stats.val_accuracy:.4f}"
+            f" macro-F1 {stats.val_macro_f1:.4f}  lr {stats.lr:.5f}  {stats.seconds:.0f}s{mark}")
+
+
+def add_export_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "export", help="export a checkpoint to ONNX, calibrate it and add it to the manifest",
+        description="Writes engines/NAME.onnx (opset 17, dynamic batch) and NAME.pt, checks "
+                    "onnx.checker and PyTorch parity on the validation images, fits the "
+                    "temperature on them, and records the model in engines/manifest.json.")
+    parser.add_argument("checkpoint", type=Path, help="best.pt or last.pt from 'edgefer train'")
+    parser.add_argument("--name", required=True, help="model name in the manifest")
+    parser.add_argument("--val", required=True, help="validation images, DIR/<class>/*")
+    parser.add_argument("--val-glob", default="*", help="e.g. 'PublicTest_*'")
+    parser.add_argument("--recipe", required=True, help="the recipe file the run used")
+    parser.add_argument("--default", action="store_true", help="make it the manifest's default")
+    parser.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from edgefer import export
+
+    console = Console()
+    with console.status("exporting, checking parity and calibrating"):
+        report = export.export_checkpoint(args.checkpoint, args.name, args.val, args.val_glob)
+        entry = export.manifest_entry(report, args.recipe, args.val, args.val_glob)
+        export.update_manifest(args.name, entry, make_default=args.default)
+    console.print(f"wrote {report.onnx_path} ({report.size_bytes / 1e6:.1f} MB, "
+                  f"{report.parameters:,} parameters) and {report.weights_path}")
+    console.print(f"ONNX vs PyTorch: max |dp| = {report.parity_max_abs_diff:.2e} on "
+                  f"{report.parity_images} images; validation accuracy {report.val_accuracy:.4f}")
+    console.print(f"temperature {report.temperature:.3f}: validation ECE "
+                  f"{report.val_ece_before:.4f} -> {report.val_ece_after:.4f}")
+    return 0

@@ -1,0 +1,170 @@
+"""Image-folder datasets (``DIR/<class>/*.jpg``, the FER2013 layout) and FER+ vote files.
+
+Labels follow ``Emotion`` order whatever the folder order is. Folders that name no edgefer
+class (CK+'s ``contempt``, say) are skipped and logged, so a dataset with fewer classes, like
+CK+48 without neutral, loads as is.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgefer.errors import InputError
+from edgefer.types import EMOTIONS
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+# Other datasets' and LLMs' names for the seven classes.
+SYNONYMS: dict[str, str] = {
+    "anger": "angry", "angry": "angry", "mad": "angry",
+    "disgust": "disgust", "disgusted": "disgust",
+    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
+    "happiness": "happy", "happy": "happy", "joy": "happy",
+    "sadness": "sad", "sad": "sad",
+    "surprise": "surprise", "surprised": "surprise",
+    "neutral": "neutral", "calm": "neutral",
+}
+FERPLUS_VOTE_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+
+
+def canonical_label(name: str) -> str | None:
+    """Map a label or synonym to one of the seven class names, or None if it is not one."""
+    return SYNONYMS.get(name.strip().lower())
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """File paths and integer labels of an image-folder dataset; pixels are loaded on demand."""
+
+    root: Path
+    paths: tuple[Path, ...]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=len(EMOTIONS))
+
+    def subset(self, indices: np.ndarray) -> ImageFolder:
+        return ImageFolder(self.root, tuple(self.paths[i] for i in indices), self.labels[indices])
+
+
+def scan_image_folder(
+    root: str | Path, glob: str = "*", exclude: set[str] | None = None
+) -> ImageFolder:
+    """List ``root/<class>/**/<glob>`` images, leaving out those whose ``image_key`` is excluded."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"dataset folder not found: {root}")
+    paths: list[Path] = []
+    labels: list[int] = []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        label = canonical_label(class_dir.name)
+        if label is None:
+            log.warning("skipping folder %s: not one of %s", class_dir, ", ".join(EMOTIONS))
+            continue
+        for path in sorted(class_dir.rglob("*")):
+            if path.suffix.lower() not in IMAGE_SUFFIXES or not fnmatch.fnmatch(path.name, glob):
+                continue
+            if exclude and image_key(path) in exclude:
+                continue
+            paths.append(path)
+            labels.append(EMOTIONS.index(label))
+    if not paths:
+        raise InputError(f"no images matching {glob!r} under {root}/<class>/ "
+                         f"(class folders must be named {', '.join(EMOTIONS)})")
+    return ImageFolder(root, tuple(paths), np.asarray(labels, dtype=np.int64))
+
+
+def image_key(path: str | Path) -> str:
+    """``<class>/<file name>``: how list files written against another root find our images.
+
+    FER2013 file names repeat across classes (twice in Training), never within one.
+    """
+    parts = Path(path).parts
+    return "/".join(parts[-2:])
+
+
+def read_exclude_list(csv_path: str | Path) -> set[str]:
+    """Image keys (see ``image_key``) from the first column of a CSV such as FER2013's
+    ``test_train_duplicates.csv``, whichever folder its paths are relative to."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise InputError(f"exclude list not found: {csv_path}")
+    with csv_path.open(newline="") as handle:
+        return {image_key(row[0]) for row in csv.reader(handle)
+                if row and row[0] not in ("test_image", "path")}
+
+
+def load_gray(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Read an image as 8-bit gray at ``size`` (height, width); raise InputError if unreadable."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise InputError(f"cannot read image: {path}")
+    if image.shape != size:
+        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return image
+
+
+def load_pixels(dataset: ImageFolder, size: tuple[int, int] = (48, 48)) -> np.ndarray:
+    """All images of a dataset as one ``(N, H, W)`` uint8 array (FER2013 train is 66 MB)."""
+    return np.stack([load_gray(path, size) for path in dataset.paths])
+
+
+def read_ferplus_votes(csv_path: str | Path) -> dict[str, np.ndarray]:
+    """FER+ vote counts over the seven classes (Emotion order), keyed by ``image_key``.
+
+    Contempt, unknown and not-a-face votes are dropped; images with no remaining vote are left out.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise InputError(f"FER+ label file not found: {csv_path}")
+    votes: dict[str, np.ndarray] = {}
+    with csv_path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            counts = np.array([float(row[c]) for c in FERPLUS_VOTE_COLUMNS], dtype=np.float32)
+            if counts.sum() > 0:
+                votes[image_key(row["path"])] = counts
+    return votes
+
+
+def ferplus_majority(csv_path: str | Path) -> dict[str, str]:
+    """FER+ naive majority label per image name (keyed by ``image_key`` and by ``ferplus_image_name``).
+
+    Images whose majority is contempt, unknown or not-a-face are omitted.
+    """
+    columns = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+               "contempt", "unknown", "NF")
+    majority: dict[str, str] = {}
+    with Path(csv_path).open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            counts = [float(row[c]) for c in columns]
+            label = canonical_label(columns[int(np.argmax(counts))])
+            if label is not None:
+                majority[image_key(row["path"])] = label
+                majority[row["ferplus_image_name"]] = label
+    return majority
+
+
+def stratified_sample(labels: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
+    """Indices of about ``limit`` items keeping class shares (each present class keeps >= 1)."""
+    if limit >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen: list[np.ndarray] = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        take = max(1, int(round(limit * len(members) / len(labels))))
+        chosen.append(rng.choice(members, size=min(take, len(members)), replace=False))
+    return np.sort(np.concatenate(chosen))

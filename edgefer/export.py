@@ -1,0 +1,169 @@
+"""Export a trained checkpoint to ONNX, check it, calibrate it and describe it in the manifest.
+
+Export is checked three ways: ``onnx.checker``, a dynamic-batch run in ONNX Runtime, and parity
+of probabilities with PyTorch on real validation images (max absolute difference <= 1e-4).
+The temperature is fitted on the validation split's logits, never on the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefer import data as datasets
+from edgefer import metrics
+from edgefer.errors import ModelError, require
+from edgefer.manifest import MANIFEST_PATH, CropSpec, InputSpec, read_manifest, sha256_file
+from edgefer.types import EMOTIONS
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+PARITY_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    onnx_path: Path
+    weights_path: Path
+    temperature: float
+    parity_max_abs_diff: float
+    parity_images: int
+    val_accuracy: float
+    val_ece_before: float
+    val_ece_after: float
+    size_bytes: int
+    parameters: int
+    recipe: dict[str, Any]
+    train_data: dict[str, Any]
+    epoch: int
+
+
+def export_onnx(module: Any, path: Path, spec: InputSpec, opset: int = OPSET) -> None:
+    """Write ``module`` as ONNX with a dynamic batch axis, then validate it with ``onnx.checker``."""
+    torch = require("torch", "torch")
+    onnx = require("onnx", "torch")
+    dummy = torch.zeros(2, spec.channels, spec.height, spec.width)
+    torch.onnx.export(module.eval(), (dummy,), str(path), input_names=[INPUT_NAME],
+                      output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
+                      dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+
+
+def parity(module: Any, onnx_path: Path, batch: np.ndarray) -> float:
+    """Max absolute difference of softmax probabilities between PyTorch and ONNX Runtime."""
+    torch = require("torch", "torch")
+    ort = require("onnxruntime")
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        reference = torch.softmax(module(torch.from_numpy(batch)), 1).numpy()
+    logits = session.run(None, {INPUT_NAME: batch})[0]
+    return float(np.abs(metrics.softmax(logits) - reference).max())
+
+
+def input_spec(recipe: dict[str, Any]) -> InputSpec:
+    size = recipe["input_size"]
+    return InputSpec(name=INPUT_NAME, height=size, width=size, channels=1, color="gray",
+                     scale=1 / 255, mean=(recipe["mean"],), std=(recipe["std"],), crop=CropSpec())
+
+
+def export_checkpoint(checkpoint: Path, name: str, val_dir: str, val_glob: str,
+                      engines_dir: Path = MANIFEST_PATH.parent) -> ExportReport:
+    """Export ``checkpoint`` as ``engines/<name>.onnx`` (+ ``.pt`` weights) and calibrate it."""
+    torch = require("torch", "torch")
+    from edgefer.backends.torch import load_module
+
+    module = load_module(checkpoint)
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    spec = input_spec(saved["recipe"])
+    engines_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = engines_dir / f"{name}.onnx"
+    weights_path = engines_dir / f"{name}.pt"
+    export_onnx(module, onnx_path, spec)
+    torch.save({"model": module.state_dict(), "recipe": saved["recipe"]}, weights_path)
+    folder = datasets.scan_image_folder(val_dir, val_glob)
+    batch = spec.normalize(datasets.load_pixels(folder, (spec.height, spec.width)))
+    max_diff = parity(module, onnx_path, batch)
+    if max_diff > PARITY_TOLERANCE:
+        raise ModelError(f"ONNX export differs from PyTorch by {max_diff:.2e} "
+                         f"(tolerance {PARITY_TOLERANCE:.0e})")
+    with torch.inference_mode():
+        logits = module(torch.from_numpy(batch)).numpy()
+    temperature = metrics.fit_temperature(logits, folder.labels)
+    return ExportReport(
+        onnx_path=onnx_path, weights_path=weights_path, temperature=temperature,
+        parity_max_abs_diff=max_diff, parity_images=len(batch),
+        val_accuracy=metrics.accuracy(folder.labels, logits.argmax(1)),
+        val_ece_before=metrics.expected_calibration_error(metrics.softmax(logits), folder.labels),
+        val_ece_after=metrics.expected_calibration_error(
+            metrics.softmax(logits, temperature), folder.labels),
+        size_bytes=onnx_path.stat().st_size,
+        parameters=sum(p.numel() for p in module.parameters()),
+        recipe=saved["recipe"], train_data=saved.get("data", {}), epoch=saved.get("epoch", 0))
+
+
+def manifest_entry(report: ExportReport, recipe_file: str, val_dir: str, val_glob: str
+                   ) -> dict[str, Any]:
+    """The manifest entry for an export; metrics start with the validation figures."""
+    command = "edgefer " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("edgefer") else \
+        " ".join(sys.argv)
+    engines_dir = report.onnx_path.parent
+    return {
+        "file": report.onnx_path.name,
+        "sha256": sha256_file(report.onnx_path),
+        "pytorch_file": report.weights_path.name,
+        "pytorch_sha256": sha256_file(report.weights_path),
+        "arch": report.recipe["arch"],
+        "parameters": report.parameters,
+        "size_bytes": report.size_bytes,
+        "opset": OPSET,
+        "classes": list(EMOTIONS),
+        "input": input_spec(report.recipe).to_dict(),
+        "output": {"name": OUTPUT_NAME, "kind": "logits"},
+        "temperature": round(report.temperature, 4),
+        "license": "Apache-2.0 (weights trained by the edgefer authors; see engines/NOTICE.md)",
+        "metrics": {
+            "val_accuracy": {"value": round(report.val_accuracy, 4), "data": f"{val_dir} {val_glob}",
+                             "command": command},
+            "val_ece_before_temperature": {"value": round(report.val_ece_before, 4),
+                                           "command": command},
+            "val_ece_after_temperature": {"value": round(report.val_ece_after, 4),
+                                          "command": command},
+            "onnx_parity_max_abs_prob_diff": {"value": report.parity_max_abs_diff,
+                                              "images": report.parity_images, "command": command},
+        },
+        "train": {
+            "data": report.train_data,
+            "recipe": str(Path(recipe_file).resolve().relative_to(engines_dir.resolve()))
+            if Path(recipe_file).resolve().is_relative_to(engines_dir.resolve()) else recipe_file,
+            "epochs": report.epoch,
+            "date": date.today().isoformat(),
+        },
+    }
+
+
+def update_manifest(name: str, entry: dict[str, Any], path: Path = MANIFEST_PATH,
+                    make_default: bool = False) -> None:
+    """Insert or replace a model entry; written to a temporary file first, then renamed."""
+    manifest = read_manifest(path) if path.is_file() else {"schema": 1, "models": {}}
+    manifest.setdefault("models", {})[name] = entry
+    if make_default or "default" not in manifest:
+        manifest["default"] = name
+    write_manifest(manifest, path)
+
+
+def write_manifest(manifest: dict[str, Any], path: Path = MANIFEST_PATH) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.move(tmp, path)

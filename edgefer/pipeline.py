@@ -1,0 +1,225 @@
+"""The frame pipeline: detect -> align -> classify -> track -> smooth, wired and overlapped.
+
+``Recognizer.process`` runs one frame synchronously. ``Recognizer.run`` overlaps the stages over
+a stream with two worker threads (decode; detect + align) and bounded queues, while the caller's
+thread classifies, tracks and smooths. OpenCV, MediaPipe and ONNX Runtime release the GIL in
+their native code, so on two cores the classifier hides behind the detector. This module wires
+stages only: it parses no arguments and prints nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from edgefer.align import Aligner
+from edgefer.backends import open_engine
+from edgefer.classify import Classifier
+from edgefer.detect import DetectorOptions, FaceDetector
+from edgefer.manifest import MANIFEST_PATH, ModelEntry, load_model_entry
+from edgefer.smooth import SmoothingOptions, Smoother
+from edgefer.track import IouTracker, Track, TrackerOptions
+from edgefer.types import Faces, Frame, FrameResult
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RecognizerOptions:
+    model: str | None = None  # manifest entry name; None = the manifest's default
+    engine: str = "onnxruntime"
+    engine_threads: int = 1
+    detector: DetectorOptions = DetectorOptions()
+    tracker: TrackerOptions = TrackerOptions()
+    smoothing: SmoothingOptions = SmoothingOptions()
+    manifest: Path = MANIFEST_PATH
+    queue_depth: int = 4
+
+
+@dataclass
+class _Detected:
+    frame: Frame
+    faces: Faces
+    batch: np.ndarray
+    valid: np.ndarray
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Recognizer:
+    """Facial-emotion recognition over frames; a context manager owning detector and engine.
+
+    >>> with Recognizer() as recognizer:                      # doctest: +SKIP
+    ...     for result in recognizer.run(open_source("clip.mp4")):
+    ...         print(result.frame.index, result.faces.smoothed_labels)
+    """
+
+    def __init__(self, options: RecognizerOptions = RecognizerOptions()) -> None:
+        self.options = options
+        self.model: ModelEntry = load_model_entry(options.model, options.manifest)
+        self.aligner = Aligner(self.model.input)
+        self.detector = FaceDetector(options.detector)
+        try:
+            engine = open_engine(self.model, options.engine, options.engine_threads)
+        except BaseException:
+            self.detector.close()
+            raise
+        self.classifier = Classifier(engine, self.model.temperature)
+        self.tracker = IouTracker(options.tracker)
+        self.smoother = Smoother(options.smoothing)
+
+    # -- one frame -------------------------------------------------------------------------
+    def process(self, frame: Frame) -> FrameResult:
+        """All stages on one frame, in the caller's thread."""
+        return self._finish(self._detect_and_align(frame))
+
+    # -- a stream --------------------------------------------------------------------------
+    def run(self, frames: Iterable[Frame]) -> Iterator[FrameResult]:
+        """Results for a stream of frames, in order, with decode and detection overlapped."""
+        decoded = run_in_thread(_timed_iter(frames), self.options.queue_depth, "edgefer-decode")
+        detected = run_in_thread(map(self._detect_timed, decoded), self.options.queue_depth,
+                                 "edgefer-detect")
+        try:
+            for item in detected:
+                yield self._finish(item)
+        finally:
+            detected.close()
+            decoded.close()
+
+    def reset(self) -> list[Track]:
+        """Start a new stream (next file): end every track and return them."""
+        self.tracker.end_all()
+        ended = self.tracker.pop_ended()
+        self.smoother.forget([t.track_id for t in ended])
+        return ended
+
+    def pop_ended_tracks(self) -> list[Track]:
+        ended = self.tracker.pop_ended()
+        self.smoother.forget([t.track_id for t in ended])
+        return ended
+
+    def _detect_timed(self, timed: tuple[Frame, float]) -> _Detected:
+        frame, decode_ms = timed
+        item = self._detect_and_align(frame)
+        item.latency_ms["decode"] = decode_ms
+        return item
+
+    def _detect_and_align(self, frame: Frame) -> _Detected:
+        start = time.perf_counter()
+        faces = self.detector.detect(frame)
+        detected = time.perf_counter()
+        batch, valid = self.aligner.align(frame.image, faces)
+        aligned = time.perf_counter()
+        return _Detected(frame, faces, batch, valid, {
+            "detect": (detected - start) * 1000, "align": (aligned - detected) * 1000})
+
+    def _finish(self, item: _Detected) -> FrameResult:
+        start = time.perf_counter()
+        faces = item.faces
+        keep = item.valid
+        if not keep.all():
+            log.debug("frame %d: %d faces without usable keypoints dropped", item.frame.index,
+                      int((~keep).sum()))
+            faces = _select(faces, keep)
+        faces.probs[:] = self.classifier.classify(item.batch[keep])
+        classified = time.perf_counter()
+        self.tracker.update(faces, item.frame.timestamp_s)
+        self.smoother.update(faces, item.frame.timestamp_s)
+        done = time.perf_counter()
+        latency = {**item.latency_ms, "classify": (classified - start) * 1000,
+                   "track": (done - classified) * 1000}
+        return FrameResult(item.frame, faces, latency)
+
+    def close(self) -> None:
+        self.classifier.close()
+        self.detector.close()
+
+    def __enter__(self) -> Recognizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _select(faces: Faces, rows: np.ndarray) -> Faces:
+    return Faces(faces.xyxy[rows], faces.scores[rows], faces.keypoints[rows],
+                 data={k: v[rows] for k, v in faces.data.items()})
+
+
+def _timed_iter(frames: Iterable[Frame]) -> Iterator[tuple[Frame, float]]:
+    """Each frame with the milliseconds spent producing it (decode time for video sources)."""
+    iterator = iter(frames)
+    while True:
+        start = time.perf_counter()
+        try:
+            frame = next(iterator)
+        except StopIteration:
+            return
+        yield frame, (time.perf_counter() - start) * 1000
+
+
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class run_in_thread(Iterator[T]):  # noqa: N801 - used like a function
+    """Iterate ``items`` in a daemon thread, handing results over a bounded queue.
+
+    Errors raised by the producer re-raise in the consumer; ``close()`` stops the producer at its
+    next item, so an abandoned consumer never leaves a thread behind.
+    """
+
+    def __init__(self, items: Iterable[T], depth: int, name: str) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(items,), name=name, daemon=True)
+        self._thread.start()
+
+    def _produce(self, items: Iterable[T]) -> None:
+        try:
+            for item in items:
+                if not self._put(item):
+                    return
+            self._put(_DONE)
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            self._put(_Failure(error))
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __next__(self) -> T:
+        item = self._queue.get()
+        if item is _DONE:
+            self._stop.set()
+            raise StopIteration
+        if isinstance(item, _Failure):
+            self._stop.set()
+            raise item.error
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+

@@ -1,0 +1,132 @@
+"""Training recipes: every hyperparameter of a run, kept in a TOML file beside the weights.
+
+The recipe holds no data paths (those belong to the machine and go on the command line); the
+manifest records both, so a shipped model can be reproduced exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgefer.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Face-suited augmentation; magnitudes are maxima of uniform draws."""
+
+    rotate_deg: float = 12.0
+    scale: float = 0.12
+    shift: float = 0.10
+    hflip: bool = True
+    brightness: float = 0.25
+    contrast: float = 0.30
+    erase_prob: float = 0.5
+    erase_area: tuple[float, float] = (0.02, 0.20)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    arch: str = "vgg_s"
+    input_size: int = 48
+    mean: float = 0.5
+    std: float = 0.25
+    epochs: int = 80
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 3
+    label_smoothing: float = 0.1
+    class_weights: str = "sqrt_inverse"  # none | sqrt_inverse | inverse
+    ferplus_weight: float = 0.0  # share of the target taken from FER+ votes when given
+    ema_decay: float = 0.999
+    bf16: bool = True  # autocast on CPUs with AMX/AVX512-BF16; weights stay fp32
+    seed: int = 0
+    threads: int = 2
+    augment: Augment = field(default_factory=Augment)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
+            "label_smoothing": 0 <= self.label_smoothing < 1,
+            "ferplus_weight": 0 <= self.ferplus_weight <= 1,
+            "ema_decay": 0 <= self.ema_decay < 1, "threads": self.threads >= 1,
+            "class_weights": self.class_weights in ("none", "sqrt_inverse", "inverse"),
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"invalid recipe value {key}={getattr(self, key)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> Recipe:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Recipe:
+        values = dict(values)
+        augment = values.pop("augment", {})
+        _reject_unknown(values, cls, "")
+        _reject_unknown(augment, Augment, "augment.")
+        if "erase_area" in augment:
+            augment["erase_area"] = tuple(augment["erase_area"])
+        try:
+            return cls(**values, augment=Augment(**augment))
+        except TypeError as err:
+            raise ConfigError(f"invalid recipe: {err}") from err
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        return cls.from_dict(read_toml(path))
+
+
+def _reject_unknown(values: dict[str, Any], kind: type, prefix: str) -> None:
+    known = {f.name for f in dataclasses.fields(kind)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"unknown recipe key {prefix + key!r}; known: {', '.join(sorted(known))}")
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file, turning every failure into one ConfigError line."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as err:
+        raise ConfigError(f"config file not found: {path}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from err
+
+
+def to_toml(values: dict[str, Any]) -> str:
+    """Write a flat recipe dict (with one level of tables) as TOML."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for name, table in tables:
+        lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)

@@ -1,0 +1,208 @@
+"""Offline scoring: files, folders and streams in; per-face rows, summaries and videos out.
+
+``score`` drives a ``Recognizer`` over each input, writes rows as they are produced, and reports
+progress to an observer. A bad input is reported and skipped; the other inputs complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from edgefer.annotate import draw_faces
+from edgefer.errors import EdgeferError, InputError
+from edgefer.pipeline import Recognizer, RecognizerOptions
+from edgefer.sinks import TableSink, VideoSink, check_output, face_rows, write_json_atomic
+from edgefer.sources import Source, expand_inputs, is_image, open_source
+from edgefer.summary import Summary
+from edgefer.types import FrameResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    output: Path
+    overwrite: bool = False
+    annotate: Path | None = None
+    summary: Path | None = None
+    plot: Path | None = None
+    stride: int = 1
+    max_fps: float | None = None
+    recognizer: RecognizerOptions = field(default_factory=RecognizerOptions)
+
+
+@dataclass
+class FileReport:
+    name: str
+    frames: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    exception: EdgeferError | None = None
+
+
+class ScoreObserver(Protocol):
+    def file_started(self, name: str, total_frames: int | None) -> None: ...
+
+    def frame_done(self, name: str, result: FrameResult) -> None: ...
+
+    def file_done(self, report: FileReport) -> None: ...
+
+
+class _NullObserver:
+    def file_started(self, name: str, total_frames: int | None) -> None:
+        pass
+
+    def frame_done(self, name: str, result: FrameResult) -> None:
+        pass
+
+    def file_done(self, report: FileReport) -> None:
+        pass
+
+
+def check_outputs(options: ScoreOptions) -> None:
+    """Fail before any work if an output path is unusable."""
+    check_output(options.output, options.overwrite, (".csv", ".jsonl", ".parquet"))
+    for path, suffixes in ((options.annotate, (".mp4", ".avi")), (options.summary, (".json",)),
+                           (options.plot, (".png", ".svg", ".pdf"))):
+        if path is not None:
+            check_output(path, options.overwrite, suffixes)
+
+
+def annotate_path(base: Path, item: str, many: bool) -> Path:
+    """One annotated output per input: ``base`` itself, or ``base_<input stem>`` for several."""
+    suffix = ".jpg" if is_image(item) else base.suffix
+    if not many and not is_image(item):
+        return base
+    return base.with_name(f"{base.stem}_{Path(item).stem}{suffix}")
+
+
+def score(inputs: list[str], options: ScoreOptions,
+          observer: ScoreObserver | None = None) -> list[FileReport]:
+    """Score every input; returns one report per input (failed ones carry ``error``).
+
+    With a single input, a failure raises instead, and no output file is created.
+    """
+    observer = observer or _NullObserver()
+    check_outputs(options)
+    items = expand_inputs(inputs)
+    if not items:
+        raise InputError(f"no images or videos found in {', '.join(inputs)}")
+    summary = Summary()
+    reports: list[FileReport] = []
+    table = _LazyTable(options)
+    with Recognizer(options.recognizer) as recognizer, table:
+        for item in items:
+            report = _score_one(item, recognizer, table, summary, options, observer, len(items) > 1)
+            reports.append(report)
+            observer.file_done(report)
+            if report.exception is not None and len(items) == 1:
+                raise report.exception
+    if options.summary:
+        write_json_atomic(options.summary, summary.to_dict())
+    if options.plot:
+        summary.plot(options.plot)
+    return reports
+
+
+class _LazyTable:
+    """Opens the table sink when the first input has opened, so a lone bad input leaves no file."""
+
+    def __init__(self, options: ScoreOptions) -> None:
+        self.options = options
+        self.sink: TableSink | None = None
+
+    def open(self) -> TableSink:
+        if self.sink is None:
+            self.sink = TableSink(self.options.output, self.options.overwrite)
+        return self.sink
+
+    def __enter__(self) -> _LazyTable:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+
+def _score_one(item: str, recognizer: Recognizer, table: _LazyTable, summary: Summary,
+               options: ScoreOptions, observer: ScoreObserver, many: bool) -> FileReport:
+    report = FileReport(item)
+    start = time.perf_counter()
+    try:
+        with open_source(item, options.stride, options.max_fps) as source:
+            sink = table.open()
+            observer.file_started(item, _expected_frames(source, options.stride))
+            video = _annotation_sink(item, source, options, many)
+            try:
+                _process(item, source, recognizer, sink, summary, video,
+                         lambda r: _count(report, observer, item, r))
+            finally:
+                if video is not None:
+                    video.close()
+    except InputError as err:
+        report.error = str(err)
+        report.exception = err
+        summary.fail(item, str(err))
+        log.warning("skipping %s: %s", item, err)
+    finally:
+        recognizer.reset()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _count(report: FileReport, observer: ScoreObserver, item: str, result: FrameResult) -> None:
+    report.frames += 1
+    report.faces += len(result.faces)
+    observer.frame_done(item, result)
+
+
+def _expected_frames(source: Source, stride: int) -> int | None:
+    return -(-source.frame_count // stride) if source.frame_count else None
+
+
+def _annotation_sink(item: str, source: Source, options: ScoreOptions, many: bool
+                     ) -> VideoSink | _ImageWriter | None:
+    if options.annotate is None:
+        return None
+    path = annotate_path(options.annotate, item, many)
+    if is_image(item):
+        return _ImageWriter(path, options.overwrite)
+    fps = (source.fps or 30.0) / options.stride
+    if options.max_fps:
+        fps = min(fps, options.max_fps)
+    return VideoSink(path, fps, options.overwrite)
+
+
+class _ImageWriter:
+    """Annotated still images share the VideoSink interface."""
+
+    def __init__(self, path: Path, overwrite: bool) -> None:
+        self.path = check_output(path, overwrite, (".jpg",))
+
+    def write(self, image) -> None:  # type: ignore[no-untyped-def]
+        import cv2
+
+        cv2.imwrite(str(self.path), image)
+
+    def close(self) -> None:
+        pass
+
+
+def _process(item: str, source: Source, recognizer: Recognizer, table: TableSink,
+             summary: Summary, video: VideoSink | _ImageWriter | None,
+             on_frame: Callable[[FrameResult], None]) -> None:
+    for result in recognizer.run(source):
+        start = time.perf_counter()
+        rows = face_rows(item, result)
+        table.write(rows)
+        summary.add(item, result, [row["final_label"] for row in rows])
+        if video is not None:
+            video.write(draw_faces(result.frame.image.copy(), result.faces))
+        result.latency_ms["write"] = (time.perf_counter() - start) * 1000
+        on_frame(result)

@@ -1,0 +1,219 @@
+"""Output sinks: per-face rows to CSV, JSON lines or Parquet, annotated video, atomic JSON.
+
+Sinks are context managers. CSV and JSON-lines rows are flushed to the OS as each frame's rows
+are written, so a killed process loses nothing already produced; Parquet (columnar, written in
+row groups) is flushed every ``PARQUET_ROW_GROUP`` rows and at close.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefer.errors import InputError, OutputError, require
+from edgefer.types import EMOTIONS, FrameResult
+
+ROW_COLUMNS: tuple[str, ...] = (
+    "file", "frame", "time_s", "track_id", "x", "y", "w", "h", "det_score",
+    *(f"p_{e}" for e in EMOTIONS),
+    "label", "confidence", "smoothed_label", "cnn_label", "llm_label", "final_label", "final_source",
+)
+TABLE_SUFFIXES = (".csv", ".jsonl", ".parquet")
+PARQUET_ROW_GROUP = 4096
+
+
+def face_rows(file: str, result: FrameResult) -> list[dict[str, Any]]:
+    """One row per face of a processed frame, in ``ROW_COLUMNS`` order."""
+    faces = result.faces
+    rows = []
+    llm_labels = faces.data.get("llm_label")
+    final_labels = faces.data.get("final_label")
+    final_sources = faces.data.get("final_source")
+    for i in range(len(faces)):
+        x0, y0, x1, y1 = (float(v) for v in faces.xyxy[i])
+        label = EMOTIONS[int(faces.probs[i].argmax())]
+        smoothed = EMOTIONS[int(faces.smoothed_labels[i])] if faces.smoothed_labels[i] >= 0 else ""
+        row: dict[str, Any] = {
+            "file": file, "frame": result.frame.index, "time_s": round(result.frame.timestamp_s, 4),
+            "track_id": int(faces.track_ids[i]), "x": round(x0, 1), "y": round(y0, 1),
+            "w": round(x1 - x0, 1), "h": round(y1 - y0, 1), "det_score": round(float(faces.scores[i]), 4),
+        }
+        row.update({f"p_{e}": round(float(p), 5) for e, p in zip(EMOTIONS, faces.probs[i])})
+        row.update({
+            "label": label, "confidence": round(float(faces.probs[i].max()), 5),
+            "smoothed_label": smoothed, "cnn_label": smoothed or label,
+            "llm_label": str(llm_labels[i]) if llm_labels is not None else "",
+            "final_label": str(final_labels[i]) if final_labels is not None else smoothed or label,
+            "final_source": str(final_sources[i]) if final_sources is not None else "cnn",
+        })
+        rows.append(row)
+    return rows
+
+
+def check_output(path: str | Path, overwrite: bool, suffixes: tuple[str, ...]) -> Path:
+    """Validate an output path before any work starts: suffix, existence, writable folder."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise InputError(f"unsupported output type {path.suffix or '(none)'!r} for {path}; "
+                         f"use one of {', '.join(suffixes)}")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} exists; pass --overwrite to replace it")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"output folder is not writable: {folder}")
+    return path
+
+
+class TableSink:
+    """Rows to ``.csv``, ``.jsonl`` or ``.parquet`` chosen by the path's extension."""
+
+    def __init__(self, path: str | Path, overwrite: bool = False,
+                 columns: tuple[str, ...] = ROW_COLUMNS, append: bool = False) -> None:
+        self.path = path if append else check_output(path, overwrite, TABLE_SUFFIXES)
+        self.path = Path(self.path)
+        self.columns = columns
+        self.kind = self.path.suffix.lower().lstrip(".")
+        self.rows_written = 0
+        self._parquet_buffer: list[dict[str, Any]] = []
+        self._writer: Any = None
+        try:
+            self._open(append)
+        except OSError as err:
+            raise OutputError(f"cannot write {self.path}: {err.strerror}") from err
+
+    def _open(self, append: bool) -> None:
+        if self.kind == "parquet":
+            self._handle = None
+            return
+        new_file = not append or not self.path.exists() or self.path.stat().st_size == 0
+        self._handle = self.path.open("a" if append else "w", newline="", encoding="utf-8")
+        if self.kind == "csv":
+            self._writer = csv.DictWriter(self._handle, fieldnames=self.columns,
+                                          extrasaction="ignore")
+            if new_file:
+                self._writer.writeheader()
+                self._handle.flush()
+
+    def write(self, rows: Iterable[dict[str, Any]]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        try:
+            self._write(rows)
+        except OSError as err:
+            raise OutputError(f"cannot write {self.path}: {err.strerror}") from err
+        self.rows_written += len(rows)
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        if self.kind == "csv":
+            self._writer.writerows(rows)
+        elif self.kind == "jsonl":
+            self._handle.write("".join(json.dumps({c: r.get(c) for c in self.columns}) + "\n"
+                                       for r in rows))
+        else:
+            self._parquet_buffer += rows
+            if len(self._parquet_buffer) >= PARQUET_ROW_GROUP:
+                self._flush_parquet()
+            return
+        self._handle.flush()
+
+    def _flush_parquet(self) -> None:
+        if not self._parquet_buffer:
+            return
+        pa = require("pyarrow", "parquet")
+        parquet = require("pyarrow.parquet", "parquet")
+        table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns}
+                                      for r in self._parquet_buffer])
+        if self._writer is None:
+            self._writer = parquet.ParquetWriter(str(self.path), table.schema)
+        self._writer.write_table(table)
+        self._parquet_buffer = []
+
+    def close(self) -> None:
+        if self.kind == "parquet":
+            self._flush_parquet()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        elif self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> TableSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VideoSink:
+    """Annotated frames to an ``.mp4`` (MPEG-4 Part 2, which every OpenCV build can write)."""
+
+    def __init__(self, path: str | Path, fps: float, overwrite: bool = False) -> None:
+        self.path = check_output(path, overwrite, (".mp4", ".avi"))
+        self.fps = fps
+        self._writer: Any = None
+        self.frames_written = 0
+
+    def write(self, image: np.ndarray) -> None:
+        import cv2
+
+        if self._writer is None:
+            fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix == ".mp4" else "MJPG"))
+            height, width = image.shape[:2]
+            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (width, height))
+            if not self._writer.isOpened():
+                raise OutputError(f"cannot open video writer for {self.path}")
+        self._writer.write(image)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def __enter__(self) -> VideoSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    """Write JSON to a temporary file in the same folder, fsync it, then rename over ``path``."""
+    path = Path(path)
+    try:
+        with tempfile.NamedTemporaryFile("w", dir=path.parent or ".", prefix=f".{path.name}.",
+                                         suffix=".tmp", delete=False, encoding="utf-8") as tmp:
+            json.dump(payload, tmp, indent=2, default=_json_default)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp.name, 0o666 & ~_umask())
+        os.replace(tmp.name, path)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror}") from err
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -1,0 +1,181 @@
+"""Frame sources: camera index, video file, RTSP/HTTP stream, image files and folders.
+
+Every source is a context manager and an iterator of ``Frame`` (index, presentation time in
+seconds, BGR image). ``open_source`` picks the right one from a string; ``expand_inputs`` turns
+user arguments (files, folders, URLs) into the list of items to process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from edgefer.data import IMAGE_SUFFIXES
+from edgefer.errors import InputError
+from edgefer.types import Frame
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+
+
+def is_stream(spec: str) -> bool:
+    return spec.lower().startswith(STREAM_SCHEMES)
+
+
+def is_camera(spec: str) -> bool:
+    return spec.isdigit()
+
+
+def is_image(spec: str) -> bool:
+    return Path(spec).suffix.lower() in IMAGE_SUFFIXES
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Files as given, folders recursed for images and videos (sorted), URLs and cameras as is.
+
+    Missing paths are kept so that the caller reports them in order with the other failures.
+    """
+    items: list[str] = []
+    for spec in inputs:
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            if not found:
+                log.warning("no images or videos under %s", path)
+            items += found
+        else:
+            items.append(spec)
+    return items
+
+
+class Source:
+    """Base of all sources: iterate for frames; ``close`` releases the device or file."""
+
+    name: str = ""
+    fps: float | None = None  # nominal frame rate when known
+    frame_count: int | None = None  # total frames when known (files)
+    live: bool = False  # frames arrive in real time and may be dropped
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ImageSource(Source):
+    """One still image as frame 0."""
+
+    def __init__(self, path: str) -> None:
+        self.name = path
+        self.frame_count = 1
+        self._image = read_image(path)
+
+    def __iter__(self) -> Iterator[Frame]:
+        yield Frame(0, 0.0, self._image, self.name)
+
+
+def read_image(path: str) -> np.ndarray:
+    """A still as 8-bit BGR, whatever its depth or channels (gray, alpha, 16-bit, CMYK JPEG)."""
+    import cv2
+
+    if not Path(path).is_file():
+        raise InputError(f"no such file: {path}")
+    data = np.fromfile(path, dtype=np.uint8)  # cv2.imread mishandles some non-ASCII paths
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise InputError(f"cannot decode image: {path}")
+    return image
+
+
+class VideoSource(Source):
+    """A video file, a network stream or a camera, through OpenCV's FFmpeg/V4L2 capture.
+
+    ``stride`` skips frames with ``grab()`` (no colour conversion); ``max_fps`` keeps at most that
+    many frames per second of presentation time.
+    """
+
+    def __init__(self, spec: str, stride: int = 1, max_fps: float | None = None) -> None:
+        import cv2
+
+        if stride < 1:
+            raise InputError(f"stride must be >= 1, got {stride}")
+        if max_fps is not None and max_fps <= 0:
+            raise InputError(f"max-fps must be > 0, got {max_fps}")
+        self.name = spec
+        self.live = is_camera(spec) or is_stream(spec)
+        if not self.live and not Path(spec).is_file():
+            raise InputError(f"no such file: {spec}")
+        self._capture = cv2.VideoCapture(int(spec) if is_camera(spec) else spec)
+        if not self._capture.isOpened():
+            kind = "camera" if is_camera(spec) else "stream" if is_stream(spec) else "video"
+            raise InputError(f"cannot open {kind}: {spec}")
+        fps = self._capture.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 0 < fps < 1000 else None
+        count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.frame_count = count if count > 0 and not self.live else None
+        self.stride = stride
+        self.max_fps = max_fps
+        self._lock = threading.Lock()
+        self._opened_at = time.monotonic()
+
+    def __iter__(self) -> Iterator[Frame]:
+        index = -1
+        next_due_s = 0.0
+        while True:
+            with self._lock:
+                if self._capture is None or not self._capture.grab():
+                    break
+                index += 1
+                time_s = self._timestamp_s(index)
+                if index % self.stride or (self.max_fps and time_s + 1e-6 < next_due_s):
+                    continue
+                ok, image = self._capture.retrieve()
+            if not ok or image is None:
+                log.warning("%s: frame %d failed to decode; stopping", self.name, index)
+                break
+            if self.max_fps:
+                next_due_s = time_s + 1.0 / self.max_fps
+            yield Frame(index, time_s, image, self.name)
+        if index < 0:
+            raise InputError(f"no decodable frames in {self.name}")
+        if self.frame_count and index + 1 < self.frame_count * 0.98:
+            log.warning("%s ended at frame %d of %d (truncated or corrupt)", self.name, index + 1,
+                        self.frame_count)
+
+    def _timestamp_s(self, index: int) -> float:
+        import cv2
+
+        if self.live:  # wall-clock arrival time: what latency and track timeouts care about
+            return time.monotonic() - self._opened_at
+        msec = self._capture.get(cv2.CAP_PROP_POS_MSEC)
+        if msec > 0 or index == 0:
+            return msec / 1000.0
+        return index / self.fps if self.fps else float(index)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._capture is not None:
+                self._capture.release()
+                self._capture = None
+
+
+def open_source(spec: str, stride: int = 1, max_fps: float | None = None) -> Source:
+    """The source for a camera index ("0"), URL, image path or video path."""
+    if is_image(spec) and not is_stream(spec):
+        return ImageSource(spec)
+    return VideoSource(spec, stride=stride, max_fps=max_fps)

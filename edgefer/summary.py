@@ -1,0 +1,110 @@
+"""Per-file and per-track summaries of a scoring run, and the emotion-over-time plot."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefer.errors import require
+from edgefer.types import EMOTIONS, FrameResult
+
+
+@dataclass
+class _TrackStats:
+    first_s: float
+    last_s: float
+    labels: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _FileStats:
+    frames: int = 0
+    face_rows: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+    tracks: dict[int, _TrackStats] = field(default_factory=dict)
+    timeline: list[tuple[float, int, np.ndarray]] = field(default_factory=list)
+    error: str | None = None
+
+
+def _shares(labels: Counter[str]) -> dict[str, float]:
+    total = sum(labels.values())
+    return {e: round(labels[e] / total, 4) if total else 0.0 for e in EMOTIONS}
+
+
+def _dominant(labels: Counter[str]) -> str | None:
+    return labels.most_common(1)[0][0] if labels else None
+
+
+class Summary:
+    """Accumulates results; ``to_dict`` gives the ``--summary`` JSON."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, _FileStats] = defaultdict(_FileStats)
+
+    def add(self, file: str, result: FrameResult, labels: list[str]) -> None:
+        """Count one processed frame; ``labels`` are the per-face final labels written out."""
+        stats = self.files[file]
+        stats.frames += 1
+        stats.face_rows += len(labels)
+        time_s = result.frame.timestamp_s
+        for row, label in enumerate(labels):
+            track_id = int(result.faces.track_ids[row])
+            stats.labels[label] += 1
+            track = stats.tracks.setdefault(track_id, _TrackStats(time_s, time_s))
+            track.last_s = time_s
+            track.labels[label] += 1
+            stats.timeline.append((time_s, track_id, result.faces.smoothed_probs[row].copy()))
+
+    def fail(self, file: str, error: str) -> None:
+        self.files[file].error = error
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"files": {name: self._file_dict(stats) for name, stats in self.files.items()}}
+
+    def _file_dict(self, stats: _FileStats) -> dict[str, Any]:
+        if stats.error:
+            return {"error": stats.error}
+        return {
+            "frames": stats.frames, "face_rows": stats.face_rows, "tracks": len(stats.tracks),
+            "dominant": _dominant(stats.labels), "share": _shares(stats.labels),
+            "per_track": {str(track_id): {
+                "first_s": round(t.first_s, 3), "last_s": round(t.last_s, 3),
+                "frames": sum(t.labels.values()), "dominant": _dominant(t.labels),
+                "share": _shares(t.labels)} for track_id, t in stats.tracks.items()},
+        }
+
+    def plot(self, path: str | Path) -> None:
+        """Smoothed probability of each emotion over time: one panel per file, one line per emotion
+        and track (tracks in different line styles)."""
+        matplotlib = require("matplotlib", "plot")
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from edgefer.annotate import COLORS
+
+        files = [(n, s) for n, s in self.files.items() if s.timeline]
+        figure, axes = plt.subplots(max(1, len(files)), 1, figsize=(11, 2.8 * max(1, len(files))),
+                                    squeeze=False)
+        styles = ["-", "--", ":", "-."]
+        for axis, (name, stats) in zip(axes[:, 0], files):
+            for k, track_id in enumerate(sorted({t for _, t, _ in stats.timeline})):
+                points = [(t, p) for t, i, p in stats.timeline if i == track_id]
+                times = np.array([t for t, _ in points])
+                probs = np.stack([p for _, p in points])
+                for j, emotion in enumerate(EMOTIONS):
+                    bgr = COLORS[emotion]
+                    axis.plot(times, probs[:, j], styles[k % len(styles)],
+                              color=(bgr[2] / 255, bgr[1] / 255, bgr[0] / 255),
+                              label=emotion if k == 0 else None, linewidth=1.2)
+            axis.set_title(Path(name).name, fontsize=10)
+            axis.set_ylim(0, 1)
+            axis.set_ylabel("probability")
+        axes[-1, 0].set_xlabel("time (s)")
+        axes[0, 0].legend(ncol=7, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.35))
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+        plt.close(figure)

@@ -1,0 +1,47 @@
+"""Shared fixtures. Nothing here reads ../shared unless a test asks for ``shared_data``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("EDGEFER_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (research-only datasets); tests that need it skip cleanly without it."""
+    if not (SHARED_DATA / "fer2013").is_dir():
+        pytest.skip(f"research data not available at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def portrait() -> np.ndarray:
+    """matplotlib's public-domain Grace Hopper portrait (BGR, 600x512)."""
+    import cv2
+
+    from edgefer.demo import portrait_path
+
+    return cv2.imread(str(portrait_path()))
+
+
+@pytest.fixture(scope="session")
+def demo_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 5 s demo clip (150 frames, one face, then two), written once per session."""
+    from edgefer.demo import write_demo_clip
+
+    return write_demo_clip(tmp_path_factory.mktemp("clip") / "demo.mp4")
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300):
+    """Run the real ``edgefer`` entry point in a subprocess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "edgefer", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)

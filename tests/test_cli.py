@@ -1,0 +1,88 @@
+"""The real ``edgefer`` entry point in a subprocess: outputs, bad input, exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from conftest import run_cli
+
+from edgefer.sinks import ROW_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def scored(demo_clip, tmp_path_factory):
+    out = tmp_path_factory.mktemp("scored")
+    result = run_cli("score", str(demo_clip), "-o", str(out / "faces.csv"),
+                     "--summary", str(out / "summary.json"), "--annotate", str(out / "a.mp4"),
+                     "--plot", str(out / "plot.png"))
+    return out, result
+
+
+def test_score_writes_every_output(scored):
+    import cv2
+
+    out, result = scored
+    assert result.returncode == 0, result.stderr
+    with (out / "faces.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == list(ROW_COLUMNS)
+    assert 200 <= len(rows) <= 240  # 150 frames: one face, then two
+    assert len({r["file"] for r in rows}) == 1
+    summary = json.loads((out / "summary.json").read_text())
+    (file_summary,) = summary["files"].values()
+    assert file_summary["frames"] == 150
+    assert abs(sum(file_summary["share"].values()) - 1) < 1e-3
+    assert all(t["dominant"] for t in file_summary["per_track"].values())
+    capture = cv2.VideoCapture(str(out / "a.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 150
+    assert (out / "plot.png").stat().st_size > 10_000
+
+
+def test_score_refuses_to_overwrite(scored, demo_clip):
+    out, _ = scored
+    before = (out / "faces.csv").read_bytes()
+    result = run_cli("score", str(demo_clip), "-o", str(out / "faces.csv"))
+    assert result.returncode == 4
+    assert "--overwrite" in result.stderr and "Traceback" not in result.stderr
+    assert (out / "faces.csv").read_bytes() == before
+
+
+@pytest.mark.parametrize(("make_input", "output", "code", "message"), [
+    (lambda d: d / "missing.mp4", "o.csv", 2, "no such file"),
+    (lambda d: (d / "notes.mp4").write_text("text") and d / "notes.mp4", "o.csv", 2, "cannot open video"),
+    (lambda d: (d / "zero.mp4").write_bytes(b"") or d / "zero.mp4", "o.csv", 2, "cannot open video"),
+    (lambda d: d, "o.xlsx", 2, "unsupported output type"),
+])
+def test_bad_input_is_one_line(tmp_path, make_input, output, code, message):
+    source = make_input(tmp_path)
+    result = run_cli("score", str(source), "-o", str(tmp_path / output))
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / output).exists()
+
+
+def test_multi_file_run_skips_the_bad_file(tmp_path, demo_clip):
+    shutil.copy(demo_clip, tmp_path / "good.mp4")
+    (tmp_path / "bad.mp4").write_text("not a video")
+    result = run_cli("score", str(tmp_path), "-o", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 1
+    assert "bad.mp4" in result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert {r["file"].split("/")[-1] for r in rows} == {"good.mp4"}
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run_cli("--debug", "score", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o.csv"))
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_demo_runs_without_camera_or_data(tmp_path):
+    result = run_cli("demo", "--out", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "demo" / "annotated.mp4").stat().st_size > 0
+    assert len((tmp_path / "demo" / "faces.csv").read_text().splitlines()) > 150

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+
+from edgefer.errors import ConfigError
+from edgefer.recipe import Recipe, read_toml, to_toml
+
+
+def test_roundtrip_through_toml(tmp_path):
+    recipe = Recipe(epochs=3, lr=0.01)
+    path = tmp_path / "r.toml"
+    path.write_text(to_toml(recipe.to_dict()))
+    assert Recipe.load(path) == recipe
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("epochs = 0\n", "epochs"),
+    ("class_weights = 'sometimes'\n", "class_weights"),
+    ("learning_rate = 0.1\n", "unknown recipe key 'learning_rate'"),
+    ("[augment]\nspin = 3\n", "augment.spin"),
+    ("epochs = \n", "invalid TOML"),
+])
+def test_bad_recipes_fail_with_the_key(tmp_path, text, match):
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        Recipe.load(path)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="not found"):
+        read_toml("/nonexistent/recipe.toml")

@@ -1,0 +1,137 @@
+"""A short real training run, exact resume, ONNX export with parity, manifest schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgefer import export, train  # noqa: E402
+from edgefer.errors import ModelError  # noqa: E402
+from edgefer.manifest import validate_model_entry  # noqa: E402
+from edgefer.recipe import Augment, Recipe  # noqa: E402
+from edgefer.types import EMOTIONS  # noqa: E402
+
+RECIPE = Recipe(epochs=3, batch_size=16, lr=0.02, warmup_epochs=1, bf16=False, threads=1,
+                ema_decay=0.5, augment=Augment(rotate_deg=5, erase_prob=0.0))
+
+
+def synthetic_split(root: Path, per_class: int, seed: int) -> Path:
+    """Seven classes that a CNN can tell apart: a bright blob at a class-specific place."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for k, label in enumerate(EMOTIONS):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.integers(0, 60, (48, 48)).astype(np.uint8)
+            y, x = 8 + 5 * k + rng.integers(-2, 3), 10 + 4 * k + rng.integers(-2, 3)
+            cv2.circle(image, (int(x), int(y)), 6, 230, -1)
+            cv2.imwrite(str(root / label / f"{label}_{i}.png"), image)
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> train.TrainData:
+    root = tmp_path_factory.mktemp("synthetic")
+    return train.TrainData(str(synthetic_split(root / "train", 24, 0)),
+                           str(synthetic_split(root / "val", 6, 1)))
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory) -> tuple[Path, list[train.EpochStats]]:
+    out = tmp_path_factory.mktemp("run")
+    return out, train.train(RECIPE, dataset, out)
+
+
+def test_loss_falls_and_checkpoints_are_written(trained):
+    out, stats = trained
+    assert stats[-1].train_loss < stats[0].train_loss
+    assert (out / "last.pt").is_file() and (out / "best.pt").is_file()
+    assert len((out / "history.jsonl").read_text().splitlines()) == RECIPE.epochs
+    assert Recipe.load(out / "recipe.toml") == RECIPE
+
+
+class StopAfter:
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def epoch_started(self, epoch, epochs, steps):
+        pass
+
+    def step_done(self, loss, lr):
+        pass
+
+    def epoch_done(self, stats):
+        if stats.epoch == self.epochs:
+            raise KeyboardInterrupt
+
+
+def test_resume_is_exact(dataset, trained, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train.train(RECIPE, dataset, tmp_path, observer=StopAfter(2))
+    resumed = train.train(RECIPE, dataset, tmp_path, resume=True)
+    assert [s.epoch for s in resumed] == [3]
+    straight = torch.load(trained[0] / "last.pt", weights_only=False)["model"]
+    again = torch.load(tmp_path / "last.pt", weights_only=False)["model"]
+    for key in straight:
+        torch.testing.assert_close(again[key], straight[key], rtol=0, atol=0)
+
+
+def test_resume_refuses_a_different_recipe(dataset, trained):
+    from edgefer.errors import InputError
+
+    with pytest.raises(InputError, match="recipe differs in lr"):
+        train.train(RECIPE.replace(lr=0.5), dataset, trained[0], resume=True)
+
+
+@pytest.fixture(scope="module")
+def exported(trained, dataset, tmp_path_factory) -> export.ExportReport:
+    engines = tmp_path_factory.mktemp("engines")
+    return export.export_checkpoint(trained[0] / "best.pt", "toy", dataset.val_dir, "*", engines)
+
+
+def test_onnx_export_parity_and_dynamic_batch(exported):
+    import onnx
+    import onnxruntime as ort
+
+    assert exported.parity_max_abs_diff <= export.PARITY_TOLERANCE
+    model = onnx.load(str(exported.onnx_path))
+    assert model.opset_import[0].version >= 17
+    onnx.checker.check_model(model, full_check=True)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [1, 48, 48]
+    session = ort.InferenceSession(str(exported.onnx_path), providers=["CPUExecutionProvider"])
+    for n in (1, 3, 17):
+        out = session.run(None, {"input": np.zeros((n, 1, 48, 48), np.float32)})[0]
+        assert out.shape == (n, 7)
+    assert exported.temperature > 0
+
+
+def test_manifest_entry_is_valid_and_reloads(exported, tmp_path):
+    from edgefer.manifest import load_model_entry
+
+    entry = export.manifest_entry(exported, "recipes/x.toml", "val", "*")
+    validate_model_entry(entry)
+    manifest = exported.onnx_path.parent / "manifest.json"
+    export.update_manifest("toy", entry, manifest)
+    loaded = load_model_entry(None, manifest)
+    loaded.verify()
+    assert loaded.classes == EMOTIONS and loaded.input.height == 48
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    (lambda e: e.pop("sha256"), "lacks 'sha256'"),
+    (lambda e: e["input"].pop("std"), "lacks 'std'"),
+    (lambda e: e.update(classes=list(reversed(EMOTIONS))), "classes"),
+    (lambda e: e.update(temperature=0), "temperature"),
+    (lambda e: e["metrics"].update(bad={"value": 1}), "command"),
+])
+def test_manifest_schema_rejects(exported, change, match):
+    entry = export.manifest_entry(exported, "recipes/x.toml", "val", "*")
+    change(entry)
+    with pytest.raises(ModelError, match=match):
+        validate_model_entry(entry)
