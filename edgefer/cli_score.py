@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefer.detect import DetectorOptions
+from edgefer.llm.config import LlmConfig
 from edgefer.pipeline import RecognizerOptions
 from edgefer.score import FileReport, ScoreOptions
 from edgefer.types import FrameResult
@@ -24,9 +25,35 @@ def add_recognizer_arguments(parser: argparse.ArgumentParser) -> None:
                        help="minimum detection confidence (default 0.5)")
 
 
+def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "LLM second opinion (off unless --llm; sends face crops to the endpoint)")
+    group.add_argument("--llm", action="store_true", help="ask a vision LLM about uncertain faces")
+    group.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (default: "
+                       "$OPENAI_BASE_URL, else api.openai.com); the key comes from $OPENAI_API_KEY")
+    group.add_argument("--llm-model", default=LlmConfig.model, help=f"default {LlmConfig.model}")
+    group.add_argument("--llm-threshold", type=float, default=LlmConfig.threshold,
+                       help="ask when the calibrated confidence is below this "
+                            f"(default {LlmConfig.threshold})")
+    group.add_argument("--llm-policy", choices=("override", "fuse"), default="override")
+    group.add_argument("--llm-top2", action="store_true",
+                       help="ask the LLM to choose between the CNN's two best labels")
+    group.add_argument("--llm-cache", metavar="SQLITE", help="persistent answer cache file")
+    group.add_argument("--llm-batch", type=int, default=LlmConfig.batch_size,
+                       help=f"faces per request (default {LlmConfig.batch_size})")
+
+
+def llm_config(args: argparse.Namespace) -> LlmConfig | None:
+    if not getattr(args, "llm", False):
+        return None
+    return LlmConfig(model=args.llm_model, base_url=args.llm_base_url,
+                     threshold=args.llm_threshold, policy=args.llm_policy, top2=args.llm_top2,
+                     cache_path=args.llm_cache, batch_size=args.llm_batch)
+
+
 def recognizer_options(args: argparse.Namespace) -> RecognizerOptions:
     return RecognizerOptions(
-        model=args.model, engine=args.engine,
+        model=args.model, engine=args.engine, llm=llm_config(args),
         detector=DetectorOptions(model=args.detector, min_confidence=args.min_face_score))
 
 
@@ -46,7 +73,10 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--stride", type=int, default=1, help="process every Nth frame")
     parser.add_argument("--max-fps", type=float, help="process at most F frames per second of video")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--llm-wait", type=float, default=30.0, metavar="S",
+                        help="at the end of each input, wait up to S seconds for LLM answers")
     add_recognizer_arguments(parser)
+    add_llm_arguments(parser)
     parser.set_defaults(run=run_score)
 
     demo = commands.add_parser(
@@ -64,7 +94,8 @@ def run_score(args: argparse.Namespace) -> int:
 
     options = ScoreOptions(output=args.output, overwrite=args.overwrite, annotate=args.annotate,
                            summary=args.summary, plot=args.plot, stride=args.stride,
-                           max_fps=args.max_fps, recognizer=recognizer_options(args))
+                           max_fps=args.max_fps, llm_wait_s=args.llm_wait,
+                           recognizer=recognizer_options(args))
     with RichScoreObserver() as observer:
         reports = score(args.inputs, options, observer)
     observer.print_summary(reports, options)

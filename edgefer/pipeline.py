@@ -24,6 +24,7 @@ from edgefer.align import Aligner
 from edgefer.backends import open_engine
 from edgefer.classify import Classifier
 from edgefer.detect import DetectorOptions, FaceDetector
+from edgefer.llm.config import LlmConfig
 from edgefer.manifest import MANIFEST_PATH, ModelEntry, load_model_entry
 from edgefer.smooth import SmoothingOptions, Smoother
 from edgefer.track import IouTracker, Track, TrackerOptions
@@ -44,6 +45,7 @@ class RecognizerOptions:
     smoothing: SmoothingOptions = SmoothingOptions()
     manifest: Path = MANIFEST_PATH
     queue_depth: int = 4
+    llm: LlmConfig | None = None  # None: no second opinion, nothing leaves the device
 
 
 @dataclass
@@ -76,6 +78,16 @@ class Recognizer:
         self.classifier = Classifier(engine, self.model.temperature)
         self.tracker = IouTracker(options.tracker)
         self.smoother = Smoother(options.smoothing)
+        self.second_opinion = None
+        if options.llm is not None:
+            from edgefer.llm.stage import SecondOpinionStage
+
+            try:
+                self.second_opinion = SecondOpinionStage(options.llm, self.aligner)
+            except BaseException:
+                self.close()
+                raise
+        self._last_time_s = 0.0
 
     # -- one frame -------------------------------------------------------------------------
     def process(self, frame: Frame) -> FrameResult:
@@ -98,14 +110,33 @@ class Recognizer:
     def reset(self) -> list[Track]:
         """Start a new stream (next file): end every track and return them."""
         self.tracker.end_all()
-        ended = self.tracker.pop_ended()
-        self.smoother.forget([t.track_id for t in ended])
+        ended = self.pop_ended_tracks()
+        if self.second_opinion is not None:
+            self.second_opinion.new_stream()
         return ended
 
     def pop_ended_tracks(self) -> list[Track]:
         ended = self.tracker.pop_ended()
-        self.smoother.forget([t.track_id for t in ended])
+        ids = [t.track_id for t in ended]
+        self.smoother.forget(ids)
+        if self.second_opinion is not None:
+            self.second_opinion.forget(ids)
         return ended
+
+    def wait_for_second_opinions(self, timeout_s: float) -> list[dict]:
+        """For offline runs: wait (bounded) for outstanding LLM answers and return the events
+        of every answer applied since the last call."""
+        if self.second_opinion is None:
+            return []
+        self.second_opinion.worker.drain(timeout_s)
+        self.second_opinion.collect(self._last_time_s)
+        return self.take_events()
+
+    def take_events(self) -> list[dict]:
+        if self.second_opinion is None:
+            return []
+        events, self.second_opinion.events = self.second_opinion.events, []
+        return events
 
     def _detect_timed(self, timed: tuple[Frame, float]) -> _Detected:
         frame, decode_ms = timed
@@ -134,13 +165,20 @@ class Recognizer:
         classified = time.perf_counter()
         self.tracker.update(faces, item.frame.timestamp_s)
         self.smoother.update(faces, item.frame.timestamp_s)
+        tracked = time.perf_counter()
+        if self.second_opinion is not None:
+            self.second_opinion.update(item.frame, faces)
         done = time.perf_counter()
+        self._last_time_s = item.frame.timestamp_s
         latency = {**item.latency_ms, "classify": (classified - start) * 1000,
-                   "track": (done - classified) * 1000}
+                   "track": (tracked - classified) * 1000, "second_opinion": (done - tracked) * 1000}
         return FrameResult(item.frame, faces, latency)
 
     def close(self) -> None:
-        self.classifier.close()
+        if getattr(self, "second_opinion", None) is not None:
+            self.second_opinion.close()
+        if getattr(self, "classifier", None) is not None:
+            self.classifier.close()
         self.detector.close()
 
     def __enter__(self) -> Recognizer:

@@ -33,6 +33,7 @@ class ScoreOptions:
     plot: Path | None = None
     stride: int = 1
     max_fps: float | None = None
+    llm_wait_s: float = 30.0  # at the end of each input, wait this long for outstanding answers
     recognizer: RecognizerOptions = field(default_factory=RecognizerOptions)
 
 
@@ -142,6 +143,7 @@ def _score_one(item: str, recognizer: Recognizer, table: _LazyTable, summary: Su
             try:
                 _process(item, source, recognizer, sink, summary, video,
                          lambda r: _count(report, observer, item, r))
+                summary.add_events(item, recognizer.wait_for_second_opinions(options.llm_wait_s))
             finally:
                 if video is not None:
                     video.close()
@@ -204,5 +206,6 @@ def _process(item: str, source: Source, recognizer: Recognizer, table: TableSink
         summary.add(item, result, [row["final_label"] for row in rows])
         if video is not None:
             video.write(draw_faces(result.frame.image.copy(), result.faces))
+        summary.add_events(item, recognizer.take_events())
         result.latency_ms["write"] = (time.perf_counter() - start) * 1000
         on_frame(result)

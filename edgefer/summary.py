@@ -27,6 +27,7 @@ class _FileStats:
     labels: Counter[str] = field(default_factory=Counter)
     tracks: dict[int, _TrackStats] = field(default_factory=dict)
     timeline: list[tuple[float, int, np.ndarray]] = field(default_factory=list)
+    llm_events: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
 
@@ -59,6 +60,10 @@ class Summary:
             track.labels[label] += 1
             stats.timeline.append((time_s, track_id, result.faces.smoothed_probs[row].copy()))
 
+    def add_events(self, file: str, events: list[dict[str, Any]]) -> None:
+        """LLM answers for this file, including those that arrived after its last frame."""
+        self.files[file].llm_events.extend(events)
+
     def fail(self, file: str, error: str) -> None:
         self.files[file].error = error
 
@@ -68,13 +73,21 @@ class Summary:
     def _file_dict(self, stats: _FileStats) -> dict[str, Any]:
         if stats.error:
             return {"error": stats.error}
+        llm_by_track: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for event in stats.llm_events:
+            llm_by_track[event["track_id"]].append(event)
         return {
             "frames": stats.frames, "face_rows": stats.face_rows, "tracks": len(stats.tracks),
             "dominant": _dominant(stats.labels), "share": _shares(stats.labels),
+            "llm_answers": len(stats.llm_events),
             "per_track": {str(track_id): {
                 "first_s": round(t.first_s, 3), "last_s": round(t.last_s, 3),
                 "frames": sum(t.labels.values()), "dominant": _dominant(t.labels),
-                "share": _shares(t.labels)} for track_id, t in stats.tracks.items()},
+                "share": _shares(t.labels),
+                "llm_answers": [{k: e[k] for k in ("asked_at_s", "cnn_label", "llm_label",
+                                                   "llm_confidence")}
+                                for e in llm_by_track.get(track_id, [])]}
+                for track_id, t in stats.tracks.items()},
         }
 
     def plot(self, path: str | Path) -> None:

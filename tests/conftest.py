@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for tools.openai_stub and other helpers shared with tools/
 SHARED_DATA = Path(os.environ.get("EDGEFER_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 

@@ -1,0 +1,252 @@
+"""The network side: batched chat-completion requests with retries, budgets and a breaker.
+
+Retry discipline follows openai-python's own: only 408/409/429/5xx and connection errors are
+retried, with capped exponential backoff, jitter and the server's ``Retry-After``. The openai
+client's built-in retries are off so every attempt is counted and budgeted here. A reply that
+is invalid (wrong ids, bad labels, malformed JSON) or a refusal is asked once more; then the
+batch is split in two, recursively, down to single faces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from edgefer.errors import require
+from edgefer.llm import constants as c
+from edgefer.llm.budget import Budget, CircuitBreaker
+from edgefer.llm.cache import AnswerCache
+from edgefer.llm.config import LlmConfig
+from edgefer.llm.parse import Answer, Parsed, parse_reply
+from edgefer.llm.prompt import FaceQuery, build_messages, response_schema
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LlmStats:
+    """Counters exported to the metrics endpoint and the eval report."""
+
+    requests: int = 0
+    failed_requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    server_errors: int = 0
+    timeouts: int = 0
+    refusals: int = 0
+    invalid_replies: int = 0
+    splits: int = 0
+    cache_hits: int = 0
+    faces_asked: int = 0
+    faces_answered: int = 0
+    faces_unanswered: int = 0
+    dropped: int = 0
+    circuit_rejections: int = 0
+    budget_rejections: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latencies_s: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "latencies_s"}
+        out["cost_usd"] = round(self.cost_usd, 6)
+        return out
+
+
+class Unavailable(Exception):
+    """The endpoint cannot be asked now (circuit open, budget spent, retries exhausted)."""
+
+
+def backoff_s(attempt: int) -> float:
+    return min(c.MAX_BACKOFF_S, c.INITIAL_BACKOFF_S * 2 ** attempt) * random.uniform(0.5, 1.0)
+
+
+def retry_after_s(headers: Any) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date), capped."""
+    if headers is None:
+        return None
+    value = headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return min(c.MAX_RETRY_AFTER_S, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(c.MAX_RETRY_AFTER_S, max(0.0, seconds))
+
+
+def is_policy_rejection(error: Any) -> bool:
+    text = f"{getattr(error, 'code', '')} {getattr(error, 'message', '')}".lower()
+    return any(word in text for word in ("content_policy", "content policy", "safety", "moderation"))
+
+
+class LlmClient:
+    """Answers face queries, from the cache when possible; must run inside one event loop."""
+
+    def __init__(self, config: LlmConfig, cache: AnswerCache, stats: LlmStats) -> None:
+        self.config = config
+        self.cache = cache
+        self.stats = stats
+        self.budget = Budget(config.requests_per_minute, config.tokens_per_minute,
+                             config.requests_per_day, cache)
+        self.breaker = CircuitBreaker()
+        self._structured = config.structured != "off"
+        self._openai = require("openai", "llm")
+        self._client = self._openai.AsyncOpenAI(
+            base_url=config.resolved_base_url(), api_key=config.resolved_api_key(),
+            timeout=config.timeout_s, max_retries=0)
+
+    async def answer(self, queries: list[FaceQuery]) -> dict[str, Answer | None]:
+        """An answer (or None when none could be had) for every query id."""
+        results: dict[str, Answer | None] = {}
+        misses = []
+        for query in queries:
+            cached = self.cache.get(query.key)
+            if cached is not None:
+                self.stats.cache_hits += 1
+                results[query.face_id] = cached
+            else:
+                misses.append(query)
+        self.stats.faces_asked += len(misses)
+        size = self.config.batch_size
+        for start in range(0, len(misses), size):
+            results.update(await self._ask(misses[start:start + size], retried=False))
+        return results
+
+    async def _ask(self, batch: list[FaceQuery], retried: bool) -> dict[str, Answer | None]:
+        try:
+            parsed = await self._request(batch)
+        except Unavailable:
+            self.stats.faces_unanswered += len(batch)
+            return {q.face_id: None for q in batch}
+        if parsed.ok:
+            for query in batch:
+                self.cache.put(query.key, parsed.answers[query.face_id])
+            self.stats.faces_answered += len(batch)
+            return dict(parsed.answers)
+        if parsed.refusal:
+            self.stats.refusals += 1
+        else:
+            self.stats.invalid_replies += 1
+        log.debug("LLM reply unusable (%s) for %d faces", parsed.error, len(batch))
+        if not retried:
+            self.stats.retries += 1
+            return await self._ask(batch, retried=True)
+        if len(batch) == 1:
+            self.stats.faces_unanswered += 1
+            return {batch[0].face_id: None}
+        self.stats.splits += 1
+        half = len(batch) // 2
+        first = await self._ask(batch[:half], retried=False)
+        return first | await self._ask(batch[half:], retried=False)
+
+    async def _request(self, batch: list[FaceQuery]) -> Parsed:
+        if self.budget.day_exhausted():
+            self.stats.budget_rejections += 1
+            raise Unavailable("daily request budget spent")
+        estimate = c.TOKENS_PER_IMAGE_ESTIMATE * len(batch) + 300
+        wait = self.budget.wait_s(estimate)
+        if wait > 0:
+            await asyncio.sleep(wait)
+        for attempt in range(self.config.max_retries + 1):
+            if not self.breaker.allow():
+                self.stats.circuit_rejections += 1
+                raise Unavailable("circuit open")
+            self.budget.spend(estimate)
+            self.stats.requests += 1
+            outcome = await self._attempt(batch, estimate)
+            if isinstance(outcome, Parsed):
+                return outcome
+            if outcome is None or attempt == self.config.max_retries:
+                break
+            self.stats.retries += 1
+            await asyncio.sleep(outcome)
+        self.stats.failed_requests += 1
+        raise Unavailable("request failed")
+
+    async def _attempt(self, batch: list[FaceQuery], estimate: int) -> Parsed | float | None:
+        """A parsed reply; or seconds to wait before retrying; or None when retrying is futile."""
+        errors = self._openai
+        ids = [q.face_id for q in batch]
+        start = time.monotonic()
+        try:
+            response = await self._create(batch, ids)
+        except errors.APIStatusError as err:
+            return self._status_error(err)
+        except (errors.APITimeoutError, errors.APIConnectionError) as err:
+            self.stats.timeouts += isinstance(err, errors.APITimeoutError)
+            self.breaker.record_failure()
+            return backoff_s(0)
+        except (errors.APIError, ValueError) as err:  # a body the client could not parse
+            log.debug("LLM response unreadable: %s", err)
+            self.breaker.record_success()
+            return Parsed(error="malformed response")
+        self.breaker.record_success()
+        self.stats.latencies_s.append(time.monotonic() - start)
+        del self.stats.latencies_s[:-1000]
+        self._count_usage(response, estimate)
+        choice = response.choices[0]
+        if choice.finish_reason == "content_filter" or getattr(choice.message, "refusal", None):
+            return Parsed(error="refusal", refusal=True)
+        return parse_reply(choice.message.content, ids)
+
+    async def _create(self, batch: list[FaceQuery], ids: list[str]) -> Any:
+        kwargs: dict[str, Any] = {"model": self.config.model, "temperature": 0,
+                                  "messages": build_messages(batch, self.config.detail)}
+        if self._structured:
+            kwargs["response_format"] = response_schema(ids)
+        try:
+            return await self._client.chat.completions.create(**kwargs)
+        except self._openai.BadRequestError as err:
+            if not (self._structured and self.config.structured == "auto"
+                    and "response_format" in str(err)):
+                raise
+            log.info("server rejects JSON-schema output; falling back to plain JSON prompts")
+            self._structured = False
+            kwargs.pop("response_format")
+            return await self._client.chat.completions.create(**kwargs)
+
+    def _status_error(self, err: Any) -> Parsed | float | None:
+        status = err.status_code
+        if status in (400, 403) and is_policy_rejection(err):
+            self.breaker.record_success()
+            return Parsed(error="refusal", refusal=True)
+        if status in c.RETRYABLE_STATUS:
+            self.stats.rate_limited += status == 429
+            self.stats.server_errors += status >= 500
+            if status >= 500:
+                self.breaker.record_failure()
+            headers = getattr(err.response, "headers", None)
+            return retry_after_s(headers) or backoff_s(self.stats.retries % 5)
+        log.warning("LLM request rejected with HTTP %s: %s", status, getattr(err, "message", ""))
+        self.breaker.record_failure()
+        return None
+
+    def _count_usage(self, response: Any, estimate: int) -> None:
+        usage = getattr(response, "usage", None)
+        if usage is None:
+            return
+        prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
+        self.stats.prompt_tokens += prompt
+        self.stats.completion_tokens += completion
+        self.stats.cost_usd += (prompt * self.config.price_input_per_million
+                                + completion * self.config.price_output_per_million) / 1e6
+        self.budget.correct_tokens(estimate, prompt + completion)
+
+    async def close(self) -> None:
+        await self._client.close()

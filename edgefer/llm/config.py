@@ -1,0 +1,74 @@
+"""LLM settings: endpoint, model, budgets, when to ask and how to merge."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from edgefer.errors import ConfigError
+from edgefer.llm import constants as c
+
+POLICIES = ("override", "fuse")
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    """``api_key`` and ``base_url`` default to ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL``.
+
+    The key never appears in ``repr`` or logs.
+    """
+
+    model: str = c.DEFAULT_MODEL
+    base_url: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    batch_size: int = c.DEFAULT_BATCH_SIZE
+    timeout_s: float = c.DEFAULT_TIMEOUT_S
+    max_retries: int = c.DEFAULT_MAX_RETRIES
+    structured: str = "auto"  # "auto": JSON schema first, plain JSON if the server rejects it
+    detail: str = "low"  # image detail for OpenAI: "low" is 85 tokens per image
+    context_frame: bool = False  # also send a downscaled frame for context
+    top2: bool = False  # ask the LLM to choose between the CNN's two best labels
+    requests_per_minute: int = 60
+    tokens_per_minute: int = 200_000
+    requests_per_day: int = 5_000
+    price_input_per_million: float = 0.0  # USD, for the cost estimate (gpt-4o-mini: 0.15)
+    price_output_per_million: float = 0.0  # (gpt-4o-mini: 0.60)
+    cache_path: str | None = None  # SQLite answer cache; None = in memory only
+    # when to ask
+    threshold: float = 0.5  # calibrated confidence below which a face is uncertain
+    margin: float = 0.0  # or: top-1 minus top-2 probability below this (0 disables)
+    cooldown_s: float = c.DEFAULT_COOLDOWN_S
+    answer_ttl_s: float = c.DEFAULT_ANSWER_TTL_S
+    queue_size: int = c.DEFAULT_QUEUE_SIZE
+    batch_wait_s: float = c.DEFAULT_BATCH_WAIT_S
+    # how to merge
+    policy: str = "override"
+    fuse_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        checks = {
+            "batch_size": self.batch_size >= 1, "timeout_s": self.timeout_s > 0,
+            "max_retries": self.max_retries >= 0, "threshold": 0 <= self.threshold <= 1,
+            "margin": 0 <= self.margin <= 1, "fuse_weight": 0 <= self.fuse_weight <= 1,
+            "policy": self.policy in POLICIES, "structured": self.structured in ("auto", "on", "off"),
+            "detail": self.detail in ("low", "high", "auto"), "queue_size": self.queue_size >= 1,
+            "requests_per_minute": self.requests_per_minute >= 1,
+            "tokens_per_minute": self.tokens_per_minute >= 1,
+            "requests_per_day": self.requests_per_day >= 1,
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"invalid llm setting {key}={getattr(self, key)!r}")
+
+    def resolved_base_url(self) -> str | None:
+        return self.base_url or os.environ.get("OPENAI_BASE_URL") or None
+
+    def resolved_api_key(self) -> str:
+        """The key from config or ``OPENAI_API_KEY``; local servers accept any placeholder."""
+        key = self.api_key or os.environ.get("OPENAI_API_KEY")
+        if key:
+            return key
+        if self.resolved_base_url():
+            return "not-needed"
+        raise ConfigError("no API key: set OPENAI_API_KEY, or point OPENAI_BASE_URL / "
+                          "--llm-base-url at an OpenAI-compatible server that needs none")

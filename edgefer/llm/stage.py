@@ -1,0 +1,153 @@
+"""The second-opinion pipeline stage: decide which faces to ask about, merge answers back.
+
+A face is uncertain when its calibrated confidence is below ``threshold`` (or its top-2 margin
+below ``margin``). Each track is asked at most once per ``cooldown_s``, and again as soon as its
+smoothed label changes. An answer applies to its track until the label changes or
+``answer_ttl_s`` passes. Policies: ``override`` (the LLM label replaces the CNN's) and ``fuse``
+(a weighted mix of the CNN's probabilities and the LLM's answer).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgefer.align import Aligner
+from edgefer.llm.cache import cache_key
+from edgefer.llm.config import LlmConfig
+from edgefer.llm.constants import CONTEXT_SIZE, CROP_SIZE
+from edgefer.llm.parse import Answer
+from edgefer.llm.prompt import FaceQuery, encode_jpeg
+from edgefer.llm.worker import SecondOpinion
+from edgefer.types import EMOTIONS, Faces, Frame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _TrackState:
+    asked_at_s: float = -np.inf
+    asked_label: str = ""
+    answer: Answer | None = None
+    answer_label: str = ""  # the CNN label the answer was given for
+    answered_at_s: float = -np.inf
+
+
+def llm_distribution(answer: Answer) -> np.ndarray:
+    """The LLM's answer as a distribution: its confidence on its label, the rest spread evenly."""
+    probs = np.full(len(EMOTIONS), (1 - answer.confidence) / (len(EMOTIONS) - 1), np.float32)
+    probs[EMOTIONS.index(answer.label)] = answer.confidence
+    return probs
+
+
+def merge(cnn_probs: np.ndarray, answer: Answer, policy: str, weight: float) -> tuple[str, str]:
+    """(final label, source) for a face with an LLM answer."""
+    if policy == "override":
+        return answer.label, "llm"
+    fused = (1 - weight) * cnn_probs + weight * llm_distribution(answer)
+    return EMOTIONS[int(fused.argmax())], "fuse"
+
+
+def is_uncertain(probs: np.ndarray, threshold: float, margin: float) -> bool:
+    top2 = np.sort(probs)[-2:]
+    return bool(top2[1] < threshold or (margin > 0 and top2[1] - top2[0] < margin))
+
+
+class SecondOpinionStage:
+    """``update(frame, faces)`` after smoothing; fills ``llm_label``/``final_label``/``final_source``."""
+
+    def __init__(self, config: LlmConfig, aligner: Aligner,
+                 worker: SecondOpinion | None = None) -> None:
+        self.config = config
+        self.aligner = aligner
+        self.worker = worker or SecondOpinion(config)
+        self.tracks: dict[int, _TrackState] = {}
+        self.events: list[dict[str, Any]] = []
+        self._stream = 0  # answers for a previous file or stream are ignored
+
+    def update(self, frame: Frame, faces: Faces) -> Faces:
+        self.collect(frame.timestamp_s)
+        for row in range(len(faces)):
+            self._maybe_ask(frame, faces, row)
+        self._merge_into(faces, frame.timestamp_s)
+        return faces
+
+    def collect(self, now_s: float) -> None:
+        """Apply every answer that arrived; each one becomes an event."""
+        for result in self.worker.poll():
+            meta = result.meta
+            if meta["stream"] != self._stream or result.answer is None:
+                continue
+            state = self.tracks.setdefault(meta["track_id"], _TrackState())
+            state.answer = result.answer
+            state.answer_label = meta["cnn_label"]
+            state.answered_at_s = now_s
+            self.events.append({"event": "llm_answer", "track_id": meta["track_id"],
+                                "time_s": round(now_s, 3), "asked_at_s": meta["time_s"],
+                                "cnn_label": meta["cnn_label"], "llm_label": result.answer.label,
+                                "llm_confidence": result.answer.confidence,
+                                "latency_s": round(result.latency_s, 3)})
+
+    def _maybe_ask(self, frame: Frame, faces: Faces, row: int) -> None:
+        track_id = int(faces.track_ids[row])
+        label = EMOTIONS[int(faces.smoothed_labels[row])] if faces.smoothed_labels[row] >= 0 \
+            else EMOTIONS[int(faces.probs[row].argmax())]
+        if not is_uncertain(faces.probs[row], self.config.threshold, self.config.margin):
+            return
+        state = self.tracks.setdefault(track_id, _TrackState())
+        cooled = frame.timestamp_s - state.asked_at_s >= self.config.cooldown_s
+        if not cooled and state.asked_label == label:
+            return
+        state.asked_at_s, state.asked_label = frame.timestamp_s, label
+        self.worker.submit(self._query(frame, faces, row), float(faces.probs[row].max()),
+                           {"track_id": track_id, "cnn_label": label, "stream": self._stream,
+                            "time_s": round(frame.timestamp_s, 3), "frame": frame.index})
+
+    def _query(self, frame: Frame, faces: Faces, row: int) -> FaceQuery:
+        single = Faces(faces.xyxy[row:row + 1], faces.scores[row:row + 1],
+                       faces.keypoints[row:row + 1])
+        crop = self.aligner.crops(frame.image, single, size=CROP_SIZE, color="bgr")[0]
+        jpeg = encode_jpeg(crop)
+        options = None
+        if self.config.top2:
+            best = np.argsort(faces.probs[row])[::-1][:2]
+            options = (EMOTIONS[best[0]], EMOTIONS[best[1]])
+        context = encode_jpeg(_downscale(frame.image, CONTEXT_SIZE)) \
+            if self.config.context_frame else None
+        variant = f"top2={options}" if options else ""
+        return FaceQuery(f"f{frame.index}_{int(faces.track_ids[row])}", jpeg,
+                         cache_key(jpeg, self.config.model, variant), options, context)
+
+    def _merge_into(self, faces: Faces, now_s: float) -> None:
+        n = len(faces)
+        llm_labels = np.full(n, "", dtype=object)
+        final_labels = np.empty(n, dtype=object)
+        sources = np.full(n, "cnn", dtype=object)
+        for row in range(n):
+            cnn_label = EMOTIONS[int(faces.smoothed_labels[row])]
+            final_labels[row] = cnn_label
+            state = self.tracks.get(int(faces.track_ids[row]))
+            if state is None or state.answer is None:
+                continue
+            fresh = now_s - state.answered_at_s <= self.config.answer_ttl_s
+            if fresh and state.answer_label == cnn_label:
+                llm_labels[row] = state.answer.label
+                final_labels[row], sources[row] = merge(
+                    faces.smoothed_probs[row], state.answer, self.config.policy,
+                    self.config.fuse_weight)
+        faces.data.update(llm_label=llm_labels, final_label=final_labels, final_source=sources)
+
+    def new_stream(self) -> None:
+        """Forget per-track state (ids restart with the next file)."""
+        self.tracks.clear()
+        self._stream += 1
+
+    def forget(self, track_ids: list[int]) -> None:
+        for track_id in track_ids:
+            self.tracks.pop(track_id, None)
+
+    def close(self) -> None:
+        self.worker.close()

@@ -1,0 +1,208 @@
+"""The LLM client and worker with the real openai client against a real HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openai")
+
+from tools.openai_stub import StubServer, StubState  # noqa: E402
+
+from edgefer.errors import ConfigError  # noqa: E402
+from edgefer.llm.cache import AnswerCache, cache_key  # noqa: E402
+from edgefer.llm.client import LlmClient, LlmStats, retry_after_s  # noqa: E402
+from edgefer.llm.config import LlmConfig  # noqa: E402
+from edgefer.llm.prompt import FaceQuery, encode_jpeg  # noqa: E402
+from edgefer.llm.worker import SecondOpinion  # noqa: E402
+
+
+def queries(n: int, offset: int = 0) -> list[FaceQuery]:
+    rng = np.random.default_rng(offset)
+    out = []
+    for i in range(offset, offset + n):
+        jpeg = encode_jpeg(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        out.append(FaceQuery(f"f{i}", jpeg, cache_key(jpeg, "stub")))
+    return out
+
+
+def ask(server: StubServer, items: list[FaceQuery], cache: AnswerCache | None = None,
+        **config) -> tuple[dict, LlmStats]:
+    stats = LlmStats()
+    settings = {"model": "stub", "base_url": server.base_url, "timeout_s": 2.0,
+                "max_retries": 2, **config}
+
+    async def run():
+        client = LlmClient(LlmConfig(**settings), cache if cache is not None else AnswerCache(), stats)
+        try:
+            return await client.answer(items)
+        finally:
+            await client.close()
+
+    return asyncio.run(run()), stats
+
+
+@pytest.fixture
+def server():
+    with StubServer(StubState()) as stub:
+        yield stub
+
+
+def test_batches_of_twenty(server):
+    answers, stats = ask(server, queries(45))
+    assert [r["faces"] for r in server.state.requests] == [20, 20, 5]
+    assert all(a.label == "happy" for a in answers.values()) and len(answers) == 45
+    assert stats.faces_answered == 45 and stats.prompt_tokens > 0
+    assert all(r["schema"] for r in server.state.requests)
+
+
+def test_cache_hits_cost_nothing(server, tmp_path):
+    cache = AnswerCache(tmp_path / "answers.sqlite")
+    items = queries(5)
+    ask(server, items, cache)
+    cache.close()
+    reopened = AnswerCache(tmp_path / "answers.sqlite")
+    answers, stats = ask(server, items, reopened)
+    assert len(server.state.requests) == 1 and stats.cache_hits == 5 and len(answers) == 5
+
+
+@pytest.mark.parametrize("mode", ["refuse", "policy_error"])
+def test_refused_batches_split_down_to_single_faces(server, mode):
+    server.state.mode = mode
+    answers, stats = ask(server, queries(4))
+    assert all(a is not None for a in answers.values())
+    sizes = [r["faces"] for r in server.state.requests]
+    # 4 refused twice, split: each 2 refused twice, split: four singles answered
+    assert sizes == [4, 4, 2, 2, 1, 1, 2, 2, 1, 1]
+    assert stats.refusals == 6 and stats.splits == 3
+
+
+def test_wrong_count_is_retried_then_split(server):
+    server.state.mode = "wrong_count"
+    answers, stats = ask(server, queries(2))
+    assert [r["faces"] for r in server.state.requests] == [2, 2, 1, 1]
+    assert all(a is not None for a in answers.values()) and stats.invalid_replies == 2
+
+
+def test_malformed_reply_ends_unanswered_without_raising(server):
+    server.state.mode = "malformed"
+    answers, stats = ask(server, queries(2))
+    assert answers == {"f0": None, "f1": None}
+    assert stats.faces_unanswered == 2 and stats.invalid_replies == 6
+
+
+def test_bad_body_is_survived(server):
+    server.state.mode = "bad_body"
+    answers, _ = ask(server, queries(1))
+    assert answers == {"f0": None}
+
+
+def test_rate_limit_honours_retry_after(server):
+    server.state.mode, server.state.failures = "rate_limit", 1
+    start = time.monotonic()
+    answers, stats = ask(server, queries(1))
+    assert answers["f0"] is not None and stats.rate_limited == 1
+    assert time.monotonic() - start >= 0.9  # Retry-After: 1
+
+
+def test_server_errors_retry_then_give_up_and_open_the_circuit(server):
+    server.state.mode, server.state.failures = "error", -1
+    answers, stats = ask(server, queries(3), max_retries=1, batch_size=1)
+    assert answers == {"f0": None, "f1": None, "f2": None}
+    # two faces fail after one retry each; five failures in a row open the circuit, so the
+    # third face is refused locally without a request
+    assert stats.server_errors == 5 and stats.failed_requests == 2
+    assert stats.circuit_rejections == 1
+
+
+def test_hang_times_out(server):
+    server.state.mode = "hang"
+    start = time.monotonic()
+    answers, stats = ask(server, queries(1), timeout_s=0.5, max_retries=0)
+    assert answers == {"f0": None} and stats.timeouts == 1
+    assert time.monotonic() - start < 5
+
+
+def test_servers_without_json_schema(server):
+    server.state.mode = "no_schema"
+    answers, _ = ask(server, queries(2))
+    assert all(a is not None for a in answers.values())
+    assert [r["schema"] for r in server.state.requests] == [True, False]
+
+
+def test_daily_budget_is_enforced_and_persists(server, tmp_path):
+    cache = AnswerCache(tmp_path / "a.sqlite")
+    ask(server, queries(2), cache, requests_per_day=1, batch_size=1)
+    assert len(server.state.requests) == 1
+    answers, stats = ask(server, queries(1, offset=10), cache, requests_per_day=1)
+    assert answers == {"f10": None} and stats.budget_rejections == 1
+
+
+def test_requests_per_minute_throttles_locally(server):
+    from edgefer.llm.budget import Budget
+
+    now = [0.0]
+    budget = Budget(2, 10_000, 100, AnswerCache(), clock=lambda: now[0])
+    budget.spend(10)
+    budget.spend(10)
+    assert budget.wait_s(10) == pytest.approx(60.0)
+    now[0] = 61.0
+    assert budget.wait_s(10) == 0.0
+
+
+def test_circuit_breaker_states():
+    from edgefer.llm.budget import CircuitBreaker
+
+    now = [0.0]
+    breaker = CircuitBreaker(failures=2, open_s=10, clock=lambda: now[0])
+    breaker.record_failure()
+    assert breaker.allow()
+    breaker.record_failure()
+    assert breaker.state == "open" and not breaker.allow()
+    now[0] = 11
+    assert breaker.state == "half-open" and breaker.allow()
+    breaker.record_failure()
+    assert breaker.state == "open" and breaker.times_opened == 2
+    now[0] = 22
+    breaker.record_success()
+    assert breaker.state == "closed"
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"retry-after": "2"}, 2.0), ({"retry-after-ms": "1500"}, 1.5), ({"retry-after": "600"}, 60.0),
+    ({}, None), ({"retry-after": "soon"}, None),
+])
+def test_retry_after_parsing(headers, expected):
+    assert retry_after_s(headers) == expected
+
+
+def test_api_key_from_environment_and_never_in_repr(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    config = LlmConfig()
+    assert config.resolved_api_key() == "sk-secret"
+    assert "sk-secret" not in repr(LlmConfig(api_key="sk-secret"))
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        config.resolved_api_key()
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:1/v1")
+    assert config.resolved_api_key() == "not-needed"
+
+
+def test_worker_never_blocks_and_drops_least_useful(server):
+    server.state.delay_s = 0.5
+    config = LlmConfig(model="stub", base_url=server.base_url, queue_size=3, batch_wait_s=0.05,
+                       batch_size=1)
+    with SecondOpinion(config) as worker:
+        start = time.monotonic()
+        for i, q in enumerate(queries(8)):
+            worker.submit(q, priority=i / 10, meta={"i": i})
+        assert time.monotonic() - start < 0.1  # submit never waits on the network
+        assert worker.drain(10)
+        results = worker.poll()
+    assert worker.stats.dropped >= 3
+    answered = sorted(r.meta["i"] for r in results)
+    assert answered[:2] == [0, 1]  # the least confident faces were kept
