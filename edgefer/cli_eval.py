@@ -35,9 +35,16 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--limit", type=int, help="stratified sample of N images")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON")
     parser.add_argument("--confusion-png", type=Path, metavar="OUT.png", help="confusion matrix plot")
+    parser.add_argument("--cascade", action="store_true",
+                        help="implies --llm: the cascade curve over shares of faces sent, and an "
+                             "operating point chosen on one half and reported on the other")
+    parser.add_argument("--markdown", type=Path, metavar="OUT.md", help="write the LLM tables")
     parser.add_argument("--record", metavar="KEY",
                         help="store accuracy and macro-F1 under metrics.KEY in the manifest, "
                              "with this command line")
+    from edgefer.cli_score import add_llm_arguments
+
+    add_llm_arguments(parser)
     parser.set_defaults(run=run_eval)
 
 
@@ -62,9 +69,65 @@ def run_eval(args: argparse.Namespace) -> int:
         write_json_atomic(args.json, figures)
     if args.confusion_png:
         plot_confusion(figures["confusion_matrix"], args.confusion_png)
+    if args.llm or args.cascade:
+        figures["llm"] = run_llm_comparison(args, options, result, console)
+        if args.json:
+            write_json_atomic(args.json, figures)
     if args.record:
         record_metric(args.record, figures, options)
     return 0
+
+
+def run_llm_comparison(args: argparse.Namespace, options: EvalOptions, result: Any,
+                       console: Any) -> dict[str, Any]:
+    from rich.progress import Progress
+
+    from edgefer import cascade
+    from edgefer.cli_score import llm_config
+    from edgefer.data import load_gray
+    from edgefer.errors import InputError
+
+    if options.mode != "crops":
+        raise InputError("--llm and --cascade evaluate pre-cropped faces; use --mode crops")
+    args.llm = True
+    config = llm_config(args)
+    images = [load_gray(p, (48, 48)) for p in result.paths]
+    queries = cascade.face_queries(images, result.probs, config.model, config.top2)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("asking the LLM", total=len(queries))
+        answers = cascade.ask_all(queries, config,
+                                  lambda done, total: progress.update(task, completed=done))
+    figures = cascade.cascade_report(result.y_true, result.probs, answers, config.threshold)
+    markdown = cascade_markdown(figures, args.cascade, config)
+    console.print(markdown, markup=False, highlight=False, soft_wrap=True)
+    if args.markdown:
+        args.markdown.write_text(markdown + "\n")
+    return figures
+
+
+def cascade_markdown(figures: dict[str, Any], curve: bool, config: Any) -> str:
+    """The comparison (and optionally the curve) as markdown tables."""
+    lines = [f"LLM: {config.model} ({'top-2 prompt' if config.top2 else 'open prompt'}), "
+             f"answered {figures['share_answered']:.1%} of faces", "",
+             "| | accuracy | macro precision | macro recall | macro F1 |", "|---|---:|---:|---:|---:|"]
+    for name, row in figures["rows"].items():
+        lines.append(f"| {name} | {row['accuracy']:.4f} | {row['macro_precision']:.4f} | "
+                     f"{row['macro_recall']:.4f} | {row['macro_f1']:.4f} |")
+    stats = figures["llm_stats"]
+    lines += ["", "requests {requests}, prompt tokens {prompt_tokens}, completion tokens "
+              "{completion_tokens}, refusals {refusals}, invalid replies {invalid_replies}, "
+              "failed requests {failed_requests}, cache hits {cache_hits}".format(**stats)]
+    if curve:
+        lines += ["", "| share sent to LLM | accuracy | macro F1 |", "|---:|---:|---:|"]
+        lines += [f"| {row['share_sent']:.0%} | {row['accuracy']:.4f} | {row['macro_f1']:.4f} |"
+                  for row in figures["curve"]]
+        held = figures["held_out"]
+        lines += ["", f"Operating point chosen on the first half: send "
+                  f"{held['chosen_share_on_first_half']:.0%} "
+                  f"(first-half accuracy {held['first_half_accuracy']:.4f}). On the second half: "
+                  f"CNN {held['second_half_cnn']['accuracy']:.4f}, cascade "
+                  f"{held['second_half_cascade']['accuracy']:.4f}."]
+    return "\n".join(lines)
 
 
 def command_line() -> str:

@@ -28,7 +28,9 @@ def add_recognizer_arguments(parser: argparse.ArgumentParser) -> None:
 def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "LLM second opinion (off unless --llm; sends face crops to the endpoint)")
-    group.add_argument("--llm", action="store_true", help="ask a vision LLM about uncertain faces")
+    group.add_argument("--llm", action="store_true",
+                       help="ask a vision LLM about uncertain faces (eval: about every face, "
+                            "and compare CNN, LLM and cascade)")
     group.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (default: "
                        "$OPENAI_BASE_URL, else api.openai.com); the key comes from $OPENAI_API_KEY")
     group.add_argument("--llm-model", default=LlmConfig.model, help=f"default {LlmConfig.model}")

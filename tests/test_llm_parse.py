@@ -31,9 +31,7 @@ def test_valid_replies(text, expected):
     ("I'm sorry, but I can't help with identifying people.", "refusal"),
     ('{"faces": [{"id": "f1", "label": "happy"}]}', "expected ids"),
     ('{"faces": [{"id": "f1", "label": "happy"}, {"id": "f3", "label": "sad"}]}', "expected ids"),
-    ('{"faces": [{"id": "f1", "label": "contempt"}, {"id": "f2", "label": "sad"}]}', "invalid label"),
-    ('{"faces": [{"id": "f1", "label": "happy", "confidence": "high"},'
-     ' {"id": "f2", "label": "sad"}]}', "invalid label"),
+    ('{"faces": [{"id": "f1", "label": "happy"}, {"id": "f1", "label": "sad"}]}', "expected ids"),
     ('{"faces": [{"id": "f1", "label": "happy"}, {"id": "f2", "label": ', "no JSON"),
     ("The first person looks happy and the second sad.", "no JSON"),
     ('{"faces": [1, 2]}', "unexpected JSON shape"),
@@ -44,6 +42,15 @@ def test_invalid_replies(text, error):
     assert not parsed.ok
     assert error in parsed.error
     assert parsed.refusal == (error == "refusal")
+
+
+@pytest.mark.parametrize("value", ['"contempt"', '{"label": "happy", "confidence": "high"}',
+                                   '{"label": 3}', "null"])
+def test_labels_outside_the_seven_classes_leave_that_face_unanswered(value):
+    parsed = parse_reply(f'{{"f1": {value}, "f2": "sad"}}', IDS)
+    assert parsed.ok
+    assert parsed.invalid_ids == {"f1"}
+    assert parsed.answers == {"f2": Answer("sad", 1.0)}
 
 
 def test_prose_that_contains_json_is_not_a_refusal():

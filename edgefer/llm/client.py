@@ -40,6 +40,7 @@ class LlmStats:
     timeouts: int = 0
     refusals: int = 0
     invalid_replies: int = 0
+    invalid_labels: int = 0  # answers outside the seven classes ("contempt", "unknown")
     splits: int = 0
     cache_hits: int = 0
     faces_asked: int = 0
@@ -136,9 +137,12 @@ class LlmClient:
             return {q.face_id: None for q in batch}
         if parsed.ok:
             for query in batch:
-                self.cache.put(query.key, parsed.answers[query.face_id])
-            self.stats.faces_answered += len(batch)
-            return dict(parsed.answers)
+                if query.face_id in parsed.answers:
+                    self.cache.put(query.key, parsed.answers[query.face_id])
+            self.stats.faces_answered += len(parsed.answers)
+            self.stats.invalid_labels += len(parsed.invalid_ids)
+            self.stats.faces_unanswered += len(parsed.invalid_ids)
+            return {q.face_id: parsed.answers.get(q.face_id) for q in batch}
         if parsed.refusal:
             self.stats.refusals += 1
         else:

@@ -29,9 +29,14 @@ class Answer:
 
 @dataclass
 class Parsed:
-    """Answers by face id; ``error`` says why the reply as a whole is unusable."""
+    """Answers by face id; ``error`` says why the reply as a whole is unusable.
+
+    A reply with the right ids is usable even if some labels are not one of the seven classes
+    ("contempt", "unknown"): those faces are listed in ``invalid_ids`` and stay unanswered.
+    """
 
     answers: dict[str, Answer] = field(default_factory=dict)
+    invalid_ids: set[str] = field(default_factory=set)
     error: str | None = None
     refusal: bool = False
 
@@ -58,14 +63,17 @@ def parse_reply(text: str | None, expected_ids: list[str]) -> Parsed:
     if items is None:
         return Parsed(error="unexpected JSON shape")
     answers: dict[str, Answer] = {}
+    invalid: set[str] = set()
     for face_id, value in items:
         answer = _answer(value)
         if answer is None:
-            return Parsed(error=f"invalid label for {face_id}")
-        answers[str(face_id)] = answer
-    if set(answers) != set(expected_ids):
-        return Parsed(error=f"expected ids {sorted(expected_ids)}, got {sorted(answers)}")
-    return Parsed(answers=answers)
+            invalid.add(face_id)
+        else:
+            answers[face_id] = answer
+    ids = [face_id for face_id, _ in items]
+    if len(ids) != len(set(ids)) or set(ids) != set(expected_ids):
+        return Parsed(error=f"expected ids {sorted(expected_ids)}, got {sorted(ids)}")
+    return Parsed(answers=answers, invalid_ids=invalid)
 
 
 def _extract_json(text: str) -> Any:

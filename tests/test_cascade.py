@@ -1,0 +1,78 @@
+"""The CNN/LLM cascade arithmetic, and the merge stage with a real worker and server."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from edgefer.cascade import cascade_predictions, llm_alone, split_halves
+from edgefer.llm.parse import Answer
+from edgefer.llm.stage import is_uncertain, llm_distribution, merge
+
+
+def test_cascade_replaces_the_least_confident_answered_faces():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.55, 0.45]])
+    llm = np.array([1, 1, -1, 1])  # face 2 got no answer
+    # confidences 0.9, 0.6, 0.7, 0.55: face 3 is sent first, then 1, then 2 (unanswered)
+    assert cascade_predictions(probs, llm, 0.0).tolist() == [0, 0, 1, 0]
+    assert cascade_predictions(probs, llm, 0.25).tolist() == [0, 0, 1, 1]
+    assert cascade_predictions(probs, llm, 0.5).tolist() == [0, 1, 1, 1]
+    assert cascade_predictions(probs, llm, 0.75).tolist() == [0, 1, 1, 1]
+    assert cascade_predictions(probs, llm, 1.0).tolist() == [1, 1, 1, 1]
+
+
+def test_llm_alone_counts_unanswered_as_wrong():
+    row = llm_alone(np.array([0, 1, 2, 3]), np.array([0, 1, -1, -1]))
+    assert row["accuracy"] == 0.5 and row["answered"] == 0.5
+
+
+def test_halves_are_disjoint_and_stratified():
+    labels = np.repeat(np.arange(7), 10)
+    first, second = split_halves(labels, seed=3)
+    assert not set(first) & set(second) and len(first) + len(second) == 70
+    assert np.bincount(labels[first]).tolist() == [5] * 7
+
+
+@pytest.mark.parametrize(("probs", "threshold", "margin", "expected"), [
+    ([0.4, 0.3, 0.3, 0, 0, 0, 0], 0.5, 0.0, True),
+    ([0.6, 0.3, 0.1, 0, 0, 0, 0], 0.5, 0.0, False),
+    ([0.6, 0.35, 0.05, 0, 0, 0, 0], 0.5, 0.3, True),
+])
+def test_uncertainty(probs, threshold, margin, expected):
+    assert is_uncertain(np.array(probs), threshold, margin) is expected
+
+
+def test_merge_policies():
+    cnn = np.array([0.1, 0, 0, 0.5, 0, 0, 0.4], dtype=np.float32)
+    answer = Answer("neutral", 0.9)
+    assert merge(cnn, answer, "override", 0.5) == ("neutral", "llm")
+    assert merge(cnn, answer, "fuse", 0.5) == ("neutral", "fuse")
+    assert merge(cnn, Answer("sad", 0.2), "fuse", 0.5) == ("happy", "fuse")
+    np.testing.assert_allclose(llm_distribution(answer).sum(), 1.0, atol=1e-6)
+
+
+def test_recognizer_with_llm_never_stalls_and_merges(demo_clip):
+    pytest.importorskip("openai")
+    from tools.openai_stub import StubServer, StubState
+
+    from edgefer.llm.config import LlmConfig
+    from edgefer.pipeline import Recognizer, RecognizerOptions
+    from edgefer.sources import open_source
+
+    with StubServer(StubState(delay_s=1.0, answer=lambda face: "surprise")) as server:
+        config = LlmConfig(model="stub", base_url=server.base_url, threshold=1.0, cooldown_s=0.5,
+                           batch_wait_s=0.05)
+        with Recognizer(RecognizerOptions(llm=config)) as recognizer, \
+                open_source(str(demo_clip)) as source:
+            start = time.monotonic()
+            results = list(recognizer.run(source))
+            elapsed = time.monotonic() - start
+            events = recognizer.wait_for_second_opinions(10)
+    # 150 frames with a 1 s LLM: the loop finished long before answers could all arrive
+    assert elapsed < 5
+    assert max(r.latency_ms["second_opinion"] for r in results) < 100
+    assert events and all(e["llm_label"] == "surprise" for e in events)
+    sources = {s for r in results for s in r.faces.data["final_source"]}
+    assert "cnn" in sources
