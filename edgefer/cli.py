@@ -43,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefer", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from edgefer import cli_eval, cli_score, cli_train
+    from edgefer import cli_eval, cli_live, cli_score, cli_train
 
     cli_score.add_commands(commands)
+    cli_live.add_commands(commands)
     cli_eval.add_commands(commands)
     cli_train.add_commands(commands)
     return parser

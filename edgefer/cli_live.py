@@ -1,0 +1,96 @@
+"""``edgefer live`` and ``edgefer kiosk``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from edgefer.capture import CaptureOptions
+from edgefer.cli_score import add_llm_arguments, add_recognizer_arguments, recognizer_options
+from edgefer.live import LiveOptions, LiveSession, LiveStats, install_signal_handlers
+
+
+def add_commands(commands: Any) -> None:
+    live = commands.add_parser(
+        "live", help="live recognition from a camera (or a file or URL) in a window",
+        description="Keys: q/Esc quit, space pause, f fullscreen, s snapshot, d debug overlay.")
+    source = live.add_mutually_exclusive_group()
+    source.add_argument("--camera", type=int, help="camera index (default 0)")
+    source.add_argument("--source", help="a video file or stream URL instead of a camera")
+    live.add_argument("--realtime", action="store_true",
+                      help="pace a file source at its native frame rate")
+    live.add_argument("--loop", action="store_true", help="restart a file source at its end")
+    live.add_argument("--headless", action="store_true", help="no window")
+    live.add_argument("--fullscreen", action="store_true")
+    live.add_argument("--record", type=Path, metavar="OUT.mp4", help="record the annotated view")
+    live.add_argument("-o", "--output", type=Path, help="per-face rows (.csv/.jsonl/.parquet)")
+    live.add_argument("--overwrite", action="store_true")
+    live.add_argument("--snapshot-dir", type=Path, help="where the s key saves snapshots")
+    live.add_argument("--events", metavar="PATH", help="JSON-lines track events: - for stdout")
+    live.add_argument("--http-port", type=int, help="serve /healthz and /metrics on 127.0.0.1")
+    live.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    add_recognizer_arguments(live)
+    add_llm_arguments(live)
+    live.set_defaults(run=run_live)
+
+    kiosk = commands.add_parser(
+        "kiosk", help="unattended live recognition for days (config file, health, metrics)",
+        description="Settings: the TOML file, then EDGEFER_<SECTION>_<KEY> environment "
+                    "variables, then these flags. The source reconnects with backoff.")
+    kiosk.add_argument("--config", type=Path, help="kiosk TOML file (see tools/kiosk.example.toml)")
+    kiosk.add_argument("--source", help="override source.input")
+    kiosk.add_argument("--headless", action="store_true", default=None,
+                       help="override display.headless")
+    kiosk.add_argument("--http-port", type=int, help="override http.port")
+    kiosk.add_argument("--no-llm", action="store_true", help="force the LLM second opinion off")
+    kiosk.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    kiosk.set_defaults(run=run_kiosk)
+
+
+def run_live(args: argparse.Namespace) -> int:
+    spec = args.source if args.source is not None else str(args.camera or 0)
+    options = LiveOptions(
+        capture=CaptureOptions(source=spec, realtime=args.realtime, loop=args.loop),
+        recognizer=recognizer_options(args), headless=args.headless, fullscreen=args.fullscreen,
+        record=args.record, output=args.output, overwrite=args.overwrite,
+        snapshot_dir=args.snapshot_dir, events=args.events, http_port=args.http_port,
+        duration_s=args.duration)
+    return _run_session(options)
+
+
+def run_kiosk(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from edgefer.kiosk import load_config, to_live_options
+
+    overrides: dict[str, dict[str, Any]] = {}
+    if args.source is not None:
+        overrides.setdefault("source", {})["input"] = args.source
+    if args.headless:
+        overrides.setdefault("display", {})["headless"] = True
+    if args.http_port is not None:
+        overrides.setdefault("http", {})["port"] = args.http_port
+    if args.no_llm:
+        overrides.setdefault("llm", {})["enabled"] = False
+    options = to_live_options(load_config(args.config, overrides))
+    return _run_session(replace(options, duration_s=args.duration))
+
+
+def _run_session(options: LiveOptions) -> int:
+    from rich.console import Console
+
+    session = LiveSession(options)
+    install_signal_handlers(session)
+    stats = session.run()
+    print_stats(Console(stderr=True), stats)
+    return 0
+
+
+def print_stats(console: Any, stats: LiveStats) -> None:
+    import numpy as np
+
+    latency = np.percentile(stats.latencies_ms, [50, 95]) if stats.latencies_ms else [0, 0]
+    console.print(f"{stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} frames/s), "
+                  f"{stats.faces} faces, latency p50 {latency[0]:.1f} ms p95 {latency[1]:.1f} ms, "
+                  f"{stats.dropped} frames dropped, {stats.reconnects} reconnects", highlight=False)
