@@ -26,7 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgeferError as err:
         if args.debug:
             raise
-        _console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False,
+                                    soft_wrap=True)
         return err.exit_code
     except KeyboardInterrupt:
         _console(stderr=True).print("[yellow]interrupted[/]")
@@ -43,12 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgefer", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from edgefer import cli_eval, cli_live, cli_score, cli_train
+    from edgefer import cli_build, cli_eval, cli_live, cli_score, cli_train
 
     cli_score.add_commands(commands)
     cli_live.add_commands(commands)
     cli_eval.add_commands(commands)
     cli_train.add_commands(commands)
+    cli_build.add_commands(commands)
     return parser
 
 

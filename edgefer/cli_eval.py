@@ -31,7 +31,10 @@ def add_commands(commands: Any) -> None:
                              "detector and aligner first, as in live use")
     parser.add_argument("--detector", choices=("short", "full"), default="short")
     parser.add_argument("--model", help="model name in the manifest (default: its default)")
-    parser.add_argument("--engine", default="onnxruntime", help="inference engine")
+    parser.add_argument("--engine", default="onnxruntime",
+                        choices=("auto", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch"))
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
+                        help="TensorRT plan precision")
     parser.add_argument("--limit", type=int, help="stratified sample of N images")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON")
     parser.add_argument("--confusion-png", type=Path, metavar="OUT.png", help="confusion matrix plot")
@@ -57,7 +60,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     options = EvalOptions(data_dir=args.data_dir, glob=args.glob, exclude_list=args.exclude_list,
                           ferplus_labels=args.ferplus_labels, mode=args.mode, detector=args.detector,
-                          model=args.model, engine=args.engine, limit=args.limit)
+                          model=args.model, engine=args.engine, precision=args.precision,
+                          limit=args.limit)
     console = Console()
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("evaluating", total=None)

@@ -13,11 +13,18 @@ from edgefer.pipeline import RecognizerOptions
 from edgefer.score import FileReport, ScoreOptions
 from edgefer.types import FrameResult
 
+from rich.markup import escape
+
 
 def add_recognizer_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("recognition")
     group.add_argument("--model", help="model name in engines/manifest.json (default: its default)")
-    group.add_argument("--engine", default="onnxruntime", help="inference engine (default: onnxruntime)")
+    group.add_argument("--engine", default="onnxruntime",
+                       choices=("auto", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch"),
+                       help="inference engine (default: onnxruntime on the CPU; auto: TensorRT, "
+                            "then ONNX Runtime CUDA, then CPU)")
+    group.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
+                       help="TensorRT plan precision (with --engine tensorrt/auto)")
     group.add_argument("--detector", choices=("short", "full"), default="short",
                        help="BlazeFace model: short (faces within ~2 m, default) or full "
                             "(small/distant faces, group photos)")
@@ -55,7 +62,7 @@ def llm_config(args: argparse.Namespace) -> LlmConfig | None:
 
 def recognizer_options(args: argparse.Namespace) -> RecognizerOptions:
     return RecognizerOptions(
-        model=args.model, engine=args.engine, llm=llm_config(args),
+        model=args.model, engine=args.engine, precision=args.precision, llm=llm_config(args),
         detector=DetectorOptions(model=args.detector, min_confidence=args.min_face_score))
 
 
@@ -156,8 +163,8 @@ class RichScoreObserver:
     def file_done(self, report: FileReport) -> None:
         self.progress.update(self.overall, advance=1)
         if report.error:
-            self.progress.console.print(f"[red]skipped[/] {report.name}: {report.error}",
-                                        highlight=False)
+            self.progress.console.print(f"[red]skipped[/] {escape(report.name)}: "
+                                        f"{escape(report.error)}", highlight=False, soft_wrap=True)
 
     def print_summary(self, reports: list[FileReport], options: ScoreOptions) -> None:
         from rich.table import Table
@@ -168,8 +175,8 @@ class RichScoreObserver:
                              else "left")
         for r in reports:
             fps = f"{r.frames / r.seconds:.1f}" if r.seconds > 0 and r.frames else "-"
-            status = "[red]" + (r.error or "") + "[/]" if r.error else "[green]ok[/]"
-            table.add_row(Path(r.name).name, str(r.frames), str(r.faces), fps, status)
+            status = f"[red]{escape(r.error)}[/]" if r.error else "[green]ok[/]"
+            table.add_row(escape(Path(r.name).name), str(r.frames), str(r.faces), fps, status)
         self.console.print(table)
         outputs = [options.output, options.annotate, options.summary, options.plot]
         self.console.print("wrote " + ", ".join(str(p) for p in outputs if p is not None),

@@ -36,6 +36,7 @@ class EvalOptions:
     detector: str = "short"
     model: str | None = None
     engine: str = "onnxruntime"
+    precision: str = "fp16"
     manifest: Path = MANIFEST_PATH
     limit: int | None = None  # stratified sample of this many images
     seed: int = 0
@@ -91,7 +92,7 @@ def evaluate(options: EvalOptions, progress: Callable[[int, int], None] | None =
              ) -> EvalResult:
     entry = load_model_entry(options.model, options.manifest)
     folder, excluded, dropped = load_dataset(options)
-    with open_engine(entry, options.engine, threads=2) as engine:
+    with open_engine(entry, options.engine, threads=2, precision=options.precision) as engine:
         if options.mode == "crops":
             logits, found = _predict_crops(folder, entry, engine.run, progress)
         elif options.mode == "detect":

@@ -39,6 +39,7 @@ T = TypeVar("T")
 class RecognizerOptions:
     model: str | None = None  # manifest entry name; None = the manifest's default
     engine: str = "onnxruntime"
+    precision: str = "fp16"  # TensorRT plans only
     engine_threads: int = 1
     detector: DetectorOptions = DetectorOptions()
     tracker: TrackerOptions = TrackerOptions()
@@ -71,7 +72,8 @@ class Recognizer:
         self.aligner = Aligner(self.model.input)
         self.detector = FaceDetector(options.detector)
         try:
-            engine = open_engine(self.model, options.engine, options.engine_threads)
+            engine = open_engine(self.model, options.engine, options.engine_threads,
+                                 options.precision)
         except BaseException:
             self.detector.close()
             raise

@@ -1,21 +1,46 @@
 """Inference backends behind one ``Engine`` interface, opened by name.
 
-``onnxruntime`` (CPU) is the default. ``torch`` runs the training checkpoint (for parity checks).
-GPU backends are added by ``edgefer.backends.select``.
+``onnxruntime`` (CPU) is the default; ``onnxruntime-gpu`` uses ONNX Runtime's TensorRT/CUDA
+providers; ``tensorrt`` runs a plan built by ``edgefer build``; ``torch`` runs the shipped
+PyTorch weights (parity checks); ``auto`` picks the fastest available and says why.
 """
 
 from __future__ import annotations
 
+import logging
+
 from edgefer.backends.base import Engine
-from edgefer.errors import ConfigError
+from edgefer.errors import ConfigError, ModelError
 from edgefer.manifest import ModelEntry
 
-BACKENDS = ("onnxruntime", "torch")
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch")
 
 
-def open_engine(entry: ModelEntry, backend: str = "onnxruntime", threads: int = 1) -> Engine:
+def open_engine(entry: ModelEntry, backend: str = "onnxruntime", threads: int = 1,
+                precision: str = "fp16") -> Engine:
     """Open ``entry`` on ``backend``; the model file is verified against its sha256 first."""
     entry.verify()
+    if backend == "auto":
+        from edgefer.backends.select import choose_engine
+
+        choice = choose_engine(entry, "auto", precision=precision)
+        log.warning("engine auto: using %s (%s)", choice.engine, choice.reason)
+        backend = choice.engine
+    if backend == "onnxruntime-gpu":
+        from edgefer.backends.select import ort_gpu_engine
+
+        return ort_gpu_engine(entry, threads)
+    if backend == "tensorrt":
+        from edgefer.backends.select import environment_parts, find_plan
+        from edgefer.backends.tensorrt import TensorRTEngine
+
+        plan = find_plan(entry, precision)
+        if plan is None:
+            raise ModelError(f"no {precision} TensorRT plan for this GPU; build one with: "
+                             f"edgefer build --precision {precision}")
+        return TensorRTEngine(plan, entry.input, environment_parts(entry))
     if backend == "onnxruntime":
         from edgefer.backends.onnxruntime import OnnxRuntimeEngine
 

@@ -1,0 +1,109 @@
+"""``--engine auto``: TensorRT, then ONNX Runtime on CUDA, then ONNX Runtime on the CPU.
+
+Every choice comes with the reason, which the CLI prints, so a user on a Jetson knows why they
+got the CPU path (no tensorrt module, no GPU, no plan built yet...).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgefer.backends.base import Engine
+from edgefer.errors import ConfigError, ModelError, require
+from edgefer.manifest import ModelEntry
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch")
+
+
+@dataclass(frozen=True)
+class Choice:
+    engine: str
+    reason: str
+    plan: Path | None = None
+
+
+def ort_gpu_providers() -> list[str]:
+    try:
+        import onnxruntime
+    except ImportError:
+        return []
+    available = onnxruntime.get_available_providers()
+    return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+
+
+def choose_engine(entry: ModelEntry, requested: str = "auto", allow_build: bool = False,
+                  precision: str = "fp16") -> Choice:
+    if requested not in ENGINES:
+        raise ConfigError(f"unknown engine {requested!r}; choose one of {', '.join(ENGINES)}")
+    if requested != "auto":
+        return Choice(requested, "requested")
+    tensorrt_reason = _tensorrt_unavailable()
+    if tensorrt_reason is None:
+        plan = find_plan(entry, precision)
+        if plan is not None or allow_build:
+            return Choice("tensorrt", "TensorRT and a CUDA GPU are present" +
+                          ("" if plan else "; the engine will be built first"), plan)
+        tensorrt_reason = "no TensorRT plan built for this GPU yet (run: edgefer build)"
+    providers = ort_gpu_providers()
+    if providers:
+        return Choice("onnxruntime-gpu", f"{tensorrt_reason}; ONNX Runtime offers {providers[0]}")
+    return Choice("onnxruntime", f"{tensorrt_reason}; ONNX Runtime has no GPU provider")
+
+
+def _tensorrt_unavailable() -> str | None:
+    if importlib.util.find_spec("tensorrt") is None:
+        return "the tensorrt module is not installed"
+    from edgefer.backends.cuda import current_gpu
+
+    if current_gpu() is None:
+        return "no CUDA GPU found"
+    return None
+
+
+def environment_parts(entry: ModelEntry) -> dict[str, str]:
+    """The parts of a plan's cache key that this machine and model fix (not the batch profile)."""
+    from edgefer.backends.cuda import current_gpu
+
+    tensorrt = require("tensorrt", "tensorrt")
+    gpu = current_gpu()
+    if gpu is None:
+        raise ModelError("no CUDA GPU found")
+    return {"gpu": gpu.name, "compute_capability": gpu.compute_capability,
+            "tensorrt": tensorrt.__version__, "onnx_sha256": entry.sha256}
+
+
+def find_plan(entry: ModelEntry, precision: str) -> Path | None:
+    """A cached plan of ``precision`` built on this GPU and TensorRT from this ONNX file."""
+    expected = environment_parts(entry)
+    for plan in sorted((entry.file.parent / "plans").glob(f"{entry.name}-{precision}-*.plan")):
+        meta = plan.with_suffix(".json")
+        if not meta.is_file():
+            continue
+        parts = json.loads(meta.read_text()).get("parts", {})
+        if all(parts.get(k) == v for k, v in expected.items()):
+            return plan
+    return None
+
+
+def ort_gpu_engine(entry: ModelEntry, threads: int = 1) -> Engine:
+    """ONNX Runtime with the TensorRT and CUDA execution providers, caching engines on disk."""
+    from edgefer.backends.onnxruntime import CPU, OnnxRuntimeEngine
+
+    cache = entry.file.parent / "plans" / "ort"
+    cache.mkdir(parents=True, exist_ok=True)
+    providers: list = []
+    for provider in ort_gpu_providers():
+        if provider == "TensorrtExecutionProvider":
+            providers.append((provider, {"trt_engine_cache_enable": True,
+                                         "trt_engine_cache_path": str(cache),
+                                         "trt_timing_cache_enable": True,
+                                         "trt_fp16_enable": True}))
+        else:
+            providers.append(provider)
+    return OnnxRuntimeEngine(entry.file, entry.input, threads=threads, providers=[*providers, CPU])

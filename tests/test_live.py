@@ -1,0 +1,217 @@
+"""The live loop driven headless by a paced file source; overlay pixels; reconnects; HTTP;
+SIGTERM; kiosk configuration."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from edgefer.annotate import COLORS, Hud, draw_faces, draw_hud
+from edgefer.capture import CaptureOptions, LatestFrameReader
+from edgefer.errors import ConfigError, InputError
+from edgefer.kiosk import load_config, to_live_options
+from edgefer.live import LiveOptions, LiveSession
+from edgefer.sources import Source, open_source
+from edgefer.types import Faces
+
+
+def test_paced_headless_loop_keeps_up(demo_clip):
+    options = LiveOptions(capture=CaptureOptions(str(demo_clip), realtime=True), headless=True)
+    stats = LiveSession(options).run()
+    assert stats.frames >= 140  # 150 frames at 30 frames/s; a few may be dropped on a busy CI
+    assert 4.5 < stats.seconds < 8
+    assert np.percentile(stats.latencies_ms, 50) < 100
+
+
+def test_unpaced_file_drops_frames_instead_of_queueing(demo_clip):
+    options = LiveOptions(capture=CaptureOptions(str(demo_clip)), headless=True)
+    stats = LiveSession(options).run()
+    assert stats.frames + stats.dropped == 150
+    assert max(stats.latencies_ms) < 1000
+
+
+def test_overlay_is_drawn():
+    image = np.zeros((200, 300, 3), np.uint8)
+    faces = Faces(np.array([[50, 60, 150, 160]]), np.ones(1), np.zeros((1, 6, 2)))
+    faces.probs[0, 3] = 1.0
+    faces.smoothed_probs[0, 3] = 1.0
+    faces.smoothed_labels[0] = 3
+    faces.track_ids[0] = 7
+    faces.data.update(final_label=np.array(["happy"], object), final_source=np.array(["llm"], object))
+    draw_faces(image, faces)
+    assert tuple(image[100, 50]) == COLORS["happy"]  # the box's left edge
+    assert tuple(image[100, 100]) == (0, 0, 0)  # inside stays untouched
+    assert (image[60:75, 130:150] == (255, 0, 255)).all(axis=2).any()  # the LLM mark
+    assert (image[162:165, 51:150] == COLORS["happy"]).all(axis=2).all()  # a full confidence bar
+    draw_hud(image, Hud(fps=29.9, latency_ms=12.0))
+    assert image[5:25, 5:100].max() == 255  # HUD text
+
+
+class FlakySource(Source):
+    """Fails to open on the 2nd attempt, then works: a camera unplugged and plugged back."""
+
+    attempts = 0
+
+    def __init__(self, path: str) -> None:
+        FlakySource.attempts += 1
+        if FlakySource.attempts == 2:
+            raise InputError("camera 0 disappeared")
+        self._inner = open_source(path)
+
+    def __iter__(self):
+        for i, frame in enumerate(self._inner):
+            if i == 20:
+                return
+            yield frame
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_source_that_fails_then_recovers(demo_clip):
+    options = CaptureOptions(str(demo_clip), reconnect=True, reconnect_initial_s=0.05)
+    reader = LatestFrameReader(options, opener=FlakySource).start()
+    frames = 0
+    deadline = time.monotonic() + 20
+    while reader.reconnects < 2 and time.monotonic() < deadline:
+        if reader.get(0.1) is not None:
+            frames += 1
+    reader.close()
+    assert reader.reconnects >= 2 and frames > 0
+    assert FlakySource.attempts >= 3
+
+
+def test_camera_that_cannot_open_is_a_clear_error():
+    options = LiveOptions(capture=CaptureOptions("/dev/nonexistent-camera.mp4"), headless=True)
+    with pytest.raises(InputError, match="no such file"):
+        LiveSession(options).run()
+
+
+def test_no_display_suggests_headless(monkeypatch):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    if sys.platform == "linux":
+        with pytest.raises(InputError, match="--headless"):
+            LiveSession(LiveOptions())
+
+
+def fetch(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_kiosk_process_health_metrics_events_and_sigterm(demo_clip, tmp_path):
+    port = free_port()
+    config = tmp_path / "kiosk.toml"
+    config.write_text(f"""
+[source]
+input = "{demo_clip}"
+realtime = true
+loop = true
+[display]
+headless = true
+[outputs]
+table = "{tmp_path / 'rows.csv'}"
+events = "{tmp_path / 'events.jsonl'}"
+[http]
+port = {port}
+stale_s = 2
+""")
+    process = subprocess.Popen([sys.executable, "-m", "edgefer", "kiosk", "--config", str(config)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        status = 0
+        while time.monotonic() < deadline and status != 200:
+            time.sleep(0.5)
+            try:
+                status, body = fetch(f"http://127.0.0.1:{port}/healthz")
+            except OSError:
+                continue
+        assert status == 200 and json.loads(body)["ok"]
+        time.sleep(2)
+        status, metrics = fetch(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+        assert "edgefer_frames_total" in metrics and "edgefer_capture_to_result_seconds_bucket" in metrics
+        assert fetch(f"http://127.0.0.1:{port}/nope")[0] == 404
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    lines = (tmp_path / "rows.csv").read_text().splitlines()
+    assert len(lines) > 30 and lines[-1].count(",") == lines[0].count(",")  # no torn last row
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert events[0]["event"] == "track_start"
+
+
+def test_config_precedence(tmp_path):
+    path = tmp_path / "k.toml"
+    path.write_text("[http]\nport = 9000\nhost = '0.0.0.0'\n[display]\nheadless = true\n")
+    config = load_config(path, {"http": {"port": 9300}}, environ={"EDGEFER_HTTP_PORT": "9200",
+                                                                  "EDGEFER_HTTP_HOST": "10.0.0.1"})
+    assert config.http.port == 9300  # flag > environment > file
+    assert config.http.host == "10.0.0.1"  # environment > file
+    assert config.display.headless is True  # file > default
+    options = to_live_options(config)
+    assert options.capture.reconnect and options.recognizer.llm is None
+
+
+@pytest.mark.parametrize(("text", "environ", "match"), [
+    ("[http]\nprot = 1\n", {}, "unknown key http.prot"),
+    ("[htp]\nport = 1\n", {}, r"unknown section \[htp\]"),
+    ("[http]\nport = 'eighty'\n", {}, "http.port"),
+    ("[http]\nport = 70000\n", {}, "http.port"),
+    ("[detector]\nmodel = 'long'\n", {}, "detector model"),
+    ("[llm]\nenabled = true\nthreshold = 2\n", {"OPENAI_API_KEY": "x"}, "threshold"),
+    ("[http\n", {}, "invalid TOML"),
+    ("", {"EDGEFER_DISPLAY_HEADLESS": "maybe"}, "display.headless"),
+])
+def test_bad_config_is_rejected_with_the_key(tmp_path, monkeypatch, text, environ, match):
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    path = tmp_path / "k.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(path, {}, environ=environ)
+
+
+def test_kiosk_cli_rejects_unknown_key(tmp_path):
+    from conftest import run_cli
+
+    path = tmp_path / "k.toml"
+    path.write_text("[source]\ninput = '0'\ncolour = 'red'\n")
+    result = run_cli("kiosk", "--config", str(path))
+    assert result.returncode == 2 and "source.colour" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_looped_source_timestamps_are_monotonic(demo_clip):
+    """A looping file restarts its own timestamps; capture re-stamps frames monotonically."""
+    reader = LatestFrameReader(CaptureOptions(str(demo_clip), loop=True)).start()
+    stamps = []
+    while len(stamps) < 20:
+        item = reader.get(1.0)
+        if item is not None:
+            stamps.append(item.frame.timestamp_s)
+    reader.close()
+    assert stamps == sorted(stamps)

@@ -1,0 +1,187 @@
+"""TensorRT path: everything that can be checked without a GPU runs here; GPU tests skip."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgefer.backends import select
+from edgefer.backends.tensorrt import check_plan_metadata
+from edgefer.build import (BuildOptions, cache_key, cache_key_parts, calibration_batches,
+                           check_onnx_for_tensorrt)
+from edgefer.errors import ConfigError, ModelError
+from edgefer.manifest import load_model_entry
+
+
+@pytest.fixture(scope="module")
+def entry():
+    return load_model_entry()
+
+
+def test_shipped_onnx_is_ready_for_tensorrt(entry):
+    assert check_onnx_for_tensorrt(entry.file) == []
+
+
+def toy_onnx(path: Path, op: str = "Relu", batch: str | int = "batch", side: int | str = 48) -> Path:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    shape = [batch, 1, side, side]
+    node = helper.make_node(op, ["x"], ["y"])
+    graph = helper.make_graph([node], "toy",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize(("kwargs", "problem"), [
+    ({}, None),
+    ({"op": "Einsum"}, "operator Einsum"),
+    ({"batch": 1}, "batch axis is not dynamic"),
+    ({"side": "h"}, "axis 2 is not static"),
+])
+def test_onnx_readiness_checks(tmp_path, kwargs, problem):
+    problems = check_onnx_for_tensorrt(toy_onnx(tmp_path / "toy.onnx", **kwargs))
+    if problem is None:
+        assert problems == []
+    else:
+        assert any(problem in p for p in problems)
+
+
+def test_calibration_batches_match_inference_preprocessing(entry, tmp_path):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(21):
+        image = rng.integers(0, 255, (64, 64), dtype=np.uint8)
+        cv2.imwrite(str(tmp_path / f"{i:02d}.png"), image)
+        images.append(image)
+    batches = list(calibration_batches(entry, tmp_path, count=20, batch_size=8))
+    assert [b.shape for b in batches] == [(8, 1, 48, 48)] * 2  # 20 images: 2 full batches
+    assert all(b.dtype == np.float32 for b in batches)
+    resized = cv2.resize(images[0], (48, 48), interpolation=cv2.INTER_AREA)
+    expected = entry.input.normalize(resized[None])[0]
+    assert any(np.allclose(sample, expected) for b in batches for sample in b)
+
+
+def test_calibration_through_the_detector(entry, tmp_path, portrait):
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "portrait.jpg"), portrait)
+    (batch,) = list(calibration_batches(entry, tmp_path, 10, batch_size=1, mode="detect"))
+    assert batch.shape == (1, 1, 48, 48) and -2.01 <= batch.min() and batch.max() <= 2.01
+
+
+def test_cache_key_changes_with_every_part(entry):
+    options = BuildOptions()
+    base = cache_key_parts(entry, options, "Orin", "8.7", "10.3.0")
+    keys = {cache_key(base)}
+    variants = [cache_key_parts(entry, options, "RTX 4090", "8.7", "10.3.0"),
+                cache_key_parts(entry, options, "Orin", "8.9", "10.3.0"),
+                cache_key_parts(entry, options, "Orin", "8.7", "10.4.0"),
+                cache_key_parts(entry, replace(options, precision="fp32"), "Orin", "8.7", "10.3.0"),
+                cache_key_parts(entry, replace(options, max_batch=32), "Orin", "8.7", "10.3.0"),
+                cache_key_parts(replace(entry, sha256="0" * 64), options, "Orin", "8.7", "10.3.0")]
+    keys |= {cache_key(v) for v in variants}
+    assert len(keys) == 1 + len(variants)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"precision": "int4"}, "precision"),
+    ({"min_batch": 2, "opt_batch": 1}, "batch profile"),
+    ({"precision": "int8"}, "calibration"),
+])
+def test_invalid_build_options(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        BuildOptions(**kwargs)
+
+
+def test_plan_from_another_machine_is_refused(tmp_path):
+    plan = tmp_path / "m-fp16-abc.plan"
+    plan.write_bytes(b"plan")
+    plan.with_suffix(".json").write_text(json.dumps({"key": "k", "parts": {
+        "gpu": "NVIDIA RTX 4090", "compute_capability": "8.9", "tensorrt": "10.3.0",
+        "onnx_sha256": "x"}}))
+    here = {"gpu": "Orin", "compute_capability": "8.7", "tensorrt": "10.3.0", "onnx_sha256": "x"}
+    with pytest.raises(ModelError, match="RTX 4090.*differs here in gpu, compute_capability.*"
+                                         "edgefer build"):
+        check_plan_metadata(plan, here)
+    with pytest.raises(ModelError, match="not found"):
+        check_plan_metadata(tmp_path / "missing.plan", here)
+
+
+def test_auto_falls_back_without_tensorrt(entry, monkeypatch):
+    monkeypatch.setattr(select.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(select, "ort_gpu_providers", lambda: [])
+    choice = select.choose_engine(entry)
+    assert choice.engine == "onnxruntime" and "tensorrt module is not installed" in choice.reason
+    monkeypatch.setattr(select, "ort_gpu_providers", lambda: ["CUDAExecutionProvider"])
+    choice = select.choose_engine(entry)
+    assert choice.engine == "onnxruntime-gpu" and "CUDAExecutionProvider" in choice.reason
+
+
+def test_auto_falls_back_without_a_gpu(entry, monkeypatch):
+    import edgefer.backends.cuda as cuda
+
+    monkeypatch.setattr(select.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(cuda, "current_gpu", lambda: None)
+    monkeypatch.setattr(select, "ort_gpu_providers", lambda: [])
+    choice = select.choose_engine(entry)
+    assert choice.engine == "onnxruntime" and "no CUDA GPU" in choice.reason
+
+
+def test_core_imports_without_gpu_packages():
+    code = ("import sys, edgefer, edgefer.pipeline, edgefer.backends.tensorrt, edgefer.build, "
+            "edgefer.backends.select, edgefer.cli\n"
+            "heavy = [m for m in ('tensorrt', 'torch', 'cuda', 'openai') if m in sys.modules]\n"
+            "assert not heavy, heavy")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_missing_tensorrt_names_the_install_command(entry):
+    if select.importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here")
+    from edgefer.backends import open_engine
+    from edgefer.errors import MissingDependency
+
+    with pytest.raises((MissingDependency, ModelError), match="edgefer\\[tensorrt\\]|CUDA"):
+        open_engine(entry, "tensorrt")
+
+
+def cuda_available() -> bool:
+    try:
+        from edgefer.backends.cuda import current_gpu
+
+        return select.importlib.util.find_spec("tensorrt") is not None and current_gpu() is not None
+    except Exception:
+        return False
+
+
+gpu = pytest.mark.skipif(not cuda_available(), reason="needs an NVIDIA GPU with TensorRT")
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_gpu_build_run_and_parity(entry, tmp_path, precision):
+    from edgefer.backends import open_engine
+    from edgefer.build import build_engine
+
+    build_engine(entry, BuildOptions(precision=precision, max_batch=8), entry.file.parent)
+    x = np.random.default_rng(0).normal(size=(5, 1, 48, 48)).astype(np.float32)
+    with open_engine(entry, "tensorrt", precision=precision) as trt_engine, \
+            open_engine(entry, "onnxruntime") as cpu_engine:
+        from edgefer.metrics import softmax
+
+        difference = np.abs(softmax(trt_engine.run(x)) - softmax(cpu_engine.run(x))).max()
+        assert difference <= 1e-2
+        assert trt_engine.run(x[:1]).shape == (1, 7)

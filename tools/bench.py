@@ -1,0 +1,250 @@
+"""Benchmarks: pipeline throughput, live latency (with and without the LLM), model latency.
+
+Each measurement runs in a fresh subprocess (so peak RSS is its own), measurements that are
+compared are interleaved and repeated within one invocation (this machine is shared and noisy),
+and the medians go to JSON and to a markdown section appended to BENCHMARKS.md.
+
+    python tools/bench.py pipeline ../shared/data/videos/liveportrait_d9.mp4
+    python tools/bench.py live ../shared/data/videos/liveportrait_d9.mp4 --seconds 60
+    python tools/bench.py model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan")}
+    p50, p95 = np.percentile(values, [50, 95])
+    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3)}
+
+
+# -- workers (run in subprocesses) --------------------------------------------------------------
+def work_decode_detect(clip: str) -> dict[str, Any]:
+    """The floor: read a frame, detect faces, nothing else, one after the other."""
+    from edgefer.detect import DetectorOptions, FaceDetector
+    from edgefer.sources import open_source
+
+    frames = faces = 0
+    with FaceDetector(DetectorOptions()) as detector, open_source(clip) as source:
+        start = time.perf_counter()
+        for frame in source:
+            faces += len(detector.detect(frame))
+            frames += 1
+        seconds = time.perf_counter() - start
+    return {"frames": frames, "faces": faces, "fps": frames / seconds, "peak_rss_mb": peak_rss_mb()}
+
+
+def work_score(clip: str) -> dict[str, Any]:
+    """``edgefer score`` as the CLI runs it (CSV out), with per-stage latencies."""
+    from edgefer.score import ScoreOptions, score
+
+    stages: dict[str, list[float]] = {}
+
+    class Observer:
+        def file_started(self, name, total):
+            self.start = time.perf_counter()
+
+        def frame_done(self, name, result):
+            for key, value in result.latency_ms.items():
+                stages.setdefault(key, []).append(value)
+
+        def file_done(self, report):
+            self.seconds = time.perf_counter() - self.start
+
+    observer = Observer()
+    with tempfile.TemporaryDirectory() as folder:
+        (report,) = score([clip], ScoreOptions(output=Path(folder) / "faces.csv"), observer)
+    return {"frames": report.frames, "faces": report.faces, "fps": report.frames / observer.seconds,
+            "stages_ms": {k: percentiles(v) for k, v in stages.items()},
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def work_live(clip: str, seconds: float, llm_mode: str) -> dict[str, Any]:
+    """The live loop, headless, on a file paced at its frame rate (30 frames/s)."""
+    from edgefer.capture import CaptureOptions
+    from edgefer.live import LiveOptions, LiveSession
+    from edgefer.llm.config import LlmConfig
+    from edgefer.pipeline import RecognizerOptions
+    from tools.openai_stub import StubServer, StubState
+
+    def run(base_url: str | None) -> dict[str, Any]:
+        llm = LlmConfig(model="stub", base_url=base_url, threshold=1.0, cooldown_s=1.0,
+                        timeout_s=5.0) if base_url else None
+        options = LiveOptions(capture=CaptureOptions(clip, realtime=True, loop=True),
+                              recognizer=RecognizerOptions(llm=llm), headless=True,
+                              duration_s=seconds)
+        session = LiveSession(options)
+        stats = session.run()
+        return {"frames": stats.frames, "fps": stats.fps, "dropped": stats.dropped,
+                "latency_ms": percentiles(stats.latencies_ms), "peak_rss_mb": peak_rss_mb()}
+
+    if llm_mode == "none":
+        return run(None)
+    if llm_mode == "down":
+        return run("http://127.0.0.1:9/v1")  # the discard port: connection refused
+    with StubServer(StubState(delay_s=2.0)) as server:
+        return run(server.base_url)
+
+
+def work_model(batch: int, threads: int) -> dict[str, Any]:
+    from edgefer.backends import open_engine
+    from edgefer.manifest import load_model_entry
+
+    entry = load_model_entry()
+    x = np.random.default_rng(0).normal(size=(batch, 1, entry.input.height,
+                                              entry.input.width)).astype(np.float32)
+    with open_engine(entry, threads=threads) as engine:
+        for _ in range(50):
+            engine.run(x)
+        latencies = []
+        for _ in range(500):
+            start = time.perf_counter()
+            engine.run(x)
+            latencies.append((time.perf_counter() - start) * 1000)
+    return {"batch": batch, "threads": threads, "ms_per_batch": percentiles(latencies),
+            "ms_per_face_p50": round(float(np.median(latencies)) / batch, 4),
+            "model_bytes": entry.file.stat().st_size, "model": entry.name}
+
+
+WORKERS = {"decode_detect": work_decode_detect, "score": work_score, "live": work_live,
+           "model": work_model}
+
+
+def in_subprocess(kind: str, *args: Any) -> dict[str, Any]:
+    command = [sys.executable, __file__, "_worker", kind, json.dumps(args)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"{kind} worker failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# -- suites -------------------------------------------------------------------------------------
+def median_run(runs: list[dict[str, Any]], key: str = "fps") -> dict[str, Any]:
+    return sorted(runs, key=lambda r: r[key])[len(runs) // 2]
+
+
+def suite_pipeline(clip: str, repeats: int) -> tuple[dict[str, Any], str]:
+    floor_runs, score_runs = [], []
+    for _ in range(repeats):  # interleaved, so both see the same machine load
+        floor_runs.append(in_subprocess("decode_detect", clip))
+        score_runs.append(in_subprocess("score", clip))
+    floor, scored = median_run(floor_runs), median_run(score_runs)
+    ratios = [s["fps"] / f["fps"] for f, s in zip(floor_runs, score_runs)]
+    result = {"clip": clip, "repeats": repeats, "decode_detect": floor, "score": scored,
+              "score_fps_runs": [round(r["fps"], 1) for r in score_runs],
+              "decode_detect_fps_runs": [round(r["fps"], 1) for r in floor_runs],
+              "ratio_median": round(float(np.median(ratios)), 3)}
+    rows = ["| stage | p50 ms | p95 ms |", "|---|---:|---:|"]
+    rows += [f"| {k} | {v['p50']:.2f} | {v['p95']:.2f} |" for k, v in scored["stages_ms"].items()]
+    table = "\n".join([
+        f"Clip `{Path(clip).name}`, {scored['frames']} frames, median of {repeats} interleaved runs.",
+        "", "| measurement | frames/s | peak RSS MB |", "|---|---:|---:|",
+        f"| `edgefer score` end to end | {scored['fps']:.1f} | {scored['peak_rss_mb']:.0f} |",
+        f"| decode + detect only | {floor['fps']:.1f} | {floor['peak_rss_mb']:.0f} |",
+        f"| ratio (per run pair, median) | {result['ratio_median']:.3f} | |", "", *rows])
+    return result, table
+
+
+def suite_live(clip: str, seconds: float, modes: list[str]) -> tuple[dict[str, Any], str]:
+    runs = {mode: in_subprocess("live", clip, seconds, mode) for mode in modes}
+    base = runs.get("none", {}).get("fps")
+    lines = [f"Live loop, headless, `{Path(clip).name}` paced at its frame rate and looped, "
+             f"{seconds:.0f} s per run.", "",
+             "| LLM endpoint | frames/s | vs no LLM | latency p50 ms | latency p95 ms | dropped | "
+             "peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for mode, run in runs.items():
+        versus = f"{run['fps'] / base:.3f}" if base else "-"
+        lines.append(f"| {mode} | {run['fps']:.1f} | {versus} | {run['latency_ms']['p50']:.1f} | "
+                     f"{run['latency_ms']['p95']:.1f} | {run['dropped']} | {run['peak_rss_mb']:.0f} |")
+    return {"clip": clip, "seconds": seconds, "runs": runs}, "\n".join(lines)
+
+
+def suite_model() -> tuple[dict[str, Any], str]:
+    runs = [in_subprocess("model", b, t) for b, t in ((1, 1), (1, 2), (8, 1), (32, 2))]
+    lines = [f"Model `{runs[0]['model']}` ({runs[0]['model_bytes'] / 1e6:.2f} MB), ONNX Runtime CPU.",
+             "", "| batch | threads | ms per batch p50 | p95 | ms per face |",
+             "|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['batch']} | {r['threads']} | {r['ms_per_batch']['p50']:.3f} | "
+              f"{r['ms_per_batch']['p95']:.3f} | {r['ms_per_face_p50']:.3f} |" for r in runs]
+    return {"runs": runs}, "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def append_markdown(path: Path, title: str, command: str, table: str) -> None:
+    section = (f"\n## {title}\n\n{date.today().isoformat()}, {machine()}.\n\n"
+               f"```\n{command}\n```\n\n{table}\n")
+    with path.open("a") as handle:
+        handle.write(section)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_worker":
+        print(json.dumps(WORKERS[sys.argv[2]](*json.loads(sys.argv[3]))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("suite", choices=("pipeline", "live", "model"))
+    parser.add_argument("clip", nargs="?")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--llm-modes", default="none,slow,down",
+                        help="live: comma-separated LLM endpoints: none, slow (answers in 2 s), down")
+    parser.add_argument("--json", type=Path, help="write the raw results")
+    parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md",
+                        help="append a section here (default BENCHMARKS.md)")
+    args = parser.parse_args()
+    if args.suite != "model" and not args.clip:
+        parser.error(f"{args.suite} needs a clip")
+    if args.suite == "pipeline":
+        result, table = suite_pipeline(args.clip, args.repeats)
+        title = "Pipeline throughput"
+    elif args.suite == "live":
+        result, table = suite_live(args.clip, args.seconds, args.llm_modes.split(","))
+        title = "Live loop latency and the LLM second opinion"
+    else:
+        result, table = suite_model()
+        title = "Classifier latency"
+    command = "python tools/bench.py " + " ".join(sys.argv[1:])
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps({"command": command, "machine": machine(),
+                                         "date": date.today().isoformat(), **result}, indent=2))
+    append_markdown(args.markdown, title, command, table)
+
+
+if __name__ == "__main__":
+    main()
