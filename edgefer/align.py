@@ -54,7 +54,7 @@ def warp_crops(image: np.ndarray, matrices: np.ndarray, size: int) -> np.ndarray
     """Aligned ``(N, size, size[, C])`` uint8 crops; rows with invalid matrices stay black."""
     import cv2
 
-    shape = (len(matrices), size, size) + image.shape[2:]
+    shape = (len(matrices), size, size, *image.shape[2:])
     crops = np.zeros(shape, dtype=np.uint8)
     for row, matrix in enumerate(matrices):
         if np.isfinite(matrix).all():

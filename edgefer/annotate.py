@@ -47,7 +47,7 @@ def draw_faces(image: np.ndarray, faces: Faces, debug: bool = False) -> np.ndarr
     for row in range(len(faces)):
         label, confidence, from_llm = face_label(faces, row)
         color = COLORS[label]
-        x0, y0, x1, y1 = (int(round(v)) for v in faces.xyxy[row])
+        x0, y0, x1, y1 = (round(v) for v in faces.xyxy[row])
         cv2.rectangle(image, (x0, y0), (x1, y1), color, max(1, int(2 * scale)))
         text = f"{label} {confidence:.0%}"
         if faces.track_ids[row] >= 0:
@@ -92,8 +92,8 @@ def _debug_overlay(image: np.ndarray, faces: Faces, row: int, scale: float) -> N
         cv2.circle(image, (int(point[0]), int(point[1])), max(2, int(3 * scale)), (0, 255, 0), -1)
     eyes = faces.keypoints[row][[Keypoint.RIGHT_EYE, Keypoint.LEFT_EYE]].astype(int)
     cv2.line(image, tuple(eyes[0]), tuple(eyes[1]), (0, 255, 0), 1)
-    x0, _, x1, y1 = (int(v) for v in faces.xyxy[row])
-    for i, (name, p) in enumerate(zip(EMOTIONS, faces.probs[row])):
+    x0, _, _x1, y1 = (int(v) for v in faces.xyxy[row])
+    for i, (name, p) in enumerate(zip(EMOTIONS, faces.probs[row], strict=False)):
         y = y1 + int((22 + 14 * i) * scale * 1.3)
         cv2.rectangle(image, (x0, y - int(9 * scale)), (x0 + int(80 * scale * p), y), COLORS[name], -1)
         cv2.putText(image, f"{name[:3]} {p:.2f}", (x0 + int(84 * scale), y),

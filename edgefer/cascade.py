@@ -83,7 +83,7 @@ def cascade_predictions(cnn_probs: np.ndarray, llm_labels: np.ndarray, share: fl
     """The CNN's labels, with the ``share`` least confident faces replaced by the LLM's answer
     (where it gave one)."""
     predictions = cnn_probs.argmax(1).copy()
-    count = int(round(share * len(predictions)))
+    count = round(share * len(predictions))
     if count:
         least_confident = np.argsort(cnn_probs.max(1), kind="stable")[:count]
         answered = least_confident[llm_labels[least_confident] >= 0]

@@ -179,7 +179,7 @@ def print_report(console: Any, figures: dict[str, Any]) -> None:
     confusion.add_column("")
     for name in EMOTIONS:
         confusion.add_column(name[:4], justify="right")
-    for name, row in zip(EMOTIONS, figures["confusion_matrix"]):
+    for name, row in zip(EMOTIONS, figures["confusion_matrix"], strict=False):
         confusion.add_row(name, *(str(v) for v in row))
     console.print(confusion)
     console.print(f"temperature {figures['temperature']:.3f}: ECE {figures['ece_before_temperature']:.4f}"

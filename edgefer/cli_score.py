@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from edgefer.detect import DetectorOptions
 from edgefer.llm.config import LlmConfig
 from edgefer.pipeline import RecognizerOptions
 from edgefer.score import FileReport, ScoreOptions
 from edgefer.types import FrameResult
-
-from rich.markup import escape
 
 
 def add_recognizer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,8 +131,13 @@ class RichScoreObserver:
 
     def __enter__(self) -> RichScoreObserver:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
-            TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.console = Console(stderr=True)
         self.progress = Progress(

@@ -165,6 +165,6 @@ def stratified_sample(labels: np.ndarray, limit: int, seed: int = 0) -> np.ndarr
     chosen: list[np.ndarray] = []
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        take = max(1, int(round(limit * len(members) / len(labels))))
+        take = max(1, round(limit * len(members) / len(labels)))
         chosen.append(rng.choice(members, size=min(take, len(members)), replace=False))
     return np.sort(np.concatenate(chosen))

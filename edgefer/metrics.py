@@ -50,7 +50,7 @@ def precision_recall_f1(y_true: np.ndarray, y_pred: np.ndarray, k: int = NUM_CLA
 def summary(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """Accuracy and macro precision/recall/F1: one row of a comparison table."""
     scores = precision_recall_f1(y_true, y_pred)
-    return {"n": int(len(y_true)), "accuracy": accuracy(y_true, y_pred),
+    return {"n": len(y_true), "accuracy": accuracy(y_true, y_pred),
             "macro_precision": scores["macro_precision"], "macro_recall": scores["macro_recall"],
             "macro_f1": scores["macro_f1"]}
 

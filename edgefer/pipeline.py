@@ -26,7 +26,7 @@ from edgefer.classify import Classifier
 from edgefer.detect import DetectorOptions, FaceDetector
 from edgefer.llm.config import LlmConfig
 from edgefer.manifest import MANIFEST_PATH, ModelEntry, load_model_entry
-from edgefer.smooth import SmoothingOptions, Smoother
+from edgefer.smooth import Smoother, SmoothingOptions
 from edgefer.track import IouTracker, Track, TrackerOptions
 from edgefer.types import Faces, Frame, FrameResult
 
@@ -41,9 +41,9 @@ class RecognizerOptions:
     engine: str = "onnxruntime"
     precision: str = "fp16"  # TensorRT plans only
     engine_threads: int = 1
-    detector: DetectorOptions = DetectorOptions()
-    tracker: TrackerOptions = TrackerOptions()
-    smoothing: SmoothingOptions = SmoothingOptions()
+    detector: DetectorOptions = field(default_factory=DetectorOptions)
+    tracker: TrackerOptions = field(default_factory=TrackerOptions)
+    smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
     manifest: Path = MANIFEST_PATH
     queue_depth: int = 4
     llm: LlmConfig | None = None  # None: no second opinion, nothing leaves the device
@@ -215,7 +215,7 @@ class _Failure:
         self.error = error
 
 
-class run_in_thread(Iterator[T]):  # noqa: N801 - used like a function
+class run_in_thread(Iterator[T]):
     """Iterate ``items`` in a daemon thread, handing results over a bounded queue.
 
     Errors raised by the producer re-raise in the consumer; ``close()`` stops the producer at its

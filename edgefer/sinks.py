@@ -45,7 +45,7 @@ def face_rows(file: str, result: FrameResult) -> list[dict[str, Any]]:
             "track_id": int(faces.track_ids[i]), "x": round(x0, 1), "y": round(y0, 1),
             "w": round(x1 - x0, 1), "h": round(y1 - y0, 1), "det_score": round(float(faces.scores[i]), 4),
         }
-        row.update({f"p_{e}": round(float(p), 5) for e, p in zip(EMOTIONS, faces.probs[i])})
+        row.update({f"p_{e}": round(float(p), 5) for e, p in zip(EMOTIONS, faces.probs[i], strict=False)})
         row.update({
             "label": label, "confidence": round(float(faces.probs[i].max()), 5),
             "smoothed_label": smoothed, "cnn_label": smoothed or label,

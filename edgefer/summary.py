@@ -103,7 +103,7 @@ class Summary:
         figure, axes = plt.subplots(max(1, len(files)), 1, figsize=(11, 2.8 * max(1, len(files))),
                                     squeeze=False)
         styles = ["-", "--", ":", "-."]
-        for axis, (name, stats) in zip(axes[:, 0], files):
+        for axis, (name, stats) in zip(axes[:, 0], files, strict=False):
             for k, track_id in enumerate(sorted({t for _, t, _ in stats.timeline})):
                 points = [(t, p) for t, i, p in stats.timeline if i == track_id]
                 times = np.array([t for t, _ in points])

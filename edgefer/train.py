@@ -169,7 +169,7 @@ def new_state(recipe: Recipe, train_split: Split) -> RunState:
     ema.load_state_dict(model.state_dict())
     ema = ema.to(memory_format=torch.channels_last).eval()
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for _name, param in model.named_parameters():
         (no_decay if param.ndim <= 1 else decay).append(param)
     optimizer = torch.optim.SGD(
         [{"params": decay, "weight_decay": recipe.weight_decay},
@@ -298,7 +298,7 @@ def random_erase(inputs: Any, cfg: Augment, generator: Any) -> Any:
 def update_ema(ema: Any, model: Any, decay: float) -> None:
     torch = require("torch", "torch")
     with torch.no_grad():
-        for target, source in zip(ema.state_dict().values(), model.state_dict().values()):
+        for target, source in zip(ema.state_dict().values(), model.state_dict().values(), strict=False):
             if target.dtype.is_floating_point:
                 target.mul_(decay).add_(source, alpha=1 - decay)
             else:

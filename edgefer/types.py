@@ -62,7 +62,7 @@ class Frame:
 
     @property
     def timestamp_ms(self) -> int:
-        return int(round(self.timestamp_s * 1000))
+        return round(self.timestamp_s * 1000)
 
 
 def _column(values: np.ndarray | None, shape: tuple[int, ...], dtype: type) -> np.ndarray:

@@ -81,5 +81,5 @@ def test_color_crops_for_the_llm(portrait):
     crops = Aligner(SPEC).crops(portrait, faces, size=160, color="bgr")
     assert crops.shape == (1, 160, 160, 3)
     # the face fills the crop: its centre is skin, not the blue background or the navy uniform
-    b, g, r = crops[0, 70:90, 70:90].reshape(-1, 3).mean(0)
+    b, _g, r = crops[0, 70:90, 70:90].reshape(-1, 3).mean(0)
     assert r > b

@@ -7,7 +7,6 @@ import json
 import shutil
 
 import pytest
-
 from conftest import run_cli
 
 from edgefer.sinks import ROW_COLUMNS

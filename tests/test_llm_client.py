@@ -10,14 +10,13 @@ import pytest
 
 pytest.importorskip("openai")
 
-from tools.openai_stub import StubServer, StubState  # noqa: E402
-
-from edgefer.errors import ConfigError  # noqa: E402
-from edgefer.llm.cache import AnswerCache, cache_key  # noqa: E402
-from edgefer.llm.client import LlmClient, LlmStats, retry_after_s  # noqa: E402
-from edgefer.llm.config import LlmConfig  # noqa: E402
-from edgefer.llm.prompt import FaceQuery, encode_jpeg  # noqa: E402
-from edgefer.llm.worker import SecondOpinion  # noqa: E402
+from edgefer.errors import ConfigError
+from edgefer.llm.cache import AnswerCache, cache_key
+from edgefer.llm.client import LlmClient, LlmStats, retry_after_s
+from edgefer.llm.config import LlmConfig
+from edgefer.llm.prompt import FaceQuery, encode_jpeg
+from edgefer.llm.worker import SecondOpinion
+from tools.openai_stub import StubServer, StubState
 
 
 def queries(n: int, offset: int = 0) -> list[FaceQuery]:

@@ -24,7 +24,7 @@ def test_stream_results_match_frame_by_frame(recognizer, demo_clip):
         single = [recognizer.process(frame) for frame in source]
     recognizer.reset()
     assert [s[0] for s in streamed] == [r.frame.index for r in single] == list(range(150))
-    for (_, xyxy, probs, ids), result in zip(streamed, single):
+    for (_, xyxy, probs, ids), result in zip(streamed, single, strict=False):
         np.testing.assert_allclose(xyxy, result.faces.xyxy)
         np.testing.assert_allclose(probs, result.faces.probs, atol=1e-5)
         np.testing.assert_array_equal(ids, result.faces.track_ids)

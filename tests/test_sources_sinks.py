@@ -131,7 +131,7 @@ def test_output_checks(tmp_path):
     with pytest.raises(OutputError, match="--overwrite"):
         check_output(existing, False, (".csv",))
     assert existing.read_text() == "keep me"
-    with pytest.raises(InputError, match="unsupported output type '.xlsx'"):
+    with pytest.raises(InputError, match=r"unsupported output type '\.xlsx'"):
         check_output(tmp_path / "o.xlsx", False, (".csv",))
     with pytest.raises(OutputError, match="does not exist"):
         check_output(tmp_path / "nope" / "o.csv", False, (".csv",))

@@ -13,8 +13,13 @@ import pytest
 
 from edgefer.backends import select
 from edgefer.backends.tensorrt import check_plan_metadata
-from edgefer.build import (BuildOptions, cache_key, cache_key_parts, calibration_batches,
-                           check_onnx_for_tensorrt)
+from edgefer.build import (
+    BuildOptions,
+    cache_key,
+    cache_key_parts,
+    calibration_batches,
+    check_onnx_for_tensorrt,
+)
 from edgefer.errors import ConfigError, ModelError
 from edgefer.manifest import load_model_entry
 
@@ -77,7 +82,7 @@ def test_calibration_through_the_detector(entry, tmp_path, portrait):
 
     cv2.imwrite(str(tmp_path / "portrait.jpg"), portrait)
     (batch,) = list(calibration_batches(entry, tmp_path, 10, batch_size=1, mode="detect"))
-    assert batch.shape == (1, 1, 48, 48) and -2.01 <= batch.min() and batch.max() <= 2.01
+    assert batch.shape == (1, 1, 48, 48) and batch.min() >= -2.01 and batch.max() <= 2.01
 
 
 def test_cache_key_changes_with_every_part(entry):
@@ -111,8 +116,8 @@ def test_plan_from_another_machine_is_refused(tmp_path):
         "gpu": "NVIDIA RTX 4090", "compute_capability": "8.9", "tensorrt": "10.3.0",
         "onnx_sha256": "x"}}))
     here = {"gpu": "Orin", "compute_capability": "8.7", "tensorrt": "10.3.0", "onnx_sha256": "x"}
-    with pytest.raises(ModelError, match="RTX 4090.*differs here in gpu, compute_capability.*"
-                                         "edgefer build"):
+    with pytest.raises(ModelError, match=r"RTX 4090.*differs here in gpu, compute_capability.*"
+                                         r"edgefer build"):
         check_plan_metadata(plan, here)
     with pytest.raises(ModelError, match="not found"):
         check_plan_metadata(tmp_path / "missing.plan", here)
@@ -153,7 +158,7 @@ def test_missing_tensorrt_names_the_install_command(entry):
     from edgefer.backends import open_engine
     from edgefer.errors import MissingDependency
 
-    with pytest.raises((MissingDependency, ModelError), match="edgefer\\[tensorrt\\]|CUDA"):
+    with pytest.raises((MissingDependency, ModelError), match=r"edgefer\[tensorrt\]|CUDA"):
         open_engine(entry, "tensorrt")
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgefer.errors import ConfigError
-from edgefer.smooth import SmoothingOptions, Smoother
+from edgefer.smooth import Smoother, SmoothingOptions
 from edgefer.track import IouTracker, TrackerOptions, greedy_match, iou_matrix
 from edgefer.types import Faces
 
@@ -30,7 +30,7 @@ def test_greedy_match_takes_best_pairs_first():
 def test_ids_stable_and_independent_of_detection_order():
     tracker = IouTracker()
     first = tracker.update(faces_at([0, 0, 10, 10], [50, 50, 60, 60]), 0.0)
-    ids = dict(zip(map(tuple, first.xyxy[:, :2].tolist()), first.track_ids.tolist()))
+    ids = dict(zip(map(tuple, first.xyxy[:, :2].tolist()), first.track_ids.tolist(), strict=False))
     second = tracker.update(faces_at([51, 50, 61, 60], [1, 0, 11, 10]), 0.033)
     assert second.track_ids.tolist() == [ids[(50.0, 50.0)], ids[(0.0, 0.0)]]
 

@@ -151,7 +151,7 @@ def suite_pipeline(clip: str, repeats: int) -> tuple[dict[str, Any], str]:
         floor_runs.append(in_subprocess("decode_detect", clip))
         score_runs.append(in_subprocess("score", clip))
     floor, scored = median_run(floor_runs), median_run(score_runs)
-    ratios = [s["fps"] / f["fps"] for f, s in zip(floor_runs, score_runs)]
+    ratios = [s["fps"] / f["fps"] for f, s in zip(floor_runs, score_runs, strict=False)]
     result = {"clip": clip, "repeats": repeats, "decode_detect": floor, "score": scored,
               "score_fps_runs": [round(r["fps"], 1) for r in score_runs],
               "decode_detect_fps_runs": [round(r["fps"], 1) for r in floor_runs],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import re
 import threading
@@ -178,10 +179,8 @@ def main() -> None:
     state = StubState(mode=args.mode, delay_s=args.delay, failures=args.failures)
     with StubServer(state, args.port) as server:
         print(f"OpenAI-compatible stub on {server.base_url} (mode {args.mode}); Ctrl-C stops")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
 
 
 if __name__ == "__main__":

@@ -24,9 +24,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.openai_stub import FaceRequest, StubServer, StubState  # noqa: E402
+import contextlib
 
-from edgefer.data import canonical_label  # noqa: E402
+from edgefer.data import canonical_label
+from tools.openai_stub import FaceRequest, StubServer, StubState
 
 THUMB = 16
 MATCH_MAX_DISTANCE = 0.1  # unit-vector distance: dataset images re-encoded match below 0.03, others above 0.5
@@ -108,10 +109,8 @@ def main() -> None:
     args = parser.parse_args()
     with replay_server(args.data, args.port) as server:
         print(f"GPT-4V replay on {server.base_url}; Ctrl-C stops", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
 
 
 if __name__ == "__main__":

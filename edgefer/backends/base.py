@@ -58,7 +58,7 @@ class Engine(ABC):
     @abstractmethod
     def _infer(self, batch: np.ndarray) -> np.ndarray: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; most backends hold nothing to free
         """Release native resources; the engine may not be used afterwards."""
 
     def __enter__(self) -> Engine:

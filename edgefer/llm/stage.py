@@ -51,6 +51,16 @@ def merge(cnn_probs: np.ndarray, answer: Answer, policy: str, weight: float) -> 
     return EMOTIONS[int(fused.argmax())], "fuse"
 
 
+def _downscale(image: np.ndarray, longest: int) -> np.ndarray:
+    """The frame shrunk so its longest side is ``longest`` pixels (context for the LLM)."""
+    import cv2
+
+    scale = longest / max(image.shape[:2])
+    if scale >= 1:
+        return image
+    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
 def is_uncertain(probs: np.ndarray, threshold: float, margin: float) -> bool:
     top2 = np.sort(probs)[-2:]
     return bool(top2[1] < threshold or (margin > 0 and top2[1] - top2[0] < margin))
