@@ -22,6 +22,11 @@ def similarity_transforms(keypoints: np.ndarray, crop: CropSpec, size: int) -> n
     eye-to-mouth distance either, or non-finite) get NaN matrices; ``valid_rows`` finds them.
     """
     keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, len(Keypoint), 2)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows end up NaN: rejected
+        return _transforms(keypoints, crop, size)
+
+
+def _transforms(keypoints: np.ndarray, crop: CropSpec, size: int) -> np.ndarray:
     right = keypoints[:, Keypoint.RIGHT_EYE]
     left = keypoints[:, Keypoint.LEFT_EYE]
     mouth = keypoints[:, Keypoint.MOUTH]

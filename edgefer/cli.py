@@ -34,6 +34,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _console(stderr=True).print("[yellow]interrupted[/]")
         return 130
+    except Exception as err:  # a bug: say so in one line, keep the traceback for --debug
+        if args.debug:
+            raise
+        from rich.markup import escape
+
+        _console(stderr=True).print(
+            f"[bold red]internal error:[/] {escape(type(err).__name__)}: {escape(str(err))} "
+            "(run with --debug for the traceback and please report it)", highlight=False,
+            soft_wrap=True)
+        return 70
 
 
 def _console(stderr: bool = False):
@@ -43,7 +53,15 @@ def _console(stderr: bool = False):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgefer", description=__doc__.splitlines()[0])
+    from edgefer import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="edgefer", description="Real-time facial-emotion recognition at the edge, with an "
+                                    "asynchronous vision-LLM second opinion.",
+        epilog="Exit codes: 0 ok, 1 some inputs failed, 2 bad input or configuration, 3 model "
+               "problem, 4 output problem, 5 missing optional package, 70 internal error, "
+               "130 interrupted.")
+    parser.add_argument("--version", action="version", version=f"edgefer {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from edgefer import cli_build, cli_eval, cli_live, cli_score, cli_train

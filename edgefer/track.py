@@ -98,7 +98,8 @@ class IouTracker:
         boxes = np.array([self.tracks[i].xyxy for i in ids]).reshape(-1, 4)
         pairs = greedy_match(iou_matrix(boxes, faces.xyxy), self.options.iou_threshold)
         matched = {col: ids[row] for row, col in pairs}
-        for col in range(len(faces)):
+        # New tracks are numbered left to right, so ids do not depend on detector output order.
+        for col in sorted(range(len(faces)), key=lambda c: tuple(faces.xyxy[c])):
             track_id = matched.get(col)
             if track_id is None:
                 track_id = self._start(faces.xyxy[col], time_s)
