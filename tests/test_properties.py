@@ -33,7 +33,8 @@ def test_aligner_gives_a_valid_crop_or_a_clear_rejection(keypoints, height, widt
     assert np.isfinite(batch).all()
     assert (batch >= -2.0).all() and (batch <= 2.0).all()
     # a row is rejected exactly when its transform is not finite
-    np.testing.assert_array_equal(valid, valid_rows(similarity_transforms(keypoints, CropSpec(), 48)))
+    np.testing.assert_array_equal(
+        valid, valid_rows(similarity_transforms(faces.keypoints, CropSpec(), 48)))
 
 
 boxes = st.lists(st.tuples(st.floats(0, 500), st.floats(0, 500), st.floats(5, 80), st.floats(5, 80)),
