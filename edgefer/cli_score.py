@@ -175,13 +175,14 @@ class RichScoreObserver:
         from rich.table import Table
 
         table = Table(title="edgefer score")
-        for column in ("input", "frames", "faces", "frames/s", "status"):
+        for column in ("input", "frames", "faces", "frames/s", "dominant", "status"):
             table.add_column(column, justify="right" if column in ("frames", "faces", "frames/s")
                              else "left")
         for r in reports:
             fps = f"{r.frames / r.seconds:.1f}" if r.seconds > 0 and r.frames else "-"
             status = f"[red]{escape(r.error)}[/]" if r.error else "[green]ok[/]"
-            table.add_row(escape(Path(r.name).name), str(r.frames), str(r.faces), fps, status)
+            table.add_row(escape(Path(r.name).name), str(r.frames), str(r.faces), fps,
+                          r.dominant or "-", status)
         self.console.print(table)
         outputs = [options.output, options.annotate, options.summary, options.plot]
         self.console.print("wrote " + ", ".join(str(p) for p in outputs if p is not None),

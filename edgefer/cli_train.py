@@ -99,6 +99,8 @@ def add_export_command(commands: Any) -> None:
     parser.add_argument("--val", required=True, help="validation images, DIR/<class>/*")
     parser.add_argument("--val-glob", default="*", help="e.g. 'PublicTest_*'")
     parser.add_argument("--recipe", required=True, help="the recipe file the run used")
+    parser.add_argument("--tta", choices=("none", "flip"), default="none",
+                        help="flip: average the model with its mirror image inside the ONNX graph")
     parser.add_argument("--default", action="store_true", help="make it the manifest's default")
     parser.set_defaults(run=run_export)
 
@@ -110,7 +112,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     console = Console()
     with console.status("exporting, checking parity and calibrating"):
-        report = export.export_checkpoint(args.checkpoint, args.name, args.val, args.val_glob)
+        report = export.export_checkpoint(args.checkpoint, args.name, args.val, args.val_glob,
+                                          tta=args.tta)
         entry = export.manifest_entry(report, args.recipe, args.val, args.val_glob)
         export.update_manifest(args.name, entry, make_default=args.default)
     console.print(f"wrote {report.onnx_path} ({report.size_bytes / 1e6:.1f} MB, "

@@ -47,6 +47,7 @@ class ExportReport:
     recipe: dict[str, Any]
     train_data: dict[str, Any]
     epoch: int
+    tta: str = "none"
 
 
 def export_onnx(module: Any, path: Path, spec: InputSpec, opset: int = OPSET) -> None:
@@ -79,19 +80,24 @@ def input_spec(recipe: dict[str, Any]) -> InputSpec:
 
 
 def export_checkpoint(checkpoint: Path, name: str, val_dir: str, val_glob: str,
-                      engines_dir: Path = MANIFEST_PATH.parent) -> ExportReport:
-    """Export ``checkpoint`` as ``engines/<name>.onnx`` (+ ``.pt`` weights) and calibrate it."""
+                      engines_dir: Path = MANIFEST_PATH.parent, tta: str = "none") -> ExportReport:
+    """Export ``checkpoint`` as ``engines/<name>.onnx`` (+ ``.pt`` weights) and calibrate it.
+
+    ``tta="flip"`` exports the model averaged with its mirror image (twice the compute).
+    """
     torch = require("torch", "torch")
     from edgefer.backends.torch import load_module
+    from edgefer.models import with_flip_average
 
-    module = load_module(checkpoint)
+    base = load_module(checkpoint)
+    module = with_flip_average(base).eval() if tta == "flip" else base
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     spec = input_spec(saved["recipe"])
     engines_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = engines_dir / f"{name}.onnx"
     weights_path = engines_dir / f"{name}.pt"
     export_onnx(module, onnx_path, spec)
-    torch.save({"model": module.state_dict(), "recipe": saved["recipe"]}, weights_path)
+    torch.save({"model": base.state_dict(), "recipe": saved["recipe"]}, weights_path)
     folder = datasets.scan_image_folder(val_dir, val_glob)
     batch = spec.normalize(datasets.load_pixels(folder, (spec.height, spec.width)))
     max_diff = parity(module, onnx_path, batch)
@@ -109,7 +115,7 @@ def export_checkpoint(checkpoint: Path, name: str, val_dir: str, val_glob: str,
         val_ece_after=metrics.expected_calibration_error(
             metrics.softmax(logits, temperature), folder.labels),
         size_bytes=onnx_path.stat().st_size,
-        parameters=sum(p.numel() for p in module.parameters()),
+        parameters=sum(p.numel() for p in base.parameters()), tta=tta,
         recipe=saved["recipe"], train_data=saved.get("data", {}), epoch=saved.get("epoch", 0))
 
 
@@ -132,6 +138,7 @@ def manifest_entry(report: ExportReport, recipe_file: str, val_dir: str, val_glo
         "input": input_spec(report.recipe).to_dict(),
         "output": {"name": OUTPUT_NAME, "kind": "logits"},
         "temperature": round(report.temperature, 4),
+        "tta": report.tta,
         "license": "Apache-2.0 (weights trained by the edgefer authors; see engines/NOTICE.md)",
         "metrics": {
             "val_accuracy": {"value": round(report.val_accuracy, 4), "data": f"{val_dir} {val_glob}",

@@ -62,6 +62,7 @@ class LiveStats:
     reconnects: int = 0
     events: int = 0
     seconds: float = 0.0
+    llm_queue_max: int = 0  # the most faces ever waiting for the LLM
 
     @property
     def fps(self) -> float:
@@ -173,6 +174,7 @@ class LiveSession:
                 continue
             result = recognizer.process(captured.frame)
             latency_ms = (time.monotonic() - captured.captured_at) * 1000
+            self._watch_llm(recognizer, metrics)
             self._record(result, latency_ms, metrics, health)
             self._emit(recognizer, result, events)
             if table is not None:
@@ -184,6 +186,15 @@ class LiveSession:
                 self._show(image)
         self.stats.seconds = time.monotonic() - start
         self.stats.dropped, self.stats.reconnects = reader.dropped, reader.reconnects
+
+    def _watch_llm(self, recognizer: Recognizer, metrics: Metrics | None) -> None:
+        stage = recognizer.second_opinion
+        if stage is None:
+            return
+        queued = stage.worker.queued()
+        self.stats.llm_queue_max = max(self.stats.llm_queue_max, queued)
+        if metrics is not None:
+            metrics.update_llm(stage.worker.stats.to_dict(), queued)
 
     def _should_end(self, start: float) -> bool:
         over_time = self.options.duration_s is not None and \

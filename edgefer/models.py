@@ -38,6 +38,27 @@ def build(name: str, in_channels: int = 1, num_classes: int = 7, **kwargs: objec
     return _REGISTRY[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
 
 
+def with_flip_average(module: nn.Module) -> nn.Module:
+    """``module`` averaged over the input and its mirror image (test-time augmentation).
+
+    Faces are near-symmetric and training used mirroring, so averaging the two views is a
+    cheap ensemble; it runs as one batch of 2N inside the exported graph.
+    """
+    torch = require("torch", "torch")
+
+    class FlipAverage(torch.nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            n = x.shape[0]
+            logits = self.inner(torch.cat([x, torch.flip(x, dims=[3])], dim=0))
+            return (logits[:n] + logits[n:]) / 2
+
+    return FlipAverage(module)
+
+
 def _ensure_builtins() -> None:
     if not _REGISTRY:
         _register_builtins()

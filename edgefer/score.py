@@ -45,6 +45,7 @@ class FileReport:
     seconds: float = 0.0
     error: str | None = None
     exception: EdgeferError | None = None
+    dominant: str | None = None  # the most frequent final label over all faces
 
 
 class ScoreObserver(Protocol):
@@ -100,6 +101,7 @@ def score(inputs: list[str], options: ScoreOptions,
     with Recognizer(options.recognizer) as recognizer, table:
         for item in items:
             report = _score_one(item, recognizer, table, summary, options, observer, len(items) > 1)
+            report.dominant = summary.to_dict()["files"].get(item, {}).get("dominant")
             reports.append(report)
             observer.file_done(report)
             if report.exception is not None and len(items) == 1:

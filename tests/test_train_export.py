@@ -135,3 +135,16 @@ def test_manifest_schema_rejects(exported, change, match):
     change(entry)
     with pytest.raises(ModelError, match=match):
         validate_model_entry(entry)
+
+
+def test_flip_averaged_export_is_mirror_invariant(trained, dataset, tmp_path):
+    import onnxruntime as ort
+
+    report = export.export_checkpoint(trained[0] / "best.pt", "flip", dataset.val_dir, "*",
+                                      tmp_path, tta="flip")
+    assert report.parity_max_abs_diff <= export.PARITY_TOLERANCE and report.tta == "flip"
+    session = ort.InferenceSession(str(report.onnx_path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(3, 1, 48, 48)).astype(np.float32)
+    direct = session.run(None, {"input": x})[0]
+    mirrored = session.run(None, {"input": x[..., ::-1].copy()})[0]
+    np.testing.assert_allclose(direct, mirrored, atol=1e-5)

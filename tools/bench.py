@@ -98,7 +98,8 @@ def work_live(clip: str, seconds: float, llm_mode: str) -> dict[str, Any]:
         session = LiveSession(options)
         stats = session.run()
         return {"frames": stats.frames, "fps": stats.fps, "dropped": stats.dropped,
-                "latency_ms": percentiles(stats.latencies_ms), "peak_rss_mb": peak_rss_mb()}
+                "latency_ms": percentiles(stats.latencies_ms), "peak_rss_mb": peak_rss_mb(),
+                "llm_queue_max": stats.llm_queue_max}
 
     if llm_mode == "none":
         return run(None)
@@ -173,11 +174,12 @@ def suite_live(clip: str, seconds: float, modes: list[str]) -> tuple[dict[str, A
     lines = [f"Live loop, headless, `{Path(clip).name}` paced at its frame rate and looped, "
              f"{seconds:.0f} s per run.", "",
              "| LLM endpoint | frames/s | vs no LLM | latency p50 ms | latency p95 ms | dropped | "
-             "peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "LLM queue max | peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for mode, run in runs.items():
         versus = f"{run['fps'] / base:.3f}" if base else "-"
         lines.append(f"| {mode} | {run['fps']:.1f} | {versus} | {run['latency_ms']['p50']:.1f} | "
-                     f"{run['latency_ms']['p95']:.1f} | {run['dropped']} | {run['peak_rss_mb']:.0f} |")
+                     f"{run['latency_ms']['p95']:.1f} | {run['dropped']} | {run['llm_queue_max']} | "
+                     f"{run['peak_rss_mb']:.0f} |")
     return {"clip": clip, "seconds": seconds, "runs": runs}, "\n".join(lines)
 
 

@@ -26,7 +26,12 @@ class TorchEngine(Engine):
         weights = entry.raw.get("pytorch_file")
         if not weights:
             raise ModelError(f"model {entry.name!r} ships no PyTorch weights (pytorch_file)")
-        return cls(load_module(entry.file.parent / weights), entry.input, threads)
+        module = load_module(entry.file.parent / weights)
+        if entry.raw.get("tta") == "flip":
+            from edgefer.models import with_flip_average
+
+            module = with_flip_average(module)
+        return cls(module, entry.input, threads)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
