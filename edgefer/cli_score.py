@@ -82,6 +82,10 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--stride", type=int, default=1, help="process every Nth frame")
     parser.add_argument("--max-fps", type=float, help="process at most F frames per second of video")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run into the same .csv/.jsonl table: "
+                             "finished inputs are skipped, the unfinished one restarts at its "
+                             "last frame")
     parser.add_argument("--llm-wait", type=float, default=30.0, metavar="S",
                         help="at the end of each input, wait up to S seconds for LLM answers")
     add_recognizer_arguments(parser)
@@ -103,7 +107,7 @@ def run_score(args: argparse.Namespace) -> int:
 
     options = ScoreOptions(output=args.output, overwrite=args.overwrite, annotate=args.annotate,
                            summary=args.summary, plot=args.plot, stride=args.stride,
-                           max_fps=args.max_fps, llm_wait_s=args.llm_wait,
+                           max_fps=args.max_fps, llm_wait_s=args.llm_wait, resume=args.resume,
                            recognizer=recognizer_options(args))
     with RichScoreObserver() as observer:
         reports = score(args.inputs, options, observer)
@@ -157,12 +161,14 @@ class RichScoreObserver:
         if self.file_task is not None:
             self.progress.remove_task(self.file_task)
         self.started = time.perf_counter()
-        self.file_task = self.progress.add_task(Path(name).name[:40], total=total_frames, rate="")
+        self.frames_in_file = 0
+        self.file_task = self.progress.add_task(escape(Path(name).name[:40]), total=total_frames,
+                                                rate="")
 
     def frame_done(self, name: str, result: FrameResult) -> None:
-        task = self.progress.tasks[self.file_task] if self.file_task is not None else None
+        self.frames_in_file += 1
         elapsed = time.perf_counter() - self.started
-        rate = f"{(task.completed + 1) / elapsed:6.1f} frames/s" if task and elapsed > 0 else ""
+        rate = f"{self.frames_in_file / elapsed:6.1f} frames/s" if elapsed > 0 else ""
         self.progress.update(self.file_task, advance=1, rate=rate)
 
     def file_done(self, report: FileReport) -> None:

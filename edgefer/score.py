@@ -16,6 +16,7 @@ from typing import Protocol
 from edgefer.annotate import draw_faces
 from edgefer.errors import EdgeferError, InputError
 from edgefer.pipeline import Recognizer, RecognizerOptions
+from edgefer.resume import RESUMABLE, ResumeState, prepare_resume, record_completed
 from edgefer.sinks import TableSink, VideoSink, check_output, face_rows, write_json_atomic
 from edgefer.sources import Source, expand_inputs, is_image, open_source
 from edgefer.summary import Summary
@@ -34,6 +35,7 @@ class ScoreOptions:
     stride: int = 1
     max_fps: float | None = None
     llm_wait_s: float = 30.0  # at the end of each input, wait this long for outstanding answers
+    resume: bool = False  # continue an interrupted run into the same table
     recognizer: RecognizerOptions = field(default_factory=RecognizerOptions)
 
 
@@ -68,12 +70,14 @@ class _NullObserver:
 
 
 def check_outputs(options: ScoreOptions) -> None:
-    """Fail before any work if an output path is unusable."""
-    check_output(options.output, options.overwrite, (".csv", ".jsonl", ".parquet"))
+    """Fail before any work if an output path is unusable (resumed runs reuse theirs)."""
+    overwrite = options.overwrite or options.resume
+    if not options.resume:
+        check_output(options.output, overwrite, (".csv", ".jsonl", ".parquet"))
     for path, suffixes in ((options.annotate, (".mp4", ".avi")), (options.summary, (".json",)),
                            (options.plot, (".png", ".svg", ".pdf"))):
         if path is not None:
-            check_output(path, options.overwrite, suffixes)
+            check_output(path, overwrite, suffixes)
 
 
 def annotate_path(base: Path, item: str, many: bool) -> Path:
@@ -95,17 +99,27 @@ def score(inputs: list[str], options: ScoreOptions,
     items = expand_inputs(inputs)
     if not items:
         raise InputError(f"no images or videos found in {', '.join(inputs)}")
+    resume = prepare_resume(options.output) if options.resume else ResumeState()
     summary = Summary()
+    summary.add_rows(resume.rows)
     reports: list[FileReport] = []
-    table = _LazyTable(options)
+    completed = [item for item in items if item in resume.completed]
+    table = _LazyTable(options, append=options.resume)
     with Recognizer(options.recognizer) as recognizer, table:
         for item in items:
-            report = _score_one(item, recognizer, table, summary, options, observer, len(items) > 1)
+            if item in resume.completed:
+                continue
+            recognizer.tracker.reserve_ids(resume.next_track_id.get(item, 1))
+            report = _score_one(item, recognizer, table, summary, options, observer,
+                                len(items) > 1, resume.start_frame.get(item, 0))
             report.dominant = summary.to_dict()["files"].get(item, {}).get("dominant")
             reports.append(report)
             observer.file_done(report)
             if report.exception is not None and len(items) == 1:
                 raise report.exception
+            completed.append(item)
+            if options.output.suffix.lower() in RESUMABLE:
+                record_completed(options.output, completed)
     if options.summary:
         write_json_atomic(options.summary, summary.to_dict())
     if options.plot:
@@ -116,13 +130,14 @@ def score(inputs: list[str], options: ScoreOptions,
 class _LazyTable:
     """Opens the table sink when the first input has opened, so a lone bad input leaves no file."""
 
-    def __init__(self, options: ScoreOptions) -> None:
+    def __init__(self, options: ScoreOptions, append: bool = False) -> None:
         self.options = options
+        self.append = append
         self.sink: TableSink | None = None
 
     def open(self) -> TableSink:
         if self.sink is None:
-            self.sink = TableSink(self.options.output, self.options.overwrite)
+            self.sink = TableSink(self.options.output, self.options.overwrite, append=self.append)
         return self.sink
 
     def __enter__(self) -> _LazyTable:
@@ -134,11 +149,12 @@ class _LazyTable:
 
 
 def _score_one(item: str, recognizer: Recognizer, table: _LazyTable, summary: Summary,
-               options: ScoreOptions, observer: ScoreObserver, many: bool) -> FileReport:
+               options: ScoreOptions, observer: ScoreObserver, many: bool,
+               start_frame: int = 0) -> FileReport:
     report = FileReport(item)
     start = time.perf_counter()
     try:
-        with open_source(item, options.stride, options.max_fps) as source:
+        with open_source(item, options.stride, options.max_fps, start_frame) as source:
             sink = table.open()
             observer.file_started(item, _expected_frames(source, options.stride))
             video = _annotation_sink(item, source, options, many)

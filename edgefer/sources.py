@@ -106,10 +106,12 @@ class VideoSource(Source):
     """A video file, a network stream or a camera, through OpenCV's FFmpeg/V4L2 capture.
 
     ``stride`` skips frames with ``grab()`` (no colour conversion); ``max_fps`` keeps at most that
-    many frames per second of presentation time.
+    many frames per second of presentation time; ``start_frame`` skips the frames before it
+    (resuming an interrupted run).
     """
 
-    def __init__(self, spec: str, stride: int = 1, max_fps: float | None = None) -> None:
+    def __init__(self, spec: str, stride: int = 1, max_fps: float | None = None,
+                 start_frame: int = 0) -> None:
         import cv2
 
         if stride < 1:
@@ -130,6 +132,7 @@ class VideoSource(Source):
         self.frame_count = count if count > 0 and not self.live else None
         self.stride = stride
         self.max_fps = max_fps
+        self.start_frame = start_frame
         self._lock = threading.Lock()
         self._opened_at = time.monotonic()
 
@@ -141,6 +144,8 @@ class VideoSource(Source):
                 if self._capture is None or not self._capture.grab():
                     break
                 index += 1
+                if index < self.start_frame:
+                    continue
                 time_s = self._timestamp_s(index)
                 if index % self.stride or (self.max_fps and time_s + 1e-6 < next_due_s):
                     continue
@@ -174,8 +179,9 @@ class VideoSource(Source):
                 self._capture = None
 
 
-def open_source(spec: str, stride: int = 1, max_fps: float | None = None) -> Source:
+def open_source(spec: str, stride: int = 1, max_fps: float | None = None,
+                start_frame: int = 0) -> Source:
     """The source for a camera index ("0"), URL, image path or video path."""
     if is_image(spec) and not is_stream(spec):
         return ImageSource(spec)
-    return VideoSource(spec, stride=stride, max_fps=max_fps)
+    return VideoSource(spec, stride=stride, max_fps=max_fps, start_frame=start_frame)

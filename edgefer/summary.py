@@ -60,6 +60,23 @@ class Summary:
             track.labels[label] += 1
             stats.timeline.append((time_s, track_id, result.faces.smoothed_probs[row].copy()))
 
+    def add_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Rows of a previous, interrupted run (``--resume``): counted as if just produced."""
+        last_frame: dict[str, Any] = {}
+        for row in rows:
+            file, time_s, label = row["file"], float(row["time_s"]), row["final_label"]
+            stats = self.files[file]
+            if last_frame.get(file) != row["frame"]:
+                stats.frames += 1
+                last_frame[file] = row["frame"]
+            stats.face_rows += 1
+            stats.labels[label] += 1
+            track = stats.tracks.setdefault(int(row["track_id"]), _TrackStats(time_s, time_s))
+            track.last_s = time_s
+            track.labels[label] += 1
+            probs = np.array([float(row[f"p_{e}"]) for e in EMOTIONS], dtype=np.float32)
+            stats.timeline.append((time_s, int(row["track_id"]), probs))
+
     def add_events(self, file: str, events: list[dict[str, Any]]) -> None:
         """LLM answers for this file, including those that arrived after its last frame."""
         self.files[file].llm_events.extend(events)

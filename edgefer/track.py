@@ -128,6 +128,10 @@ class IouTracker:
         self._last_time_s = -np.inf
         self._next_id = 1
 
+    def reserve_ids(self, next_id: int) -> None:
+        """Start numbering new tracks at ``next_id`` (a resumed file keeps its earlier ids)."""
+        self._next_id = max(self._next_id, next_id)
+
     def pop_ended(self) -> list[Track]:
         ended, self._ended = self._ended, []
         return ended

@@ -1,0 +1,96 @@
+"""Resuming an interrupted ``edgefer score`` run without duplicate or missing rows.
+
+After every input, ``score`` records it in ``OUT.progress.json`` (written atomically). On
+``--resume`` the table is repaired: a torn last line is cut, and the rows of the last frame of
+the unfinished input are removed (that frame may have been half written); scoring then restarts
+at that frame, with track ids continuing after the ones already written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgefer.errors import InputError, OutputError
+from edgefer.sinks import write_json_atomic
+
+RESUMABLE = (".csv", ".jsonl")
+
+
+def progress_path(output: Path) -> Path:
+    return output.with_name(output.name + ".progress.json")
+
+
+@dataclass
+class ResumeState:
+    completed: set[str] = field(default_factory=set)
+    start_frame: dict[str, int] = field(default_factory=dict)
+    next_track_id: dict[str, int] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def record_completed(output: Path, completed: list[str]) -> None:
+    write_json_atomic(progress_path(output), {"completed": completed})
+
+
+def prepare_resume(output: Path) -> ResumeState:
+    """Read what a previous run wrote, repair the table's tail, and say where to continue."""
+    if output.suffix.lower() not in RESUMABLE:
+        raise InputError(f"--resume works with {' and '.join(RESUMABLE)} tables, not {output.suffix}")
+    if not output.is_file():
+        raise InputError(f"nothing to resume: {output} does not exist")
+    state = ResumeState(completed=_read_completed(output))
+    lines = _complete_lines(output)
+    rows = [_parse(output, line, lines[0] if output.suffix == ".csv" else None) for line in
+            lines[1 if output.suffix == ".csv" else 0:]]
+    keep = len(rows)
+    if rows and rows[-1]["file"] not in state.completed:
+        item, last_frame = rows[-1]["file"], int(rows[-1]["frame"])
+        while keep and rows[keep - 1]["file"] == item and int(rows[keep - 1]["frame"]) == last_frame:
+            keep -= 1
+        state.start_frame[item] = last_frame
+    state.rows = rows[:keep]
+    for row in state.rows:
+        item = row["file"]
+        state.next_track_id[item] = max(state.next_track_id.get(item, 1), int(row["track_id"]) + 1)
+    header = 1 if output.suffix == ".csv" else 0
+    _truncate(output, sum(len(line.encode()) for line in lines[:header + keep]))
+    return state
+
+
+def _read_completed(output: Path) -> set[str]:
+    path = progress_path(output)
+    if not path.is_file():
+        return set()
+    try:
+        return set(json.loads(path.read_text())["completed"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise InputError(f"{path} is damaged ({err}); delete it to rescore every input") from err
+
+
+def _complete_lines(output: Path) -> list[str]:
+    """The file's lines up to the last newline (a torn final line is dropped)."""
+    text = output.read_bytes().decode("utf-8", errors="replace")
+    end = text.rfind("\n") + 1
+    return text[:end].splitlines(keepends=True)
+
+
+def _parse(output: Path, line: str, header: str | None) -> dict[str, Any]:
+    try:
+        if header is None:
+            return json.loads(line)
+        return next(csv.DictReader(io.StringIO(header + line)))
+    except (json.JSONDecodeError, StopIteration) as err:
+        raise InputError(f"{output} has an unreadable row; cannot resume: {line[:80]!r}") from err
+
+
+def _truncate(output: Path, size: int) -> None:
+    try:
+        with output.open("r+b") as handle:
+            handle.truncate(size)
+    except OSError as err:
+        raise OutputError(f"cannot repair {output}: {err.strerror}") from err
