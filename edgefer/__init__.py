@@ -4,8 +4,15 @@
 when first used.
 """
 
-from edgefer.errors import EdgeferError
-from edgefer.types import EMOTIONS, Emotion, Faces, Frame, FrameResult
+import os
+
+# OpenCV's FFmpeg and capture layers print to stderr for every damaged frame or unreadable file;
+# edgefer reports those itself, once and in plain words. Users can still set these variables.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+from edgefer.errors import EdgeferError  # noqa: E402
+from edgefer.types import EMOTIONS, Emotion, Faces, Frame, FrameResult  # noqa: E402
 
 __version__ = "0.1.0"
 

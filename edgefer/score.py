@@ -38,6 +38,14 @@ class ScoreOptions:
     resume: bool = False  # continue an interrupted run into the same table
     recognizer: RecognizerOptions = field(default_factory=RecognizerOptions)
 
+    def __post_init__(self) -> None:
+        if self.stride < 1:
+            raise InputError(f"--stride must be >= 1, got {self.stride}")
+        if self.max_fps is not None and self.max_fps <= 0:
+            raise InputError(f"--max-fps must be > 0, got {self.max_fps}")
+        if self.llm_wait_s < 0:
+            raise InputError(f"--llm-wait must be >= 0, got {self.llm_wait_s}")
+
 
 @dataclass
 class FileReport:

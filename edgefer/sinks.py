@@ -117,7 +117,8 @@ class TableSink:
         if self.kind == "csv":
             self._writer.writerows(rows)
         elif self.kind == "jsonl":
-            self._handle.write("".join(json.dumps({c: r.get(c) for c in self.columns}) + "\n"
+            self._handle.write("".join(json.dumps({c: r.get(c) for c in self.columns},
+                                                  ensure_ascii=False) + "\n"
                                        for r in rows))
         else:
             self._parquet_buffer += rows

@@ -22,6 +22,7 @@ from edgefer.types import Frame
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
+MAX_CONSECUTIVE_BAD_FRAMES = 25  # a damaged stretch longer than this ends the file
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 
@@ -137,13 +138,21 @@ class VideoSource(Source):
         self._opened_at = time.monotonic()
 
     def __iter__(self) -> Iterator[Frame]:
-        index = -1
+        index = -1  # the file's frame number, counting frames that failed to decode
+        decoded = failures = 0
         next_due_s = 0.0
         while True:
             with self._lock:
-                if self._capture is None or not self._capture.grab():
+                if self._capture is None:
                     break
+                grabbed = self._capture.grab()
                 index += 1
+                if not grabbed:
+                    failures += 1
+                    if not self._may_skip(index, failures):
+                        break
+                    continue
+                failures = 0
                 if index < self.start_frame:
                     continue
                 time_s = self._timestamp_s(index)
@@ -151,16 +160,26 @@ class VideoSource(Source):
                     continue
                 ok, image = self._capture.retrieve()
             if not ok or image is None:
-                log.warning("%s: frame %d failed to decode; stopping", self.name, index)
-                break
+                log.warning("%s: frame %d failed to decode; skipped", self.name, index)
+                continue
+            decoded += 1
             if self.max_fps:
                 next_due_s = time_s + 1.0 / self.max_fps
             yield Frame(index, time_s, image, self.name)
-        if index < 0:
+        if decoded == 0 and index >= self.start_frame:
             raise InputError(f"no decodable frames in {self.name}")
-        if self.frame_count and index + 1 < self.frame_count * 0.98:
-            log.warning("%s ended at frame %d of %d (truncated or corrupt)", self.name, index + 1,
+        if self.frame_count and index < self.frame_count * 0.98:
+            log.warning("%s ended at frame %d of %d (truncated or corrupt)", self.name, index,
                         self.frame_count)
+
+    def _may_skip(self, index: int, failures: int) -> bool:
+        """After a failed grab: is there more of the file to try? (corrupt frames mid-file)"""
+        if self.live or not self.frame_count:
+            return False
+        if failures > MAX_CONSECUTIVE_BAD_FRAMES or index >= self.frame_count - 1:
+            return False
+        log.warning("%s: frame %d could not be read; trying the next", self.name, index)
+        return True
 
     def _timestamp_s(self, index: int) -> float:
         import cv2

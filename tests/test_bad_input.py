@@ -1,0 +1,148 @@
+"""A bad-input corpus, generated here, through the real command line: one clear line on stderr,
+the documented exit code, no traceback, and in multi-file runs the other files complete."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+EXIT_INPUT, EXIT_SOME_FAILED, EXIT_OUTPUT, EXIT_MISSING = 2, 1, 4, 5
+
+
+def write_video(path, frames=20, fourcc="mp4v", size=(64, 48)):
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, size)
+    for i in range(frames):
+        writer.write(np.full((size[1], size[0], 3), i * 10 % 255, np.uint8))
+    writer.release()
+    return path
+
+
+def damaged_start(path):
+    """An MJPEG AVI whose first three frames cannot be decoded."""
+    write_video(path, fourcc="MJPG")
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8][:3]
+    for start in starts:
+        data[start + 2:start + 200] = bytes(198)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def assert_one_line_error(result, code, *needles):
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, demo_clip, portrait):
+    import cv2
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "text.mp4").write_text("definitely not a video")
+    full = (root / "full.mp4")
+    shutil.copy(demo_clip, full)
+    (root / "half.mp4").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    damaged_start(root / "damaged.avi")
+    cv2.imwrite(str(root / "gray.png"), cv2.cvtColor(portrait, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(root / "alpha.png"), cv2.cvtColor(portrait, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(root / "deep16.png"), portrait.astype(np.uint16) * 257)
+    Image.fromarray(portrait[..., ::-1]).convert("CMYK").save(root / "cmyk.jpg")
+    cv2.imwrite(str(root / "huge.jpg"), cv2.resize(portrait, (8000, 8000)))
+    (root / "spaced dir ü").mkdir()
+    shutil.copy(demo_clip, root / "spaced dir ü" / "clip ünïcode.mp4")
+    return root
+
+
+@pytest.mark.parametrize("name", ["gray.png", "alpha.png", "deep16.png", "cmyk.jpg", "huge.jpg",
+                                  "spaced dir ü/clip ünïcode.mp4", "damaged.avi"])
+def test_odd_but_valid_inputs_are_scored(corpus, tmp_path, name):
+    out = tmp_path / "out.csv"
+    result = run_cli("score", str(corpus / name), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = out.read_text().splitlines()
+    if name != "damaged.avi":  # the damaged clip has no face, only frames to survive
+        assert len(rows) >= 2
+
+
+@pytest.mark.parametrize(("name", "needle"), [
+    ("missing.mp4", "no such file"), ("zero.mp4", "cannot open video"),
+    ("text.mp4", "cannot open video"),
+])
+def test_unreadable_inputs(corpus, tmp_path, name, needle):
+    result = run_cli("score", str(corpus / name), "-o", str(tmp_path / "o.csv"))
+    assert_one_line_error(result, EXIT_INPUT, needle)
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_truncated_video_scores_what_decodes_or_fails_cleanly(corpus, tmp_path):
+    result = run_cli("score", str(corpus / "half.mp4"), "-o", str(tmp_path / "o.csv"))
+    assert result.returncode in (0, EXIT_INPUT) and "Traceback" not in result.stderr
+
+
+def test_mixed_folder_completes_the_good_files(corpus, tmp_path):
+    result = run_cli("score", str(corpus), "-o", str(tmp_path / "o.jsonl"))
+    assert_one_line_error(result, EXIT_SOME_FAILED, "zero.mp4", "text.mp4")
+    text = (tmp_path / "o.jsonl").read_text()
+    assert "full.mp4" in text and "cmyk.jpg" in text and "clip ünïcode.mp4" in text
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_folder(corpus, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    result = run_cli("score", str(corpus / "gray.png"), "-o", str(locked / "o.csv"))
+    assert_one_line_error(result, EXIT_OUTPUT, "not writable")
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), [
+    (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--min-face-score", "1.5"], EXIT_INPUT,
+     "min_confidence"),
+    (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--stride", "0"], EXIT_INPUT, "stride"),
+    (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--llm", "--llm-threshold", "3"],
+     EXIT_INPUT, "threshold"),
+    (["score", "{corpus}/gray.png", "-o", "{tmp}/nowhere/o.csv"], EXIT_OUTPUT, "does not exist"),
+    (["eval", "{tmp}/nothing"], EXIT_INPUT, "not found"),
+    (["eval", "{corpus}", "--glob", "*.zzz"], EXIT_INPUT, "no images"),
+    (["eval", "{corpus}", "--exclude-list", "{tmp}/none.csv"], EXIT_INPUT, "exclude list not found"),
+    (["train", "{tmp}/nothing", "--val", "{tmp}/nothing", "--out", "{tmp}/run"], EXIT_INPUT,
+     "not found"),
+    (["train", "{corpus}", "--val", "{corpus}", "--out", "{tmp}/run", "--recipe", "{tmp}/r.toml"],
+     EXIT_INPUT, "config file not found"),
+    (["live", "--source", "{tmp}/missing.mp4", "--headless"], EXIT_INPUT, "no such file"),
+    (["kiosk", "--config", "{tmp}/missing.toml"], EXIT_INPUT, "config file not found"),
+])
+def test_bad_arguments(corpus, tmp_path, args, code, needle):
+    result = run_cli(*[a.format(corpus=corpus, tmp=tmp_path) for a in args])
+    assert_one_line_error(result, code, needle)
+
+
+def test_live_without_display_suggests_headless(corpus, tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY",
+                                                           "QT_QPA_PLATFORM")}
+    result = subprocess.run([sys.executable, "-m", "edgefer", "live", "--source",
+                             str(corpus / "full.mp4")], capture_output=True, text=True, env=env,
+                            timeout=120)
+    if sys.platform == "linux":
+        assert_one_line_error(result, EXIT_INPUT, "--headless")
+
+
+def test_build_without_tensorrt_names_the_install(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed")
+    result = run_cli("build")
+    assert_one_line_error(result, EXIT_MISSING, "pip install 'edgefer[tensorrt]'")
