@@ -11,8 +11,8 @@ import os
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from edgefer.errors import EdgeferError  # noqa: E402
-from edgefer.types import EMOTIONS, Emotion, Faces, Frame, FrameResult  # noqa: E402
+from edgefer.errors import EdgeferError
+from edgefer.types import EMOTIONS, Emotion, Faces, Frame, FrameResult
 
 __version__ = "0.1.0"
 
