@@ -22,7 +22,7 @@ import numpy as np
 
 from edgefer.annotate import Hud, draw_faces, draw_hud
 from edgefer.capture import CaptureOptions, LatestFrameReader
-from edgefer.errors import InputError
+from edgefer.errors import InputError, OutputError
 from edgefer.pipeline import Recognizer, RecognizerOptions
 from edgefer.sinks import TableSink, VideoSink, face_rows
 from edgefer.telemetry import EventLog, HealthServer, Metrics, SystemdNotifier
@@ -63,6 +63,7 @@ class LiveStats:
     events: int = 0
     seconds: float = 0.0
     llm_queue_max: int = 0  # the most faces ever waiting for the LLM
+    errors: int = 0  # frames that failed and outputs that stopped
 
     @property
     def fps(self) -> float:
@@ -118,6 +119,7 @@ class LiveSession:
         self.fullscreen = options.fullscreen
         self._events = TrackEvents()
         self._recent: deque[float] = deque(maxlen=60)
+        self._last_error_log = -np.inf
         if not options.headless and not display_available():
             raise InputError("no display available (DISPLAY is not set); run with --headless")
 
@@ -135,8 +137,10 @@ class LiveSession:
             health = stack.enter_context(HealthServer(
                 metrics, self.options.http_host, self.options.http_port, self.options.stale_s)) \
                 if metrics is not None else None
-            table = stack.enter_context(TableSink(self.options.output, self.options.overwrite)) \
+            table = TableSink(self.options.output, self.options.overwrite) \
                 if self.options.output else None
+            if table is not None:
+                stack.callback(self._close_quietly, table)
             video = stack.enter_context(VideoSink(self.options.record, self.options.record_fps,
                                                   self.options.overwrite)) \
                 if self.options.record else None
@@ -172,20 +176,51 @@ class LiveSession:
             if self.paused:
                 self._handle_keys(captured.frame.image)
                 continue
-            result = recognizer.process(captured.frame)
+            try:
+                result = recognizer.process(captured.frame)
+            except Exception as err:  # one bad frame must not end a kiosk's day
+                self._count_error("frame", err, metrics)
+                continue
             latency_ms = (time.monotonic() - captured.captured_at) * 1000
             self._watch_llm(recognizer, metrics)
             self._record(result, latency_ms, metrics, health)
             self._emit(recognizer, result, events)
-            if table is not None:
-                table.write(face_rows(self.options.capture.source, result))
+            table = self._write(table, lambda sink: sink.write(
+                face_rows(self.options.capture.source, result)), metrics)
             image = self._render(result, latency_ms) if video or not self.options.headless else None
-            if video is not None:
-                video.write(image)
+            video = self._write(video, lambda sink: sink.write(image), metrics)
             if not self.options.headless:
                 self._show(image)
         self.stats.seconds = time.monotonic() - start
         self.stats.dropped, self.stats.reconnects = reader.dropped, reader.reconnects
+
+    def _close_quietly(self, sink: TableSink) -> None:
+        try:
+            sink.close()
+        except OutputError as err:
+            log.error("%s", err)
+
+    def _write(self, sink: Any, write: Any, metrics: Metrics | None) -> Any:
+        """Write to ``sink``; on failure (disk full...) report it and stop using that output,
+        keeping the loop, the window and the other outputs running. Returns the sink or None."""
+        if sink is None:
+            return None
+        try:
+            write(sink)
+            return sink
+        except OutputError as err:
+            self._count_error("output", err, metrics)
+            log.error("%s; that output is disabled, the loop goes on", err)
+            return None
+
+    def _count_error(self, kind: str, err: Exception, metrics: Metrics | None) -> None:
+        self.stats.errors += 1
+        if metrics is not None:
+            metrics.errors.labels(kind=kind).inc()
+        now = time.monotonic()
+        if now - self._last_error_log >= 10:  # at most one log line per 10 s
+            self._last_error_log = now
+            log.error("%s error (%d so far): %s", kind, self.stats.errors, err)
 
     def _watch_llm(self, recognizer: Recognizer, metrics: Metrics | None) -> None:
         stage = recognizer.second_opinion

@@ -100,8 +100,7 @@ class TableSink:
             self._writer = csv.DictWriter(self._handle, fieldnames=self.columns,
                                           extrasaction="ignore")
             if new_file:
-                self._writer.writeheader()
-                self._handle.flush()
+                self._writer.writeheader()  # reaches the disk with the first rows or at close
 
     def write(self, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
@@ -140,13 +139,18 @@ class TableSink:
         self._parquet_buffer = []
 
     def close(self) -> None:
-        if self.kind == "parquet":
-            self._flush_parquet()
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-        elif self._handle is not None:
-            self._handle.close()
+        """Flush and close; a failure here (disk full) is reported as an OutputError once."""
+        try:
+            if self.kind == "parquet":
+                self._flush_parquet()
+                if self._writer is not None:
+                    self._writer.close()
+            elif self._handle is not None:
+                self._handle.close()
+        except OSError as err:
+            raise OutputError(f"cannot finish {self.path}: {err.strerror}") from err
+        finally:
+            self._writer = None
             self._handle = None
 
     def __enter__(self) -> TableSink:

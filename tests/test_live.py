@@ -215,3 +215,31 @@ def test_looped_source_timestamps_are_monotonic(demo_clip):
             stamps.append(item.frame.timestamp_s)
     reader.close()
     assert stamps == sorted(stamps)
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/dev/full"), reason="needs /dev/full")
+def test_disk_full_output_is_reported_and_the_loop_goes_on(demo_clip, tmp_path):
+    full = tmp_path / "rows.csv"
+    full.symlink_to("/dev/full")  # every write fails with ENOSPC, like a full disk
+    options = LiveOptions(capture=CaptureOptions(str(demo_clip), realtime=True), headless=True,
+                          output=full, overwrite=True, max_frames=60)
+    stats = LiveSession(options).run()
+    assert stats.frames == 60 and stats.errors >= 1
+
+
+def test_disk_full_in_score_is_one_line(demo_clip, tmp_path):
+    from conftest import run_cli
+
+    full = tmp_path / "rows.csv"
+    full.symlink_to("/dev/full")
+    result = run_cli("score", str(demo_clip), "-o", str(full), "--overwrite")
+    assert result.returncode == 4 and "No space left on device" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_example_kiosk_config_is_valid():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "tools" / "kiosk.example.toml"
+    config = load_config(example, {}, environ={})
+    assert config.http.host == "127.0.0.1" and config.llm.enabled is False
