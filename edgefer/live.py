@@ -185,10 +185,11 @@ class LiveSession:
             self._watch_llm(recognizer, metrics)
             self._record(result, latency_ms, metrics, health)
             self._emit(recognizer, result, events)
-            table = self._write(table, lambda sink: sink.write(
-                face_rows(self.options.capture.source, result)), metrics)
+            if table is not None:
+                table = self._write(table, face_rows(self.options.capture.source, result), metrics)
             image = self._render(result, latency_ms) if video or not self.options.headless else None
-            video = self._write(video, lambda sink: sink.write(image), metrics)
+            if video is not None:
+                video = self._write(video, image, metrics)
             if not self.options.headless:
                 self._show(image)
         self.stats.seconds = time.monotonic() - start
@@ -200,13 +201,11 @@ class LiveSession:
         except OutputError as err:
             log.error("%s", err)
 
-    def _write(self, sink: Any, write: Any, metrics: Metrics | None) -> Any:
-        """Write to ``sink``; on failure (disk full...) report it and stop using that output,
+    def _write(self, sink: Any, item: Any, metrics: Metrics | None) -> Any:
+        """``sink.write(item)``; on failure (disk full...) report it and stop using that output,
         keeping the loop, the window and the other outputs running. Returns the sink or None."""
-        if sink is None:
-            return None
         try:
-            write(sink)
+            sink.write(item)
             return sink
         except OutputError as err:
             self._count_error("output", err, metrics)
