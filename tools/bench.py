@@ -7,6 +7,7 @@ and the medians go to JSON and to a markdown section appended to BENCHMARKS.md.
     python tools/bench.py pipeline ../shared/data/videos/liveportrait_d9.mp4
     python tools/bench.py live ../shared/data/videos/liveportrait_d9.mp4 --seconds 60
     python tools/bench.py model
+    python tools/bench.py soak ../shared/data/videos/liveportrait_d9.mp4 --minutes 20
 """
 
 from __future__ import annotations
@@ -109,6 +110,54 @@ def work_live(clip: str, seconds: float, llm_mode: str) -> dict[str, Any]:
         return run(server.base_url)
 
 
+def work_soak(clip: str, minutes: float, sample_s: float = 10.0) -> dict[str, Any]:
+    """The live loop on a looped 30 frames/s file with the LLM against a flaky server, sampling
+    resident memory, threads, open files and queue sizes while it runs."""
+    import os
+    import threading
+
+    from edgefer.capture import CaptureOptions
+    from edgefer.live import LiveOptions, LiveSession
+    from edgefer.llm.config import LlmConfig
+    from edgefer.pipeline import RecognizerOptions
+    from tools.openai_stub import StubServer, StubState
+
+    def rss_mb() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    samples: list[dict[str, float]] = []
+    with StubServer(StubState(mode="flaky")) as server:
+        llm = LlmConfig(model="stub", base_url=server.base_url, threshold=1.0, cooldown_s=2.0,
+                        timeout_s=5.0, max_retries=1)
+        options = LiveOptions(capture=CaptureOptions(clip, realtime=True, loop=True),
+                              recognizer=RecognizerOptions(llm=llm), headless=True,
+                              duration_s=minutes * 60)
+        session = LiveSession(options)
+        done = threading.Event()
+
+        def sample() -> None:
+            start = time.monotonic()
+            while not done.wait(sample_s):
+                samples.append({"t_s": round(time.monotonic() - start, 1), "rss_mb": rss_mb(),
+                                "threads": threading.active_count(),
+                                "open_files": len(os.listdir("/proc/self/fd")),
+                                "frames": session.stats.frames,
+                                "llm_queue_max": session.stats.llm_queue_max})
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        stats = session.run()
+        done.set()
+    warm = [s for s in samples if s["t_s"] >= 120] or samples
+    growth = (warm[-1]["rss_mb"] - warm[0]["rss_mb"]) / warm[0]["rss_mb"] if warm else float("nan")
+    return {"minutes": minutes, "frames": stats.frames, "fps": stats.fps, "dropped": stats.dropped,
+            "errors": stats.errors, "latency_ms": percentiles(stats.latencies_ms),
+            "rss_growth_after_warmup": round(growth, 4), "samples": samples}
+
+
 def work_model(batch: int, threads: int) -> dict[str, Any]:
     from edgefer.backends import open_engine
     from edgefer.manifest import load_model_entry
@@ -130,7 +179,7 @@ def work_model(batch: int, threads: int) -> dict[str, Any]:
 
 
 WORKERS = {"decode_detect": work_decode_detect, "score": work_score, "live": work_live,
-           "model": work_model}
+           "model": work_model, "soak": work_soak}
 
 
 def in_subprocess(kind: str, *args: Any) -> dict[str, Any]:
@@ -193,6 +242,22 @@ def suite_model() -> tuple[dict[str, Any], str]:
     return {"runs": runs}, "\n".join(lines)
 
 
+def suite_soak(clip: str, minutes: float) -> tuple[dict[str, Any], str]:
+    run = in_subprocess("soak", clip, minutes)
+    first, last = run["samples"][0], run["samples"][-1]
+    lines = [f"Live loop for {minutes:g} min on `{Path(clip).name}` looped at 30 frames/s, LLM on "
+             "every track (threshold 1.0) against a flaky test server (random 500, 429, refusals, "
+             "malformed replies, 1-3 s delays).", "",
+             "| frames | frames/s | dropped | errors | latency p50 / p95 ms | RSS growth after 2 min "
+             "warm-up | threads first/last | open files first/last | LLM queue max |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+             f"| {run['frames']} | {run['fps']:.1f} | {run['dropped']} | {run['errors']} | "
+             f"{run['latency_ms']['p50']:.1f} / {run['latency_ms']['p95']:.1f} | "
+             f"{run['rss_growth_after_warmup']:.1%} | {first['threads']}/{last['threads']} | "
+             f"{first['open_files']}/{last['open_files']} | {last['llm_queue_max']} |"]
+    return run, "\n".join(lines)
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -219,7 +284,8 @@ def main() -> None:
         print(json.dumps(WORKERS[sys.argv[2]](*json.loads(sys.argv[3]))))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", choices=("pipeline", "live", "model"))
+    parser.add_argument("suite", choices=("pipeline", "live", "model", "soak"))
+    parser.add_argument("--minutes", type=float, default=20.0, help="soak: how long")
     parser.add_argument("clip", nargs="?")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=60.0)
@@ -237,6 +303,9 @@ def main() -> None:
     elif args.suite == "live":
         result, table = suite_live(args.clip, args.seconds, args.llm_modes.split(","))
         title = "Live loop latency and the LLM second opinion"
+    elif args.suite == "soak":
+        result, table = suite_soak(args.clip, args.minutes)
+        title = "Soak: the live loop with a flaky LLM"
     else:
         result, table = suite_model()
         title = "Classifier latency"

@@ -11,7 +11,8 @@ failures=-1), refuse (a safety refusal for batches larger than ``refuse_above`` 
 policy_error (HTTP 400 content-policy error for batches larger than ``refuse_above``),
 malformed (reply text that is not JSON), wrong_count (one face missing from every answer to a
 batch of two or more), bad_body (a response body that is not JSON), hang (never answers),
-no_schema (rejects ``response_format`` with HTTP 400 like servers without structured output).
+no_schema (rejects ``response_format`` with HTTP 400 like servers without structured output),
+flaky (each request at random: normal, slow 1-3 s, 500, 429, refusal or malformed; for soak tests).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import base64
 import contextlib
 import json
+import random
 import re
 import threading
 import time
@@ -105,7 +107,12 @@ def make_handler(state: StubState) -> type[BaseHTTPRequestHandler]:
         def _respond(self, state: StubState, body: dict[str, Any], faces: list[FaceRequest],
                      number: int) -> None:
             mode = state.mode
-            failing = state.failures < 0 or number <= state.failures
+            if mode == "flaky":
+                mode = random.choice(["normal", "normal", "slow", "error", "rate_limit",
+                                      "refuse", "malformed"])
+                if mode == "slow":
+                    time.sleep(random.uniform(1, 3))
+            failing = state.failures < 0 or number <= state.failures or state.mode == "flaky"
             if mode == "hang":
                 time.sleep(3600)
             if mode in ("slow", "normal") and state.delay_s:
