@@ -10,6 +10,7 @@ from typing import Any
 from rich.markup import escape
 
 from edgefer.detect import DetectorOptions
+from edgefer.errors import OutputError
 from edgefer.llm.config import LlmConfig
 from edgefer.pipeline import RecognizerOptions
 from edgefer.score import FileReport, ScoreOptions
@@ -97,8 +98,8 @@ def add_commands(commands: Any) -> None:
         description="Builds a short clip from matplotlib's public-domain grace_hopper.jpg (moving, "
                     "zooming, mirrored, partly leaving the frame) and scores it like 'edgefer score'.")
     demo.add_argument("--out", type=Path, default=Path("edgefer-demo"),
-                      help="output folder (default: ./edgefer-demo)")
-    demo.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+                      help="output folder, whose demo files are replaced on every run "
+                           "(default: ./edgefer-demo)")
     demo.set_defaults(run=run_demo)
 
 
@@ -119,10 +120,13 @@ def run_demo(args: argparse.Namespace) -> int:
     from edgefer.demo import write_demo_clip
     from edgefer.score import score
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create {args.out}: {err.strerror}") from err
     clip = args.out / "demo_input.mp4"
     write_demo_clip(clip)
-    options = ScoreOptions(output=args.out / "faces.csv", overwrite=args.overwrite,
+    options = ScoreOptions(output=args.out / "faces.csv", overwrite=True,
                            annotate=args.out / "annotated.mp4", summary=args.out / "summary.json")
     with RichScoreObserver() as observer:
         reports = score([str(clip)], options, observer)
