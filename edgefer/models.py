@@ -105,5 +105,5 @@ def _register_builtins() -> None:
 
     @register("vgg_m")
     def vgg_m(in_channels: int = 1, num_classes: int = 7, input_size: int = 48) -> nn.Module:
-        """A wider variant for desktop GPUs: 4.5M parameters, about 0.26 GMAC per face."""
+        """A wider variant for desktop GPUs: 4.0M parameters, about 0.26 GMAC per face."""
         return vgg((48, 96, 192, 384), in_channels, num_classes, input_size, hidden=384, dropout=0.4)
