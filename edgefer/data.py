@@ -51,9 +51,6 @@ class ImageFolder:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def class_counts(self) -> np.ndarray:
-        return np.bincount(self.labels, minlength=len(EMOTIONS))
-
     def subset(self, indices: np.ndarray) -> ImageFolder:
         return ImageFolder(self.root, tuple(self.paths[i] for i in indices), self.labels[indices])
 

@@ -260,6 +260,3 @@ class run_in_thread(Iterator[T]):
         self._stop.set()
         self._thread.join(timeout=5)
 
-    def qsize(self) -> int:
-        return self._queue.qsize()
-

@@ -1,15 +1,14 @@
 """The inference-engine interface every backend implements.
 
 Modelled on Polygraphy's runners: the base class validates the batch (dtype, rank, spatial shape,
-batch limits) and times the call; subclasses only implement ``_infer``. Backends import their
+batch limits); subclasses only implement ``_infer``. Latency is measured by the pipeline (per
+stage) and by ``tools/bench.py``. Backends import their
 heavy library on construction, never at module import.
 """
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
-from collections import deque
 
 import numpy as np
 
@@ -25,24 +24,13 @@ class Engine(ABC):
     def __init__(self, spec: InputSpec, max_batch: int | None = None) -> None:
         self.spec = spec
         self.max_batch = max_batch
-        self._latencies_ms: deque[float] = deque(maxlen=1000)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Validate ``batch``, run it, and record the latency; an empty batch returns no rows."""
+        """Validate ``batch`` and run it; an empty batch returns no rows."""
         self._check(batch)
         if len(batch) == 0:
             return np.zeros((0, 7), dtype=np.float32)
-        start = time.perf_counter()
-        logits = self._infer(batch)
-        self._latencies_ms.append((time.perf_counter() - start) * 1000.0)
-        return logits
-
-    @property
-    def last_latency_ms(self) -> float:
-        return self._latencies_ms[-1] if self._latencies_ms else float("nan")
-
-    def latency_percentile_ms(self, q: float) -> float:
-        return float(np.percentile(self._latencies_ms, q)) if self._latencies_ms else float("nan")
+        return self._infer(batch)
 
     def _check(self, batch: np.ndarray) -> None:
         expected = (self.spec.channels, self.spec.height, self.spec.width)
