@@ -1,0 +1,69 @@
+"""``edgefer eval`` end to end on a generated image folder (no research data needed)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, portrait):
+    """Crops of the public-domain portrait, shifted and scaled, under two class folders."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("evalset")
+    rng = np.random.default_rng(0)
+    for label, count in (("happy", 12), ("neutral", 8)):
+        (root / label).mkdir()
+        for i in range(count):
+            dx, dy, size = rng.integers(-15, 15), rng.integers(-15, 15), rng.integers(200, 260)
+            x0, y0 = 160 + dx, 130 + dy
+            crop = portrait[y0:y0 + size, x0:x0 + size]
+            cv2.imwrite(str(root / label / f"{label}_{i}.png"), crop)
+    return root
+
+
+def test_eval_json_is_consistent(folder, tmp_path):
+    out = tmp_path / "figures.json"
+    result = run_cli("eval", str(folder), "--json", str(out), "--confusion-png",
+                     str(tmp_path / "cm.png"))
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(out.read_text())
+    assert figures["n"] == 20
+    matrix = np.array(figures["confusion_matrix"])
+    assert matrix.sum() == 20
+    assert figures["accuracy"] == pytest.approx(np.trace(matrix) / 20)
+    assert figures["selective"][0]["coverage"] == 1.0
+    assert set(figures["baselines"]) == {"random", "majority"}
+    assert figures["baselines"]["majority"]["accuracy"] == pytest.approx(12 / 20)
+    assert "restricted_to_present_classes" in figures  # only two classes present
+    assert (tmp_path / "cm.png").stat().st_size > 5_000
+    assert "selective prediction" in result.stdout
+
+
+def test_eval_through_the_detector(folder, tmp_path):
+    out = tmp_path / "figures.json"
+    result = run_cli("eval", str(folder), "--mode", "detect", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.read_text())["faces_found"] == 20
+
+
+def test_eval_cascade_against_a_stub_llm(folder, tmp_path):
+    pytest.importorskip("openai")
+    from tools.openai_stub import StubServer, StubState
+
+    out = tmp_path / "cascade.json"
+    with StubServer(StubState(answer=lambda face: "happy")) as server:
+        result = run_cli("eval", str(folder), "--cascade", "--llm-base-url", server.base_url,
+                         "--llm-model", "stub", "--json", str(out), "--markdown",
+                         str(tmp_path / "c.md"))
+        requests = len(server.state.requests)
+    assert result.returncode == 0, result.stderr
+    llm = json.loads(out.read_text())["llm"]
+    assert llm["rows"]["llm"]["accuracy"] == pytest.approx(12 / 20)  # "happy" for every face
+    assert llm["llm_stats"]["requests"] == requests == 1  # 20 faces: one batch
+    assert len(llm["curve"]) == 21 and llm["curve"][-1]["accuracy"] == pytest.approx(12 / 20)
+    assert "share sent to LLM" in (tmp_path / "c.md").read_text()
