@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from edgefer.capture import CaptureOptions, LatestFrameReader
 from edgefer.errors import InputError, OutputError
 from edgefer.pipeline import Recognizer, RecognizerOptions
 from edgefer.sinks import TableSink, VideoSink, face_rows
+from edgefer.sources import Source, open_source
 from edgefer.telemetry import EventLog, HealthServer, Metrics, SystemdNotifier
 from edgefer.types import EMOTIONS, FrameResult
 
@@ -110,8 +112,10 @@ class TrackEvents:
 class LiveSession:
     """Runs until the user quits, a signal arrives, the source ends or ``duration_s`` passes."""
 
-    def __init__(self, options: LiveOptions) -> None:
+    def __init__(self, options: LiveOptions, opener: Callable[[str], Source] = open_source) -> None:
+        """``opener`` opens the source by name (tests inject failing sources here)."""
         self.options = options
+        self._opener = opener
         self.stats = LiveStats()
         self.stop_event = threading.Event()
         self.paused = False
@@ -147,7 +151,7 @@ class LiveSession:
             events = EventLog(self.options.events) if self.options.events else None
             if events is not None:
                 stack.callback(events.close)
-            reader = LatestFrameReader(self.options.capture).start()
+            reader = LatestFrameReader(self.options.capture, self._opener).start()
             stack.callback(reader.close)
             if not self.options.headless:
                 stack.callback(_close_windows)

@@ -89,6 +89,35 @@ def test_source_that_fails_then_recovers(demo_clip):
     assert FlakySource.attempts >= 3
 
 
+def test_reconnects_are_counted_in_metrics(demo_clip):
+    import threading
+
+    FlakySource.attempts = 0
+    port = free_port()
+    options = LiveOptions(capture=CaptureOptions(str(demo_clip), reconnect=True,
+                                                 reconnect_initial_s=0.05),
+                          headless=True, http_port=port, duration_s=30)
+    session = LiveSession(options, opener=FlakySource)
+    runner = threading.Thread(target=session.run)
+    runner.start()
+    try:
+        reconnects = 0.0
+        deadline = time.monotonic() + 25
+        while reconnects < 2 and time.monotonic() < deadline:
+            time.sleep(0.3)
+            try:
+                _, text = fetch(f"http://127.0.0.1:{port}/metrics")
+            except OSError:
+                continue
+            lines = [line for line in text.splitlines()
+                     if line.startswith("edgefer_source_reconnects ")]
+            reconnects = float(lines[0].split()[1]) if lines else 0.0
+    finally:
+        session.request_stop()
+        runner.join(timeout=30)
+    assert reconnects >= 2
+
+
 def test_camera_that_cannot_open_is_a_clear_error():
     options = LiveOptions(capture=CaptureOptions("/dev/nonexistent-camera.mp4"), headless=True)
     with pytest.raises(InputError, match="no such file"):
