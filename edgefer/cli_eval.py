@@ -164,6 +164,9 @@ def print_report(console: Any, figures: dict[str, Any]) -> None:
         headline.add_row(name, f"{f['accuracy']:.4f}", f"{f['macro_precision']:.4f}",
                          f"{f['macro_recall']:.4f}", f"{f['macro_f1']:.4f}")
     console.print(headline)
+    if "per_sequence" in figures:
+        console.print(f"per sequence ({figures['per_sequence']['sequences']} sequences, mean "
+                      f"probability of their frames): accuracy {figures['per_sequence']['accuracy']:.4f}")
     notes = [f"excluded by list: {figures['excluded_by_list']}",
              f"dropped (no FER+ 7-class majority): {figures['dropped_without_ferplus_majority']}",
              f"faces found: {figures['faces_found']}/{figures['n']}"]

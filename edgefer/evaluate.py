@@ -199,4 +199,26 @@ def report(result: EvalResult, thresholds: tuple[float, ...] = (0.0, 0.3, 0.4, 0
     if len(present) < len(EMOTIONS):
         restricted = present[logits[:, present].argmax(1)]
         out["restricted_to_present_classes"] = metrics.summary(y_true, restricted)
+    sequences = sequence_accuracy([p for p, f in zip(result.paths, found, strict=True) if f],
+                                  y_true, probs)
+    if sequences is not None:
+        out["per_sequence"] = sequences
     return out
+
+
+def sequence_accuracy(paths: list[Path], y_true: np.ndarray, probs: np.ndarray
+                      ) -> dict[str, float] | None:
+    """For CK+-style names (``S<subject>_<sequence>_<frame>``): accuracy per sequence, from the
+    mean probabilities of its frames (its peak frames are near-duplicates, so per-image accuracy
+    overstates the evidence). None for other datasets."""
+    import re
+
+    keys = [re.match(r"(S\d+_\d+)_\d+$", p.stem) for p in paths]
+    if not keys or not all(keys):
+        return None
+    groups: dict[str, list[int]] = {}
+    for row, match in enumerate(keys):
+        groups.setdefault(match.group(1), []).append(row)
+    truth = np.array([y_true[rows[0]] for rows in groups.values()])
+    predicted = np.array([probs[rows].mean(0).argmax() for rows in groups.values()])
+    return {"sequences": len(groups), "accuracy": metrics.accuracy(truth, predicted)}

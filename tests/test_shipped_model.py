@@ -1,0 +1,57 @@
+"""The shipped artifacts: manifest schema and hashes, ONNX vs PyTorch parity on real faces,
+the preprocessing contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgefer.manifest import MANIFEST_PATH, detector_path, load_model_entry, read_manifest, \
+    validate_model_entry
+
+
+def test_manifest_entries_are_valid_and_files_match_their_hashes():
+    manifest = read_manifest()
+    assert manifest["default"] in manifest["models"]
+    for name, raw in manifest["models"].items():
+        validate_model_entry(raw)
+        entry = load_model_entry(name)
+        entry.verify()
+        assert entry.file.stat().st_size <= 10_000_000
+        for metric in raw["metrics"].values():
+            assert metric["command"].startswith(("edgefer ", "python "))
+    for kind in ("short", "full"):
+        assert detector_path(kind).is_file()
+    recipe = MANIFEST_PATH.parent / load_model_entry().raw["train"]["recipe"]
+    assert recipe.is_file()
+
+
+def test_onnx_matches_pytorch_on_real_faces(demo_clip):
+    pytest.importorskip("torch")
+    from edgefer.align import Aligner
+    from edgefer.backends import open_engine
+    from edgefer.detect import DetectorOptions, FaceDetector
+    from edgefer.metrics import softmax
+    from edgefer.sources import open_source
+
+    entry = load_model_entry()
+    aligner = Aligner(entry.input)
+    batches = []
+    with FaceDetector(DetectorOptions()) as detector, open_source(str(demo_clip), stride=10) as src:
+        for frame in src:
+            batch, valid = aligner.align(frame.image, detector.detect(frame))
+            batches.append(batch[valid])
+    faces = np.concatenate(batches)
+    assert len(faces) >= 15
+    with open_engine(entry, "onnxruntime") as ort_engine, open_engine(entry, "torch") as torch_engine:
+        difference = np.abs(softmax(ort_engine.run(faces)) - softmax(torch_engine.run(faces))).max()
+    assert difference <= 1e-4
+
+
+def test_input_contract_formula():
+    spec = load_model_entry().input
+    pixels = np.array([[[0, 128], [255, 64]]], dtype=np.uint8)
+    x = spec.normalize(pixels)
+    expected = (pixels.astype(np.float32) * spec.scale - spec.mean[0]) / spec.std[0]
+    np.testing.assert_allclose(x[0, 0], expected[0], rtol=1e-6)
+    assert x.shape == (1, 1, 2, 2) and x.dtype == np.float32
