@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -134,11 +132,8 @@ def cascade_markdown(figures: dict[str, Any], curve: bool, config: Any) -> str:
     return "\n".join(lines)
 
 
-def command_line() -> str:
-    return "edgefer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
 def record_metric(key: str, figures: dict[str, Any], options: EvalOptions) -> None:
+    from edgefer.cli_train import command_line
     from edgefer.export import update_manifest
     from edgefer.manifest import load_model_entry
 

@@ -40,6 +40,10 @@ def run_train(args: argparse.Namespace) -> int:
                                    ("threads", args.threads)) if v is not None}
     recipe = recipe.replace(**overrides)
     data = TrainData(args.train_dir, args.val, args.train_glob, args.val_glob, args.ferplus)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        (out / "command.txt").write_text(command_line() + "\n")
     with RichObserver() as observer:
         train.train(recipe, data, args.out, resume=args.resume, observer=observer)
     return 0
@@ -105,6 +109,20 @@ def add_export_command(commands: Any) -> None:
     parser.set_defaults(run=run_export)
 
 
+def command_line() -> str:
+    """This invocation as a copyable shell command."""
+    import shlex
+    import sys
+
+    return "edgefer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def train_command(checkpoint: Path) -> str:
+    """The ``edgefer train`` command recorded in the run folder, if any."""
+    recorded = checkpoint.parent / "command.txt"
+    return recorded.read_text().strip() if recorded.is_file() else ""
+
+
 def run_export(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -114,7 +132,8 @@ def run_export(args: argparse.Namespace) -> int:
     with console.status("exporting, checking parity and calibrating"):
         report = export.export_checkpoint(args.checkpoint, args.name, args.val, args.val_glob,
                                           tta=args.tta)
-        entry = export.manifest_entry(report, args.recipe, args.val, args.val_glob)
+        entry = export.manifest_entry(report, args.recipe, args.val, args.val_glob,
+                                      command_line(), train_command(args.checkpoint))
         export.update_manifest(args.name, entry, make_default=args.default)
     console.print(f"wrote {report.onnx_path} ({report.size_bytes / 1e6:.1f} MB, "
                   f"{report.parameters:,} parameters) and {report.weights_path}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -119,11 +118,12 @@ def export_checkpoint(checkpoint: Path, name: str, val_dir: str, val_glob: str,
         recipe=saved["recipe"], train_data=saved.get("data", {}), epoch=saved.get("epoch", 0))
 
 
-def manifest_entry(report: ExportReport, recipe_file: str, val_dir: str, val_glob: str
-                   ) -> dict[str, Any]:
-    """The manifest entry for an export; metrics start with the validation figures."""
-    command = "edgefer " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("edgefer") else \
-        " ".join(sys.argv)
+def manifest_entry(report: ExportReport, recipe_file: str, val_dir: str, val_glob: str,
+                   command: str = "", train_command: str = "") -> dict[str, Any]:
+    """The manifest entry for an export; metrics start with the validation figures.
+
+    ``command`` is the export command line, recorded beside each figure it produced.
+    """
     engines_dir = report.onnx_path.parent
     return {
         "file": report.onnx_path.name,
@@ -156,6 +156,7 @@ def manifest_entry(report: ExportReport, recipe_file: str, val_dir: str, val_glo
             if Path(recipe_file).resolve().is_relative_to(engines_dir.resolve()) else recipe_file,
             "epochs": report.epoch,
             "date": date.today().isoformat(),
+            "command": train_command,
         },
     }
 
