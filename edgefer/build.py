@@ -39,7 +39,7 @@ TENSORRT_OPS = frozenset({
     "Flatten", "Reshape", "Gemm", "MatMul", "Add", "Mul", "Sub", "Div", "Softmax", "Identity",
     "Dropout", "Concat", "Clip", "Sigmoid", "Transpose", "Constant", "Shape", "Gather",
     "Unsqueeze", "Squeeze", "PRelu", "LeakyRelu", "HardSigmoid", "Pad", "ReduceMean",
-    "QuantizeLinear", "DequantizeLinear",
+    "QuantizeLinear", "DequantizeLinear", "Slice", "Expand", "Range", "Cast",
 })
 
 

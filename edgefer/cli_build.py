@@ -34,10 +34,10 @@ def run_build(args: argparse.Namespace) -> int:
 
     from edgefer.build import BuildOptions, build_engine, check_onnx_for_tensorrt
     from edgefer.errors import ModelError
-    from edgefer.manifest import load_model_entry
+    from edgefer.manifest import float_source, load_model_entry
 
     console = Console()
-    entry = load_model_entry(args.model)
+    entry = float_source(load_model_entry(args.model))  # TensorRT quantizes itself: start from float
     entry.verify()
     problems = check_onnx_for_tensorrt(entry.file)
     if problems:

@@ -30,6 +30,7 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.set_defaults(run=run_train)
     add_export_command(commands)
+    add_quantize_command(commands)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -107,6 +108,38 @@ def add_export_command(commands: Any) -> None:
                         help="flip: average the model with its mirror image inside the ONNX graph")
     parser.add_argument("--default", action="store_true", help="make it the manifest's default")
     parser.set_defaults(run=run_export)
+
+
+def add_quantize_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "quantize", help="an int8 copy of a model for fast CPU inference (ONNX Runtime)",
+        description="Static int8 quantization (QDQ, per-channel) calibrated on validation images; "
+                    "records accuracy and agreement with the float model in the manifest.")
+    parser.add_argument("--model", default="vgg_s", help="the float model to quantize")
+    parser.add_argument("--name", required=True, help="manifest name of the int8 model")
+    parser.add_argument("--val", required=True, help="validation images, DIR/<class>/*")
+    parser.add_argument("--val-glob", default="*")
+    parser.add_argument("--default", action="store_true", help="make it the manifest's default")
+    parser.set_defaults(run=run_quantize)
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from edgefer import export
+    from edgefer.manifest import load_model_entry
+
+    console = Console()
+    source = load_model_entry(args.model)
+    source.verify()
+    with console.status("quantizing and checking on the validation images"):
+        target, figures = export.quantize_int8(source, args.name, args.val, args.val_glob)
+        entry = export.quantized_entry(source, target, figures, command_line())
+        export.update_manifest(args.name, entry, make_default=args.default)
+    console.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB): validation accuracy "
+                  f"{figures['val_accuracy']:.4f} (float {figures['float_val_accuracy']:.4f}), "
+                  f"agreement {figures['agreement_with_float']:.4f}")
+    return 0
 
 
 def command_line() -> str:

@@ -163,6 +163,13 @@ def validate_model_entry(raw: dict[str, Any]) -> None:
     InputSpec.from_dict(raw["input"])
 
 
+def float_source(entry: ModelEntry, path: Path = MANIFEST_PATH) -> ModelEntry:
+    """The float model an int8 model was quantized from (GPU engines and PyTorch start there);
+    the entry itself for float models."""
+    source = entry.raw.get("quantized_from")
+    return load_model_entry(source, path) if source else entry
+
+
 def detector_path(kind: str, path: Path = MANIFEST_PATH) -> Path:
     """The vendored BlazeFace model for ``kind`` ("short" or "full"), checked against its hash."""
     detectors = read_manifest(path).get("detectors", {})

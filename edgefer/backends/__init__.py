@@ -11,7 +11,7 @@ import logging
 
 from edgefer.backends.base import Engine
 from edgefer.errors import ConfigError, ModelError
-from edgefer.manifest import ModelEntry
+from edgefer.manifest import ModelEntry, float_source
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +20,21 @@ BACKENDS = ("auto", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch")
 
 def open_engine(entry: ModelEntry, backend: str = "onnxruntime", threads: int = 1,
                 precision: str = "fp16") -> Engine:
-    """Open ``entry`` on ``backend``; the model file is verified against its sha256 first."""
+    """Open ``entry`` on ``backend``; the model file is verified against its sha256 first.
+
+    GPU and PyTorch backends run the float model an int8 entry was quantized from.
+    """
+    if backend not in ("auto", "onnxruntime"):
+        entry = float_source(entry)
     entry.verify()
     if backend == "auto":
         from edgefer.backends.select import choose_engine
 
-        choice = choose_engine(entry, "auto", precision=precision)
+        choice = choose_engine(float_source(entry), "auto", precision=precision)
         log.warning("engine auto: using %s (%s)", choice.engine, choice.reason)
         backend = choice.engine
+        if backend != "onnxruntime":
+            entry = float_source(entry)
     if backend == "onnxruntime-gpu":
         from edgefer.backends.select import ort_gpu_engine
 
