@@ -130,6 +130,8 @@ def read_ferplus_votes(csv_path: str | Path) -> dict[str, np.ndarray]:
     votes: dict[str, np.ndarray] = {}
     with csv_path.open(newline="") as handle:
         for row in csv.DictReader(handle):
+            if not all(row[c] for c in FERPLUS_VOTE_COLUMNS):  # images FER+ dropped
+                continue
             counts = np.array([float(row[c]) for c in FERPLUS_VOTE_COLUMNS], dtype=np.float32)
             if counts.sum() > 0:
                 votes[image_key(row["path"])] = counts
@@ -146,6 +148,8 @@ def ferplus_majority(csv_path: str | Path) -> dict[str, str]:
     majority: dict[str, str] = {}
     with Path(csv_path).open(newline="") as handle:
         for row in csv.DictReader(handle):
+            if not all(row[c] for c in columns):  # images FER+ dropped have no votes
+                continue
             counts = [float(row[c]) for c in columns]
             label = canonical_label(columns[int(np.argmax(counts))])
             if label is not None:
