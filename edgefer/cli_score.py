@@ -46,8 +46,11 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
                        help="ask when the calibrated confidence is below this "
                             f"(default {LlmConfig.threshold})")
     group.add_argument("--llm-policy", choices=("override", "fuse"), default="override")
-    group.add_argument("--llm-top2", action="store_true",
-                       help="ask the LLM to choose between the CNN's two best labels")
+    group.add_argument("--llm-prompt", choices=("top2", "open"), default="top2",
+                       help="top2 (default): the LLM chooses between the CNN's two best labels; "
+                            "open: any of the seven")
+    group.add_argument("--llm-rpm", type=int, default=LlmConfig.requests_per_minute,
+                       help=f"requests per minute allowed (default {LlmConfig.requests_per_minute})")
     group.add_argument("--llm-cache", metavar="SQLITE", help="persistent answer cache file")
     group.add_argument("--llm-batch", type=int, default=LlmConfig.batch_size,
                        help=f"faces per request (default {LlmConfig.batch_size})")
@@ -57,8 +60,9 @@ def llm_config(args: argparse.Namespace) -> LlmConfig | None:
     if not getattr(args, "llm", False):
         return None
     return LlmConfig(model=args.llm_model, base_url=args.llm_base_url,
-                     threshold=args.llm_threshold, policy=args.llm_policy, top2=args.llm_top2,
-                     cache_path=args.llm_cache, batch_size=args.llm_batch)
+                     threshold=args.llm_threshold, policy=args.llm_policy,
+                     top2=args.llm_prompt == "top2", cache_path=args.llm_cache,
+                     batch_size=args.llm_batch, requests_per_minute=args.llm_rpm)
 
 
 def recognizer_options(args: argparse.Namespace) -> RecognizerOptions:

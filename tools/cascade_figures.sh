@@ -8,14 +8,15 @@ PORT=${PORT:-8090}
 mkdir -p "$OUT"
 python tools/replay_gpt4v.py --data $D --port "$PORT" &
 SERVER=$!
-trap 'kill $SERVER' EXIT
+trap 'kill $SERVER 2>/dev/null' EXIT
 sleep 5
-LLM=(--llm-base-url "http://127.0.0.1:$PORT/v1" --llm-model gpt4v-replay)
+LLM=(--llm-base-url "http://127.0.0.1:$PORT/v1" --llm-model gpt4v-replay --llm-rpm 100000)
 for labels in fer2013 ferplus; do
   extra=()
   [ $labels = ferplus ] && extra=(--ferplus-labels $D/ferplus/ferplus_labels.csv)
-  edgefer eval $D/fer2013/test --glob 'PrivateTest_*' "${extra[@]}" --cascade "${LLM[@]}" \
-      --json "$OUT/cascade_$labels.json" --markdown "$OUT/cascade_$labels.md"
-  edgefer eval $D/fer2013/test --glob 'PrivateTest_*' "${extra[@]}" --cascade --llm-top2 \
-      "${LLM[@]}" --json "$OUT/cascade_${labels}_top2.json" --markdown "$OUT/cascade_${labels}_top2.md"
+  for prompt in open top2; do
+    edgefer eval $D/fer2013/test --glob 'PrivateTest_*' "${extra[@]}" --cascade "${LLM[@]}" \
+        --llm-prompt $prompt --json "$OUT/cascade_${labels}_$prompt.json" \
+        --markdown "$OUT/cascade_${labels}_$prompt.md"
+  done
 done
