@@ -6,8 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgefer.manifest import MANIFEST_PATH, detector_path, load_model_entry, read_manifest, \
-    validate_model_entry
+from edgefer.manifest import (
+    MANIFEST_PATH,
+    detector_path,
+    load_model_entry,
+    read_manifest,
+    validate_model_entry,
+)
 
 
 def test_manifest_entries_are_valid_and_files_match_their_hashes():
