@@ -9,6 +9,7 @@ import pytest
 from edgefer.manifest import (
     MANIFEST_PATH,
     detector_path,
+    float_source,
     load_model_entry,
     read_manifest,
     validate_model_entry,
@@ -39,7 +40,8 @@ def test_onnx_matches_pytorch_on_real_faces(demo_clip):
     from edgefer.metrics import softmax
     from edgefer.sources import open_source
 
-    entry = load_model_entry()
+    default = load_model_entry()
+    entry = float_source(default)  # the int8 default is checked against it below
     aligner = Aligner(entry.input)
     batches = []
     with FaceDetector(DetectorOptions()) as detector, open_source(str(demo_clip), stride=10) as src:
@@ -48,9 +50,15 @@ def test_onnx_matches_pytorch_on_real_faces(demo_clip):
             batches.append(batch[valid])
     faces = np.concatenate(batches)
     assert len(faces) >= 15
-    with open_engine(entry, "onnxruntime") as ort_engine, open_engine(entry, "torch") as torch_engine:
-        difference = np.abs(softmax(ort_engine.run(faces)) - softmax(torch_engine.run(faces))).max()
+    with open_engine(entry, "onnxruntime") as ort_engine, open_engine(entry, "torch") as torch_engine, \
+            open_engine(default, "onnxruntime") as int8_engine:
+        float_probs = softmax(ort_engine.run(faces))
+        difference = np.abs(float_probs - softmax(torch_engine.run(faces))).max()
+        int8_probs = softmax(int8_engine.run(faces))
     assert difference <= 1e-4
+    # the quantized default stays close to its float original on real faces
+    assert np.abs(int8_probs - float_probs).max() <= 0.1
+    assert (int8_probs.argmax(1) == float_probs.argmax(1)).mean() >= 0.9
 
 
 def test_input_contract_formula():
