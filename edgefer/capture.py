@@ -77,11 +77,12 @@ class LatestFrameReader:
     def _run(self) -> None:
         delay = self.options.reconnect_initial_s
         while not self._stop.is_set():
+            ended = False
             try:
                 with self._opener(self.options.source) as source:
                     self.available = True
                     delay = self.options.reconnect_initial_s
-                    self._read(source)
+                    ended = self._read(source)
             except EdgeferError as err:
                 log.warning("source %s unavailable: %s", self.options.source, err)
                 if not self.options.reconnect:
@@ -91,15 +92,17 @@ class LatestFrameReader:
             if self._stop.is_set() or not (self.options.loop or self.options.reconnect) \
                     or self.error is not None:
                 break
-            if not self.options.loop or not self.captured:
-                self._stop.wait(delay)
-                delay = min(self.options.reconnect_max_s, delay * 2)
+            if self.options.loop and ended:
+                continue  # a file starting over is not a reconnection
+            self._stop.wait(delay)
+            delay = min(self.options.reconnect_max_s, delay * 2)
             self.reconnects += 1
         with self._cond:
             self.finished = True
             self._cond.notify_all()
 
-    def _read(self, source: Source) -> None:
+    def _read(self, source: Source) -> bool:
+        """Publish frames until the source ends (True) or fails or is stopped (False)."""
         start_wall = time.monotonic()
         first_ts: float | None = None
         frames = iter(source)
@@ -107,17 +110,18 @@ class LatestFrameReader:
             try:
                 frame = next(frames)
             except StopIteration:
-                return
+                return True
             except InputError:
                 if self.captured:  # it worked before: the device went away mid-stream
-                    return
+                    return False
                 raise
             if self.options.realtime:
                 first_ts = frame.timestamp_s if first_ts is None else first_ts
                 wait = start_wall + (frame.timestamp_s - first_ts) - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
-                    return
+                    return False
             self._publish(frame)
+        return False
 
     def _publish(self, frame: Frame) -> None:
         now = time.monotonic()
