@@ -1,6 +1,7 @@
 """Resuming an interrupted ``edgefer score`` run without duplicate or missing rows.
 
-After every input, ``score`` records it in ``OUT.progress.json`` (written atomically). On
+While a run is in progress, ``score`` records each finished input in ``OUT.progress.json``
+(written atomically, removed when the whole run completes). On
 ``--resume`` the table is repaired: a torn last line is cut, and the rows of the last frame of
 the unfinished input are removed (that frame may have been half written); scoring then restarts
 at that frame, with track ids continuing after the ones already written.
@@ -37,6 +38,10 @@ def record_completed(output: Path, completed: list[str]) -> None:
     write_json_atomic(progress_path(output), {"completed": completed})
 
 
+def forget_progress(output: Path) -> None:
+    progress_path(output).unlink(missing_ok=True)
+
+
 def prepare_resume(output: Path) -> ResumeState:
     """Read what a previous run wrote, repair the table's tail, and say where to continue."""
     if output.suffix.lower() not in RESUMABLE:
@@ -47,6 +52,8 @@ def prepare_resume(output: Path) -> ResumeState:
     lines = _complete_lines(output)
     rows = [_parse(output, line, lines[0] if output.suffix == ".csv" else None) for line in
             lines[1 if output.suffix == ".csv" else 0:]]
+    # Inputs are scored one after the other: any input before the last one in the table is done.
+    state.completed |= {row["file"] for row in rows[:-1]} - {rows[-1]["file"]} if rows else set()
     keep = len(rows)
     if rows and rows[-1]["file"] not in state.completed:
         item, last_frame = rows[-1]["file"], int(rows[-1]["frame"])

@@ -16,7 +16,7 @@ from typing import Protocol
 from edgefer.annotate import draw_faces
 from edgefer.errors import EdgeferError, InputError
 from edgefer.pipeline import Recognizer, RecognizerOptions
-from edgefer.resume import RESUMABLE, ResumeState, prepare_resume, record_completed
+from edgefer.resume import RESUMABLE, ResumeState, forget_progress, prepare_resume, record_completed
 from edgefer.sinks import TableSink, VideoSink, check_output, face_rows, write_json_atomic
 from edgefer.sources import Source, expand_inputs, is_image, open_source
 from edgefer.summary import Summary
@@ -128,6 +128,7 @@ def score(inputs: list[str], options: ScoreOptions,
             completed.append(item)
             if options.output.suffix.lower() in RESUMABLE:
                 record_completed(options.output, completed)
+    forget_progress(options.output)
     if options.summary:
         write_json_atomic(options.summary, summary.to_dict())
     if options.plot:

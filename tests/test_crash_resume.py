@@ -76,3 +76,11 @@ def test_resume_skips_completed_inputs(tmp_path):
     progress_path(out).write_text('{"completed": ["a.mp4"]}')
     state = prepare_resume(out)
     assert state.completed == {"a.mp4"} and state.start_frame == {}
+
+
+def test_inputs_before_the_last_one_in_the_table_are_complete(tmp_path):
+    out = tmp_path / "faces.csv"
+    out.write_text("file,frame,time_s,track_id,final_label\n"
+                   "a.mp4,0,0.0,1,happy\nb.mp4,0,0.0,1,sad\nb.mp4,1,0.03,1,sad\n")
+    state = prepare_resume(out)  # no progress file: the run finished or it was removed
+    assert state.completed == {"a.mp4"} and state.start_frame == {"b.mp4": 1}
