@@ -120,7 +120,7 @@ def score(inputs: list[str], options: ScoreOptions,
             recognizer.tracker.reserve_ids(resume.next_track_id.get(item, 1))
             report = _score_one(item, recognizer, table, summary, options, observer,
                                 len(items) > 1, resume.start_frame.get(item, 0))
-            report.dominant = summary.to_dict()["files"].get(item, {}).get("dominant")
+            report.dominant = summary.dominant(item)
             reports.append(report)
             observer.file_done(report)
             if report.exception is not None and len(items) == 1:
@@ -178,7 +178,7 @@ def _score_one(item: str, recognizer: Recognizer, table: _LazyTable, summary: Su
         report.error = str(err)
         report.exception = err
         summary.fail(item, str(err))
-        log.warning("skipping %s: %s", item, err)
+        log.info("skipping %s: %s", item, err)  # the observer reports it to the user
     finally:
         recognizer.reset()
     report.seconds = time.perf_counter() - start

@@ -81,6 +81,10 @@ class Summary:
         """LLM answers for this file, including those that arrived after its last frame."""
         self.files[file].llm_events.extend(events)
 
+    def dominant(self, file: str) -> str | None:
+        """The most frequent label written for ``file`` so far."""
+        return _dominant(self.files[file].labels) if file in self.files else None
+
     def fail(self, file: str, error: str) -> None:
         self.files[file].error = error
 
