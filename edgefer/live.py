@@ -191,7 +191,8 @@ class LiveSession:
             self._emit(recognizer, result, events)
             if table is not None:
                 table = self._write(table, face_rows(self.options.capture.source, result), metrics)
-            image = self._render(result, latency_ms) if video or not self.options.headless else None
+            image = self._render(result, captured.captured_at) \
+                if video or not self.options.headless else None
             if video is not None:
                 video = self._write(video, image, metrics)
             if not self.options.headless:
@@ -280,10 +281,11 @@ class LiveSession:
             return 0.0
         return (len(self._recent) - 1) / max(1e-6, self._recent[-1] - self._recent[0])
 
-    def _render(self, result: FrameResult, latency_ms: float) -> np.ndarray:
+    def _render(self, result: FrameResult, captured_at: float) -> np.ndarray:
+        """The annotated frame; the HUD's latency runs from capture to this drawing."""
         image = draw_faces(result.frame.image.copy(), result.faces, debug=self.debug_overlay)
-        return draw_hud(image, Hud(self.current_fps(), latency_ms,
-                                   "paused" if self.paused else ""))
+        display_ms = (time.monotonic() - captured_at) * 1000
+        return draw_hud(image, Hud(self.current_fps(), display_ms, "paused" if self.paused else ""))
 
     def _show(self, image: np.ndarray) -> None:
         import cv2
