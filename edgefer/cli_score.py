@@ -49,6 +49,8 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--llm-prompt", choices=("top2", "open"), default="top2",
                        help="top2 (default): the LLM chooses between the CNN's two best labels; "
                             "open: any of the seven")
+    group.add_argument("--llm-context", action="store_true",
+                       help="also send a downscaled copy of the whole frame with each face")
     group.add_argument("--llm-rpm", type=int, default=LlmConfig.requests_per_minute,
                        help=f"requests per minute allowed (default {LlmConfig.requests_per_minute})")
     group.add_argument("--llm-cache", metavar="SQLITE", help="persistent answer cache file")
@@ -62,7 +64,8 @@ def llm_config(args: argparse.Namespace) -> LlmConfig | None:
     return LlmConfig(model=args.llm_model, base_url=args.llm_base_url,
                      threshold=args.llm_threshold, policy=args.llm_policy,
                      top2=args.llm_prompt == "top2", cache_path=args.llm_cache,
-                     batch_size=args.llm_batch, requests_per_minute=args.llm_rpm)
+                     batch_size=args.llm_batch, requests_per_minute=args.llm_rpm,
+                     context_frame=args.llm_context)
 
 
 def recognizer_options(args: argparse.Namespace) -> RecognizerOptions:

@@ -75,3 +75,22 @@ def test_recognizer_with_llm_never_stalls_and_merges(demo_clip):
     assert events and all(e["llm_label"] == "surprise" for e in events)
     sources = {s for r in results for s in r.faces.data["final_source"]}
     assert "cnn" in sources
+
+
+def test_context_frame_is_sent_when_asked(demo_clip):
+    pytest.importorskip("openai")
+    from tools.openai_stub import StubServer, StubState
+
+    from edgefer.llm.config import LlmConfig
+    from edgefer.pipeline import Recognizer, RecognizerOptions
+    from edgefer.sources import open_source
+
+    with StubServer(StubState()) as server:
+        config = LlmConfig(model="stub", base_url=server.base_url, threshold=1.0,
+                           context_frame=True, batch_wait_s=0.05)
+        with Recognizer(RecognizerOptions(llm=config)) as recognizer, \
+                open_source(str(demo_clip), stride=30) as source:
+            list(recognizer.run(source))
+            assert recognizer.wait_for_second_opinions(10)
+        assert server.state.requests and server.state.requests[0]["faces"] >= 1
+        assert server.state.images_per_request[0] == 2 * server.state.requests[0]["faces"]

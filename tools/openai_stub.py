@@ -48,6 +48,7 @@ class StubState:
     refuse_above: int = 1
     answer: Callable[[FaceRequest], str] = lambda face: ANSWER_LABEL
     requests: list[dict[str, Any]] = field(default_factory=list)
+    images_per_request: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, body: dict[str, Any], faces: list[FaceRequest]) -> int:
@@ -102,6 +103,9 @@ def make_handler(state: StubState) -> type[BaseHTTPRequestHandler]:
                 return self._send(404, {"error": {"message": "not found"}})
             faces = parse_faces(body)
             number = state.record(body, faces)
+            state.images_per_request.append(sum(
+                1 for m in body.get("messages", []) if isinstance(m.get("content"), list)
+                for part in m["content"] if part.get("type") == "image_url"))
             self._respond(state, body, faces, number)
 
         def _respond(self, state: StubState, body: dict[str, Any], faces: list[FaceRequest],
