@@ -79,11 +79,10 @@ def test_recognizer_with_llm_never_stalls_and_merges(demo_clip):
 
 def test_context_frame_is_sent_when_asked(demo_clip):
     pytest.importorskip("openai")
-    from tools.openai_stub import StubServer, StubState
-
     from edgefer.llm.config import LlmConfig
     from edgefer.pipeline import Recognizer, RecognizerOptions
     from edgefer.sources import open_source
+    from tools.openai_stub import StubServer, StubState
 
     with StubServer(StubState()) as server:
         config = LlmConfig(model="stub", base_url=server.base_url, threshold=1.0,
