@@ -46,6 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 70
 
 
+def command_line() -> str:
+    """This invocation as a copyable shell command (recorded beside the figures it produced)."""
+    import shlex
+
+    return "edgefer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
 def _console(stderr: bool = False):
     from rich.console import Console
 

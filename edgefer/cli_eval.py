@@ -133,7 +133,7 @@ def cascade_markdown(figures: dict[str, Any], curve: bool, config: Any) -> str:
 
 
 def record_metric(key: str, figures: dict[str, Any], options: EvalOptions) -> None:
-    from edgefer.cli_train import command_line
+    from edgefer.cli import command_line
     from edgefer.export import update_manifest
     from edgefer.manifest import load_model_entry
 

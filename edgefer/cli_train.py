@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgefer.cli import command_line
 from edgefer.recipe import Recipe
 from edgefer.train import EpochStats, TrainData
 
@@ -140,14 +141,6 @@ def run_quantize(args: argparse.Namespace) -> int:
                   f"{figures['val_accuracy']:.4f} (float {figures['float_val_accuracy']:.4f}), "
                   f"agreement {figures['agreement_with_float']:.4f}")
     return 0
-
-
-def command_line() -> str:
-    """This invocation as a copyable shell command."""
-    import shlex
-    import sys
-
-    return "edgefer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def train_command(checkpoint: Path) -> str:

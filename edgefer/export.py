@@ -85,12 +85,11 @@ def export_checkpoint(checkpoint: Path, name: str, val_dir: str, val_glob: str,
     ``tta="flip"`` exports the model averaged with its mirror image (twice the compute).
     """
     torch = require("torch", "torch")
-    from edgefer.backends.torch import load_module
+    from edgefer.backends.torch import load_checkpoint
     from edgefer.models import with_flip_average
 
-    base = load_module(checkpoint)
+    base, saved = load_checkpoint(checkpoint)
     module = with_flip_average(base).eval() if tta == "flip" else base
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     spec = input_spec(saved["recipe"])
     engines_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = engines_dir / f"{name}.onnx"

@@ -124,6 +124,7 @@ class LiveSession:
         self._events = TrackEvents()
         self._recent: deque[float] = deque(maxlen=60)
         self._last_error_log = -np.inf
+        self._llm_metrics_at = -np.inf
         if not options.headless and not display_available():
             raise InputError("no display available (DISPLAY is not set); run with --headless")
 
@@ -232,7 +233,9 @@ class LiveSession:
             return
         queued = stage.worker.queued()
         self.stats.llm_queue_max = max(self.stats.llm_queue_max, queued)
-        if metrics is not None:
+        now = time.monotonic()
+        if metrics is not None and now - self._llm_metrics_at >= 1.0:  # not on every frame
+            self._llm_metrics_at = now
             metrics.update_llm(stage.worker.stats.to_dict(), queued)
 
     def _should_end(self, start: float) -> bool:

@@ -108,7 +108,7 @@ def score(inputs: list[str], options: ScoreOptions,
     if not items:
         raise InputError(f"no images or videos found in {', '.join(inputs)}")
     resume = prepare_resume(options.output) if options.resume else ResumeState()
-    summary = Summary()
+    summary = Summary(keep_timeline=options.plot is not None)
     summary.add_rows(resume.rows)
     reports: list[FileReport] = []
     completed = [item for item in items if item in resume.completed]

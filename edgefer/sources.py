@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefer.data import IMAGE_SUFFIXES
+from edgefer.data import IMAGE_SUFFIXES, decode_image
 from edgefer.errors import InputError
 from edgefer.types import Frame
 
@@ -92,15 +92,7 @@ class ImageSource(Source):
 
 def read_image(path: str) -> np.ndarray:
     """A still as 8-bit BGR, whatever its depth or channels (gray, alpha, 16-bit, CMYK JPEG)."""
-    import cv2
-
-    if not Path(path).is_file():
-        raise InputError(f"no such file: {path}")
-    data = np.fromfile(path, dtype=np.uint8)  # cv2.imread mishandles some non-ASCII paths
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise InputError(f"cannot decode image: {path}")
-    return image
+    return decode_image(path)
 
 
 class VideoSource(Source):

@@ -41,10 +41,15 @@ def _dominant(labels: Counter[str]) -> str | None:
 
 
 class Summary:
-    """Accumulates results; ``to_dict`` gives the ``--summary`` JSON."""
+    """Accumulates results; ``to_dict`` gives the ``--summary`` JSON.
 
-    def __init__(self) -> None:
+    Per-face probabilities over time are kept only with ``keep_timeline`` (for ``plot``): an
+    overnight run over thousands of files needs counts, not every face's seven floats.
+    """
+
+    def __init__(self, keep_timeline: bool = False) -> None:
         self.files: dict[str, _FileStats] = defaultdict(_FileStats)
+        self.keep_timeline = keep_timeline
 
     def add(self, file: str, result: FrameResult, labels: list[str]) -> None:
         """Count one processed frame; ``labels`` are the per-face final labels written out."""
@@ -58,7 +63,8 @@ class Summary:
             track = stats.tracks.setdefault(track_id, _TrackStats(time_s, time_s))
             track.last_s = time_s
             track.labels[label] += 1
-            stats.timeline.append((time_s, track_id, result.faces.smoothed_probs[row].copy()))
+            if self.keep_timeline:
+                stats.timeline.append((time_s, track_id, result.faces.smoothed_probs[row].copy()))
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         """Rows of a previous, interrupted run (``--resume``): counted as if just produced."""
@@ -74,8 +80,9 @@ class Summary:
             track = stats.tracks.setdefault(int(row["track_id"]), _TrackStats(time_s, time_s))
             track.last_s = time_s
             track.labels[label] += 1
-            probs = np.array([float(row[f"p_{e}"]) for e in EMOTIONS], dtype=np.float32)
-            stats.timeline.append((time_s, int(row["track_id"]), probs))
+            if self.keep_timeline:
+                probs = np.array([float(row[f"p_{e}"]) for e in EMOTIONS], dtype=np.float32)
+                stats.timeline.append((time_s, int(row["track_id"]), probs))
 
     def add_events(self, file: str, events: list[dict[str, Any]]) -> None:
         """LLM answers for this file, including those that arrived after its last frame."""

@@ -3,6 +3,7 @@ the documented exit code, no traceback, and in multi-file runs the other files c
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 
@@ -139,10 +140,8 @@ def test_live_without_display_suggests_headless(corpus, tmp_path):
         assert_one_line_error(result, EXIT_INPUT, "--headless")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
+                    reason="checks the message shown when tensorrt is missing")
 def test_build_without_tensorrt_names_the_install(tmp_path):
-    import importlib.util
-
-    if importlib.util.find_spec("tensorrt") is not None:
-        pytest.skip("tensorrt is installed")
     result = run_cli("build")
     assert_one_line_error(result, EXIT_MISSING, "pip install 'edgefer[tensorrt]'")

@@ -75,3 +75,14 @@ def test_stratified_sample_keeps_shares():
                                                 ("contempt", None), ("surprised", "surprise")])
 def test_canonical_label(name, expected):
     assert data.canonical_label(name) == expected
+
+
+def test_images_with_non_ascii_names_load(tmp_path):
+    import cv2
+
+    (tmp_path / "happy").mkdir()
+    cv2.imencode(".png", np.full((60, 60), 200, np.uint8))[1].tofile(
+        str(tmp_path / "happy" / "lächeln ünïcode.png"))
+    folder = data.scan_image_folder(tmp_path)
+    pixels = data.load_pixels(folder)
+    assert pixels.shape == (1, 48, 48) and pixels[0, 0, 0] == 200

@@ -152,9 +152,9 @@ def test_core_imports_without_gpu_packages():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.skipif(select.importlib.util.find_spec("tensorrt") is not None,
+                    reason="checks the message shown when tensorrt is missing")
 def test_missing_tensorrt_names_the_install_command(entry):
-    if select.importlib.util.find_spec("tensorrt") is not None:
-        pytest.skip("tensorrt is installed here")
     from edgefer.backends import open_engine
     from edgefer.errors import MissingDependency
 

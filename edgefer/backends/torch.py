@@ -40,6 +40,11 @@ class TorchEngine(Engine):
 
 def load_module(path: Path) -> Any:
     """A model from a training checkpoint or shipped weights: ``{"recipe": {...}, "model": state}``."""
+    return load_checkpoint(path)[0]
+
+
+def load_checkpoint(path: Path) -> tuple[Any, dict[str, Any]]:
+    """The model in eval mode and the whole saved dictionary (recipe, data, epoch...)."""
     torch = require("torch", "torch")
     from edgefer import models
 
@@ -51,4 +56,4 @@ def load_module(path: Path) -> Any:
         module.load_state_dict(saved["model"])
     except (KeyError, RuntimeError, EOFError) as err:
         raise ModelError(f"{path} is not an edgefer checkpoint: {err}") from err
-    return module.eval()
+    return module.eval(), saved
