@@ -2,6 +2,6 @@
 
 import sys
 
-from edgefer.cli import main
+from edgefer.cli.main import main
 
 sys.exit(main())

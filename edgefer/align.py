@@ -84,12 +84,18 @@ class Aligner:
         matrices = similarity_transforms(faces.keypoints, self.spec.crop, size)
         return warp_crops(convert_color(image, color or self.spec.color), matrices, size)
 
+    def crops_and_validity(self, image: np.ndarray, faces: Faces) -> tuple[np.ndarray, np.ndarray]:
+        """``(crops, valid)``: uint8 crops in the model's size and colour, and which rows had
+        usable keypoints (invalid rows are black crops)."""
+        matrices = similarity_transforms(faces.keypoints, self.spec.crop, self.spec.width)
+        crops = warp_crops(convert_color(image, self.spec.color), matrices, self.spec.width)
+        return crops, valid_rows(matrices)
+
     def align(self, image: np.ndarray, faces: Faces) -> tuple[np.ndarray, np.ndarray]:
         """``(batch, valid)``: the normalized NCHW float32 batch, and which rows had usable
         keypoints (invalid rows are black crops; callers should not trust their output)."""
-        matrices = similarity_transforms(faces.keypoints, self.spec.crop, self.spec.width)
-        crops = warp_crops(convert_color(image, self.spec.color), matrices, self.spec.width)
-        return self.spec.normalize(crops), valid_rows(matrices)
+        crops, valid = self.crops_and_validity(image, faces)
+        return self.spec.normalize(crops), valid
 
 
 def convert_color(image: np.ndarray, color: str) -> np.ndarray:

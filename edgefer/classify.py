@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from edgefer.backends.base import Engine
-from edgefer.metrics import softmax
 
 
 class Classifier:
@@ -38,3 +37,10 @@ class Classifier:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgefer.errors import ModelError
+from edgefer.files import write_json_atomic
 from edgefer.types import EMOTIONS
 
 ENGINES_DIR = Path(__file__).resolve().parent.parent / "engines"
@@ -180,3 +181,17 @@ def detector_path(kind: str, path: Path = MANIFEST_PATH) -> Path:
     if not file.is_file() or sha256_file(file) != entry["sha256"]:
         raise ModelError(f"face-detector model {file} is missing or does not match its sha256")
     return file
+
+
+def update_manifest(name: str, entry: dict[str, Any], path: Path = MANIFEST_PATH,
+                    make_default: bool = False) -> None:
+    """Insert or replace a model entry; written to a temporary file first, then renamed."""
+    manifest = read_manifest(path) if path.is_file() else {"schema": 1, "models": {}}
+    manifest.setdefault("models", {})[name] = entry
+    if make_default or "default" not in manifest:
+        manifest["default"] = name
+    write_manifest(manifest, path)
+
+
+def write_manifest(manifest: dict[str, Any], path: Path = MANIFEST_PATH) -> None:
+    write_json_atomic(path, manifest)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -191,34 +190,3 @@ class VideoSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> None:
-    """Write JSON to a temporary file in the same folder, fsync it, then rename over ``path``."""
-    path = Path(path)
-    try:
-        with tempfile.NamedTemporaryFile("w", dir=path.parent or ".", prefix=f".{path.name}.",
-                                         suffix=".tmp", delete=False, encoding="utf-8") as tmp:
-            json.dump(payload, tmp, indent=2, default=_json_default)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp.name, 0o666 & ~_umask())
-        os.replace(tmp.name, path)
-    except OSError as err:
-        raise OutputError(f"cannot write {path}: {err.strerror}") from err
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")

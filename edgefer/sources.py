@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefer.data import IMAGE_SUFFIXES, decode_image
 from edgefer.errors import InputError
 from edgefer.types import Frame
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 log = logging.getLogger(__name__)
 
@@ -196,3 +197,32 @@ def open_source(spec: str, stride: int = 1, max_fps: float | None = None,
     if is_image(spec) and not is_stream(spec):
         return ImageSource(spec)
     return VideoSource(spec, stride=stride, max_fps=max_fps, start_frame=start_frame)
+
+
+def decode_image(path: str | Path, gray: bool = False) -> np.ndarray:
+    """An image file as 8-bit BGR (or gray), whatever its depth or channels (alpha, 16-bit, CMYK).
+
+    Reads the bytes with NumPy and decodes them with OpenCV, because ``cv2.imread`` fails on
+    some non-ASCII paths.
+    """
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such file: {path}")
+    data = np.fromfile(path, dtype=np.uint8)
+    flags = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
+    image = cv2.imdecode(data, flags) if data.size else None
+    if image is None:
+        raise InputError(f"cannot decode image: {path}")
+    return image
+
+
+def load_gray(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Read an image as 8-bit gray at ``size`` (height, width); raise InputError if unreadable."""
+    import cv2
+
+    image = decode_image(path, gray=True)
+    if image.shape != size:
+        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    return image

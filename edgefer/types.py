@@ -131,3 +131,20 @@ class FrameResult:
     frame: Frame
     faces: Faces
     latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+# Other datasets' and LLMs' names for the seven classes.
+SYNONYMS: dict[str, str] = {
+    "anger": "angry", "angry": "angry", "mad": "angry",
+    "disgust": "disgust", "disgusted": "disgust",
+    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
+    "happiness": "happy", "happy": "happy", "joy": "happy",
+    "sadness": "sad", "sad": "sad",
+    "surprise": "surprise", "surprised": "surprise",
+    "neutral": "neutral", "calm": "neutral",
+}
+
+
+def canonical_label(name: str) -> str | None:
+    """Map a label or synonym to one of the seven class names, or None if it is not one."""
+    return SYNONYMS.get(name.strip().lower())

@@ -27,7 +27,7 @@ def portrait() -> np.ndarray:
     """matplotlib's public-domain Grace Hopper portrait (BGR, 600x512)."""
     import cv2
 
-    from edgefer.demo import portrait_path
+    from edgefer.apps.demo import portrait_path
 
     return cv2.imread(str(portrait_path()))
 
@@ -35,7 +35,7 @@ def portrait() -> np.ndarray:
 @pytest.fixture(scope="session")
 def demo_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The 5 s demo clip (150 frames, one face, then two), written once per session."""
-    from edgefer.demo import write_demo_clip
+    from edgefer.apps.demo import write_demo_clip
 
     return write_demo_clip(tmp_path_factory.mktemp("clip") / "demo.mp4")
 

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from edgefer.cascade import cascade_predictions, llm_alone, split_halves
 from edgefer.llm.parse import Answer
 from edgefer.llm.stage import is_uncertain, llm_distribution, merge
+from edgefer.training.cascade import cascade_predictions, llm_alone, split_halves
 
 
 def test_cascade_replaces_the_least_confident_answered_faces():

@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from edgefer.resume import prepare_resume, progress_path
+from edgefer.apps.resume import prepare_resume, progress_path
 
 
 def read_rows(path):

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgefer import data
 from edgefer.errors import InputError
+from edgefer.training import datasets as data
+from edgefer.types import canonical_label
 
 
 def make_folder(root: Path, counts: dict[str, int], prefix: str = "img") -> Path:
@@ -74,7 +75,7 @@ def test_stratified_sample_keeps_shares():
 @pytest.mark.parametrize(("name", "expected"), [("Happiness", "happy"), ("anger", "angry"),
                                                 ("contempt", None), ("surprised", "surprise")])
 def test_canonical_label(name, expected):
-    assert data.canonical_label(name) == expected
+    assert canonical_label(name) == expected
 
 
 def test_images_with_non_ascii_names_load(tmp_path):

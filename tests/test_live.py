@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from edgefer.annotate import COLORS, Hud, draw_faces, draw_hud
+from edgefer.apps.kiosk import load_config, to_live_options
+from edgefer.apps.live import LiveOptions, LiveSession
 from edgefer.capture import CaptureOptions, LatestFrameReader
 from edgefer.errors import ConfigError, InputError
-from edgefer.kiosk import load_config, to_live_options
-from edgefer.live import LiveOptions, LiveSession
 from edgefer.sources import Source, open_source
 from edgefer.types import Faces
 

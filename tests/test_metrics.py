@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgefer import metrics
+from edgefer.training import metrics
 
 Y_TRUE = np.array([0, 0, 1, 1, 1, 2])
 Y_PRED = np.array([0, 1, 1, 1, 0, 0])

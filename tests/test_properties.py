@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from edgefer.align import Aligner, similarity_transforms, valid_rows
+from edgefer.apps.kiosk import KioskConfig, apply
 from edgefer.errors import ConfigError
-from edgefer.kiosk import KioskConfig, apply
 from edgefer.llm.parse import parse_reply
 from edgefer.manifest import CropSpec, InputSpec
 from edgefer.track import IouTracker, TrackerOptions

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from edgefer.errors import ConfigError
-from edgefer.recipe import Recipe, read_toml, to_toml
+from edgefer.files import read_toml, to_toml
+from edgefer.training.recipe import Recipe
 
 
 def test_roundtrip_through_toml(tmp_path):

@@ -38,8 +38,8 @@ def test_group_photos_with_the_full_range_model(shared_data, photo, faces):
 
 def test_recorded_privatetest_accuracy_is_reproducible(shared_data):
     """The figure in the manifest (and README) is what the shipped model scores now."""
-    from edgefer.evaluate import EvalOptions, evaluate, report
     from edgefer.manifest import load_model_entry
+    from edgefer.training.evaluate import EvalOptions, evaluate, report
 
     recorded = load_model_entry().raw["metrics"]["fer2013_privatetest"]
     result = evaluate(EvalOptions(shared_data / "fer2013" / "test", glob="PrivateTest_*"))
@@ -54,9 +54,10 @@ def test_gpt4v_replay_answers_with_the_recorded_labels(shared_data):
 
     import numpy as np
 
-    from edgefer.cascade import ask_all, face_queries
-    from edgefer.data import canonical_label, load_gray
     from edgefer.llm.config import LlmConfig
+    from edgefer.sources import load_gray
+    from edgefer.training.cascade import ask_all, face_queries
+    from edgefer.types import canonical_label
     from tools.replay_gpt4v import replay_server
 
     names = {}

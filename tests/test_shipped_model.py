@@ -37,8 +37,8 @@ def test_onnx_matches_pytorch_on_real_faces(demo_clip):
     from edgefer.align import Aligner
     from edgefer.backends import open_engine
     from edgefer.detect import DetectorOptions, FaceDetector
-    from edgefer.metrics import softmax
     from edgefer.sources import open_source
+    from edgefer.training.metrics import softmax
 
     default = load_model_entry()
     entry = float_source(default)  # the int8 default is checked against it below

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from edgefer.errors import InputError, OutputError
-from edgefer.sinks import ROW_COLUMNS, TableSink, check_output, write_json_atomic
+from edgefer.files import write_json_atomic
+from edgefer.sinks import ROW_COLUMNS, TableSink, check_output
 from edgefer.sources import expand_inputs, open_source, read_image
 
 

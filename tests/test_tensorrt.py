@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from edgefer.backends import select
-from edgefer.backends.tensorrt import check_plan_metadata
-from edgefer.build import (
+from edgefer.backends.build import (
     BuildOptions,
     cache_key,
     cache_key_parts,
     calibration_batches,
     check_onnx_for_tensorrt,
 )
+from edgefer.backends.tensorrt import check_plan_metadata
 from edgefer.errors import ConfigError, ModelError
 from edgefer.manifest import load_model_entry
 
@@ -144,8 +144,8 @@ def test_auto_falls_back_without_a_gpu(entry, monkeypatch):
 
 
 def test_core_imports_without_gpu_packages():
-    code = ("import sys, edgefer, edgefer.pipeline, edgefer.backends.tensorrt, edgefer.build, "
-            "edgefer.backends.select, edgefer.cli\n"
+    code = ("import sys, edgefer, edgefer.pipeline, edgefer.backends.tensorrt, edgefer.backends.build, "
+            "edgefer.backends.select, edgefer.cli.main\n"
             "heavy = [m for m in ('tensorrt', 'torch', 'cuda', 'openai') if m in sys.modules]\n"
             "assert not heavy, heavy")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -179,13 +179,13 @@ gpu = pytest.mark.skipif(not cuda_available(), reason="needs an NVIDIA GPU with 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_gpu_build_run_and_parity(entry, tmp_path, precision):
     from edgefer.backends import open_engine
-    from edgefer.build import build_engine
+    from edgefer.backends.build import build_engine
 
     build_engine(entry, BuildOptions(precision=precision, max_batch=8), entry.file.parent)
     x = np.random.default_rng(0).normal(size=(5, 1, 48, 48)).astype(np.float32)
     with open_engine(entry, "tensorrt", precision=precision) as trt_engine, \
             open_engine(entry, "onnxruntime") as cpu_engine:
-        from edgefer.metrics import softmax
+        from edgefer.training.metrics import softmax
 
         difference = np.abs(softmax(trt_engine.run(x)) - softmax(cpu_engine.run(x))).max()
         assert difference <= 1e-2

@@ -9,10 +9,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgefer import export, train  # noqa: E402
 from edgefer.errors import ModelError  # noqa: E402
-from edgefer.manifest import validate_model_entry  # noqa: E402
-from edgefer.recipe import Augment, Recipe  # noqa: E402
+from edgefer.manifest import update_manifest, validate_model_entry  # noqa: E402
+from edgefer.training import export, train  # noqa: E402
+from edgefer.training.recipe import Augment, Recipe  # noqa: E402
 from edgefer.types import EMOTIONS  # noqa: E402
 
 RECIPE = Recipe(epochs=3, batch_size=16, lr=0.02, warmup_epochs=1, bf16=False, threads=1,
@@ -117,7 +117,7 @@ def test_manifest_entry_is_valid_and_reloads(exported, tmp_path):
     entry = export.manifest_entry(exported, "recipes/x.toml", "val", "*")
     validate_model_entry(entry)
     manifest = exported.onnx_path.parent / "manifest.json"
-    export.update_manifest("toy", entry, manifest)
+    update_manifest("toy", entry, manifest)
     loaded = load_model_entry(None, manifest)
     loaded.verify()
     assert loaded.classes == EMOTIONS and loaded.input.height == 48

@@ -59,7 +59,7 @@ def work_decode_detect(clip: str) -> dict[str, Any]:
 
 def work_score(clip: str) -> dict[str, Any]:
     """``edgefer score`` as the CLI runs it (CSV out), with per-stage latencies."""
-    from edgefer.score import ScoreOptions, score
+    from edgefer.apps.score import ScoreOptions, score
 
     stages: dict[str, list[float]] = {}
 
@@ -84,8 +84,8 @@ def work_score(clip: str) -> dict[str, Any]:
 
 def work_live(clip: str, seconds: float, llm_mode: str) -> dict[str, Any]:
     """The live loop, headless, on a file paced at its frame rate (30 frames/s)."""
+    from edgefer.apps.live import LiveOptions, LiveSession
     from edgefer.capture import CaptureOptions
-    from edgefer.live import LiveOptions, LiveSession
     from edgefer.llm.config import LlmConfig
     from edgefer.pipeline import RecognizerOptions
     from tools.openai_stub import StubServer, StubState
@@ -116,8 +116,8 @@ def work_soak(clip: str, minutes: float, sample_s: float = 10.0) -> dict[str, An
     import os
     import threading
 
+    from edgefer.apps.live import LiveOptions, LiveSession
     from edgefer.capture import CaptureOptions
-    from edgefer.live import LiveOptions, LiveSession
     from edgefer.llm.config import LlmConfig
     from edgefer.pipeline import RecognizerOptions
     from tools.openai_stub import StubServer, StubState

@@ -11,8 +11,9 @@ import argparse
 
 import numpy as np
 
-from edgefer.data import load_gray, scan_image_folder, stratified_sample
 from edgefer.detect import DetectorOptions, FaceDetector
+from edgefer.sources import load_gray
+from edgefer.training.datasets import scan_image_folder, stratified_sample
 from edgefer.types import Frame, Keypoint
 
 UPSCALE = 4  # BlazeFace wants faces of 40+ pixels; FER2013 faces are 48

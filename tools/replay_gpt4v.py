@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import contextlib
 
-from edgefer.data import canonical_label
+from edgefer.types import canonical_label
 from tools.openai_stub import FaceRequest, StubServer, StubState
 
 THUMB = 16

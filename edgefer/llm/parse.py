@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgefer.data import canonical_label
+from edgefer.types import canonical_label
 
 REFUSAL_PATTERNS = re.compile(
     r"\b(i'?m sorry|i am sorry|i can(?:no|')t (?:help|assist|comply|provide|identify|analy[sz]e)|"

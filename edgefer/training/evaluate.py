@@ -15,15 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from edgefer import data as datasets
-from edgefer import metrics
 from edgefer.backends import open_engine
 from edgefer.errors import InputError
 from edgefer.manifest import MANIFEST_PATH, ModelEntry, load_model_entry
+from edgefer.sources import load_gray
+from edgefer.training import datasets, metrics
 from edgefer.types import EMOTIONS
-
-DETECT_MIN_SIDE = 192  # small crops are upscaled (and padded) so BlazeFace can see the face
-DETECT_PAD = 0.5  # padding around small crops, as a share of their side
 
 
 @dataclass(frozen=True)
@@ -111,7 +108,7 @@ def _predict_crops(folder: datasets.ImageFolder, entry: ModelEntry,
     chunks = []
     for start in range(0, len(folder), batch_size):
         paths = folder.paths[start:start + batch_size]
-        pixels = np.stack([datasets.load_gray(p, (spec.height, spec.width)) for p in paths])
+        pixels = np.stack([load_gray(p, (spec.height, spec.width)) for p in paths])
         if spec.color == "rgb":
             pixels = np.repeat(pixels[..., None], 3, axis=3)
         chunks.append(run(spec.normalize(pixels)))
@@ -125,41 +122,19 @@ def _predict_detected(folder: datasets.ImageFolder, entry: ModelEntry,
                       progress: Callable[[int, int], None] | None
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Logits of the largest detected face per image, and which images had a usable face."""
-    from edgefer.align import Aligner
-    from edgefer.detect import DetectorOptions, FaceDetector
-    from edgefer.sources import read_image
-    from edgefer.types import Frame
+    from edgefer.stills import StillCropper
 
-    aligner = Aligner(entry.input)
-    logits = np.zeros((len(folder), len(EMOTIONS)), dtype=np.float32)
+    logits = np.zeros((len(folder), len(entry.classes)), dtype=np.float32)
     found = np.zeros(len(folder), dtype=bool)
-    with FaceDetector(DetectorOptions(model=detector, mode="image")) as face_detector:
+    with StillCropper(entry.input, detector) as cropper:
         for i, path in enumerate(folder.paths):
-            image = prepare_small_image(read_image(str(path)))
-            faces = face_detector.detect(Frame(i, 0.0, image, str(path)))
-            if len(faces):
-                areas = np.prod(faces.xyxy[:, 2:] - faces.xyxy[:, :2], axis=1)
-                largest = int(areas.argmax())
-                batch, valid = aligner.align(image, faces)
-                if valid[largest]:
-                    logits[i] = run(batch[largest:largest + 1])[0]
-                    found[i] = True
+            crop = cropper.largest_crop(str(path))
+            if crop is not None:
+                logits[i] = run(entry.input.normalize(crop[None]))[0]
+                found[i] = True
             if progress and (i % 64 == 0 or i == len(folder) - 1):
                 progress(i + 1, len(folder))
     return logits, found
-
-
-def prepare_small_image(image: np.ndarray) -> np.ndarray:
-    """Upscale and pad tiny face crops (FER2013 is 48x48) so the detector can find the face."""
-    import cv2
-
-    side = min(image.shape[:2])
-    if side >= DETECT_MIN_SIDE:
-        return image
-    factor = int(np.ceil(DETECT_MIN_SIDE / side))
-    big = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
-    pad = int(DETECT_PAD * min(big.shape[:2]))
-    return cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
 
 
 def report(result: EvalResult, thresholds: tuple[float, ...] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -7,9 +7,7 @@ The temperature is fitted on the validation split's logits, never on the test sp
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -17,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from edgefer import data as datasets
-from edgefer import metrics
 from edgefer.errors import ModelError, require
-from edgefer.manifest import MANIFEST_PATH, CropSpec, InputSpec, ModelEntry, read_manifest, sha256_file
+from edgefer.manifest import MANIFEST_PATH, CropSpec, InputSpec, ModelEntry, sha256_file
+from edgefer.training import datasets, metrics
 from edgefer.types import EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -158,22 +155,6 @@ def manifest_entry(report: ExportReport, recipe_file: str, val_dir: str, val_glo
             "command": train_command,
         },
     }
-
-
-def update_manifest(name: str, entry: dict[str, Any], path: Path = MANIFEST_PATH,
-                    make_default: bool = False) -> None:
-    """Insert or replace a model entry; written to a temporary file first, then renamed."""
-    manifest = read_manifest(path) if path.is_file() else {"schema": 1, "models": {}}
-    manifest.setdefault("models", {})[name] = entry
-    if make_default or "default" not in manifest:
-        manifest["default"] = name
-    write_manifest(manifest, path)
-
-
-def write_manifest(manifest: dict[str, Any], path: Path = MANIFEST_PATH) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    shutil.move(tmp, path)
 
 
 def quantize_int8(source: ModelEntry, name: str, val_dir: str, val_glob: str,

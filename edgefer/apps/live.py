@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 
 from edgefer.annotate import Hud, draw_faces, draw_hud
+from edgefer.apps.telemetry import EventLog, HealthServer, Metrics, SystemdNotifier
 from edgefer.capture import CaptureOptions, LatestFrameReader
 from edgefer.errors import InputError, OutputError
 from edgefer.pipeline import Recognizer, RecognizerOptions
 from edgefer.sinks import TableSink, VideoSink, face_rows
 from edgefer.sources import Source, open_source
-from edgefer.telemetry import EventLog, HealthServer, Metrics, SystemdNotifier
 from edgefer.types import EMOTIONS, FrameResult
 
 log = logging.getLogger(__name__)

@@ -16,28 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from edgefer.errors import InputError
-from edgefer.types import EMOTIONS
+from edgefer.sources import IMAGE_SUFFIXES, load_gray
+from edgefer.types import EMOTIONS, canonical_label
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
-# Other datasets' and LLMs' names for the seven classes.
-SYNONYMS: dict[str, str] = {
-    "anger": "angry", "angry": "angry", "mad": "angry",
-    "disgust": "disgust", "disgusted": "disgust",
-    "fear": "fear", "fearful": "fear", "afraid": "fear", "scared": "fear",
-    "happiness": "happy", "happy": "happy", "joy": "happy",
-    "sadness": "sad", "sad": "sad",
-    "surprise": "surprise", "surprised": "surprise",
-    "neutral": "neutral", "calm": "neutral",
-}
+
 FERPLUS_VOTE_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
-
-
-def canonical_label(name: str) -> str | None:
-    """Map a label or synonym to one of the seven class names, or None if it is not one."""
-    return SYNONYMS.get(name.strip().lower())
 
 
 @dataclass(frozen=True)
@@ -100,35 +86,6 @@ def read_exclude_list(csv_path: str | Path) -> set[str]:
     with csv_path.open(newline="") as handle:
         return {image_key(row[0]) for row in csv.reader(handle)
                 if row and row[0] not in ("test_image", "path")}
-
-
-def decode_image(path: str | Path, gray: bool = False) -> np.ndarray:
-    """An image file as 8-bit BGR (or gray), whatever its depth or channels (alpha, 16-bit, CMYK).
-
-    Reads the bytes with NumPy and decodes them with OpenCV, because ``cv2.imread`` fails on
-    some non-ASCII paths.
-    """
-    import cv2
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no such file: {path}")
-    data = np.fromfile(path, dtype=np.uint8)
-    flags = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
-    image = cv2.imdecode(data, flags) if data.size else None
-    if image is None:
-        raise InputError(f"cannot decode image: {path}")
-    return image
-
-
-def load_gray(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Read an image as 8-bit gray at ``size`` (height, width); raise InputError if unreadable."""
-    import cv2
-
-    image = decode_image(path, gray=True)
-    if image.shape != size:
-        image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-    return image
 
 
 def load_pixels(dataset: ImageFolder, size: tuple[int, int] = (48, 48)) -> np.ndarray:

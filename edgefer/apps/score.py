@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Protocol
 
 from edgefer.annotate import draw_faces
+from edgefer.apps.resume import RESUMABLE, ResumeState, forget_progress, prepare_resume, record_completed
+from edgefer.apps.summary import Summary
 from edgefer.errors import EdgeferError, InputError
+from edgefer.files import write_json_atomic
 from edgefer.pipeline import Recognizer, RecognizerOptions
-from edgefer.resume import RESUMABLE, ResumeState, forget_progress, prepare_resume, record_completed
-from edgefer.sinks import TableSink, VideoSink, check_output, face_rows, write_json_atomic
+from edgefer.sinks import TableSink, VideoSink, check_output, face_rows
 from edgefer.sources import Source, expand_inputs, is_image, open_source
-from edgefer.summary import Summary
 from edgefer.types import FrameResult
 
 log = logging.getLogger(__name__)

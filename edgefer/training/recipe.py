@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefer.errors import ConfigError
+from edgefer.files import read_toml
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,12 @@ class Augment:
     contrast: float = 0.30
     erase_prob: float = 0.5
     erase_area: tuple[float, float] = (0.02, 0.20)
+    # Capture degradations the live path meets: low resolution (a far face upscaled), sensor
+    # noise and exposure curves. Zero turns each off (the shipped vgg_s recipe predates them).
+    blur_prob: float = 0.0  # share of images downscaled to a random side, then back up
+    blur_min_side: int = 16  # the smallest side they are downscaled to
+    noise_std: float = 0.0  # maximum standard deviation of added Gaussian noise (0-1 scale)
+    gamma: float = 0.0  # gamma drawn log-uniformly in [exp(-gamma), exp(gamma)]
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,10 @@ class Recipe:
     label_smoothing: float = 0.1
     class_weights: str = "sqrt_inverse"  # none | sqrt_inverse | inverse
     ferplus_weight: float = 0.0  # share of the target taken from FER+ votes when given
+    # Share of training samples shown as the live detector and aligner frame them (needs the
+    # cached live crops, see edgefer.training.live_crops); model selection then averages the
+    # validation accuracy of both framings.
+    live_framing: float = 0.0
     ema_decay: float = 0.999
     bf16: bool = True  # autocast on CPUs with AMX/AVX512-BF16; weights stay fp32
     seed: int = 0
@@ -54,6 +65,7 @@ class Recipe:
             "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "ferplus_weight": 0 <= self.ferplus_weight <= 1,
+            "live_framing": 0 <= self.live_framing <= 1,
             "ema_decay": 0 <= self.ema_decay < 1, "threads": self.threads >= 1,
             "class_weights": self.class_weights in ("none", "sqrt_inverse", "inverse"),
         }
@@ -90,43 +102,3 @@ def _reject_unknown(values: dict[str, Any], kind: type, prefix: str) -> None:
     for key in values:
         if key not in known:
             raise ConfigError(f"unknown recipe key {prefix + key!r}; known: {', '.join(sorted(known))}")
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file, turning every failure into one ConfigError line."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError as err:
-        raise ConfigError(f"config file not found: {path}") from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: invalid TOML: {err}") from err
-
-
-def to_toml(values: dict[str, Any]) -> str:
-    """Write a flat recipe dict (with one level of tables) as TOML."""
-    lines: list[str] = []
-    tables: list[tuple[str, dict[str, Any]]] = []
-    for key, value in values.items():
-        if isinstance(value, dict):
-            tables.append((key, value))
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    for name, table in tables:
-        lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)

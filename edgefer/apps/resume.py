@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefer.errors import InputError, OutputError
-from edgefer.sinks import write_json_atomic
+from edgefer.files import write_json_atomic
 
 RESUMABLE = (".csv", ".jsonl")
 

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgefer.apps.live import LiveOptions, LiveSession, LiveStats, install_signal_handlers
 from edgefer.capture import CaptureOptions
-from edgefer.cli_score import add_llm_arguments, add_recognizer_arguments, recognizer_options
-from edgefer.live import LiveOptions, LiveSession, LiveStats, install_signal_handlers
+from edgefer.cli.common import add_llm_arguments, add_recognizer_arguments, recognizer_options
 
 
 def add_commands(commands: Any) -> None:
@@ -62,7 +62,7 @@ def run_live(args: argparse.Namespace) -> int:
 def run_kiosk(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from edgefer.kiosk import load_config, to_live_options
+    from edgefer.apps.kiosk import load_config, to_live_options
 
     overrides: dict[str, dict[str, Any]] = {}
     if args.source is not None:

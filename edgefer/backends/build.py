@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from edgefer import data as datasets
 from edgefer.errors import ConfigError, InputError, ModelError, require
 from edgefer.manifest import ModelEntry
+from edgefer.sources import IMAGE_SUFFIXES, load_gray
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def calibration_batches(entry: ModelEntry, folder: Path, count: int, batch_size:
     ``crops``: images are face crops (any class-folder or flat layout); ``detect``: full images
     go through the detector and aligner, and each found face is one sample.
     """
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in datasets.IMAGE_SUFFIXES)
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise InputError(f"no calibration images under {folder}")
     rng = np.random.default_rng(seed)
@@ -127,24 +127,18 @@ def calibration_batches(entry: ModelEntry, folder: Path, count: int, batch_size:
 def _crop_samples(entry: ModelEntry, paths: list[Path]) -> Iterator[np.ndarray]:
     spec = entry.input
     for path in paths:
-        pixels = datasets.load_gray(path, (spec.height, spec.width))[None]
+        pixels = load_gray(path, (spec.height, spec.width))[None]
         if spec.color == "rgb":
             pixels = np.repeat(pixels[..., None], 3, axis=3)
         yield spec.normalize(pixels)[0]
 
 
 def _detected_samples(entry: ModelEntry, paths: list[Path]) -> Iterator[np.ndarray]:
-    from edgefer.align import Aligner
-    from edgefer.detect import DetectorOptions, FaceDetector
-    from edgefer.sources import read_image
-    from edgefer.types import Frame
+    from edgefer.stills import StillCropper
 
-    aligner = Aligner(entry.input)
-    with FaceDetector(DetectorOptions(mode="image")) as detector:
-        for i, path in enumerate(paths):
-            image = read_image(str(path))
-            batch, valid = aligner.align(image, detector.detect(Frame(i, 0.0, image)))
-            yield from batch[valid]
+    with StillCropper(entry.input) as cropper:
+        for path in paths:
+            yield from entry.input.normalize(cropper.crops(str(path)))
 
 
 def make_calibrator(batches: Iterator[np.ndarray], batch_size: int, cache_file: Path) -> Any:

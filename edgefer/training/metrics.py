@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgefer.classify import softmax
+
 NUM_CLASSES = 7
 
 
@@ -69,13 +71,6 @@ def majority_baseline(y_true: np.ndarray, train_labels: np.ndarray | None = None
     reference = np.asarray(train_labels if train_labels is not None else y_true)
     majority = int(np.bincount(reference, minlength=NUM_CLASSES).argmax())
     return summary(y_true, np.full(len(y_true), majority))
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def nll(logits: np.ndarray, y_true: np.ndarray, temperature: float = 1.0) -> float:

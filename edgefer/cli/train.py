@@ -1,4 +1,4 @@
-"""``edgefer train``: argument parsing and rich progress for ``edgefer.train``."""
+"""``edgefer train``: argument parsing and rich progress for ``edgefer.training.train``."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgefer.cli import command_line
-from edgefer.recipe import Recipe
-from edgefer.train import EpochStats, TrainData
+from edgefer.cli.common import command_line
+from edgefer.manifest import update_manifest
+from edgefer.training.recipe import Recipe
+from edgefer.training.train import EpochStats, TrainData
 
 
 def add_commands(commands: Any) -> None:
@@ -29,19 +30,23 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--threads", type=int, help="override the recipe's torch thread count")
     parser.add_argument("--out", required=True, help="run folder for checkpoints and history")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--crop-cache", metavar="DIR",
+                        help="where live-framed training crops are cached (recipes with "
+                             "live_framing > 0; default ~/.cache/edgefer/crops)")
     parser.set_defaults(run=run_train)
     add_export_command(commands)
     add_quantize_command(commands)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from edgefer import train
+    from edgefer.training import train
 
     recipe = Recipe.load(args.recipe) if args.recipe else Recipe()
     overrides = {k: v for k, v in (("epochs", args.epochs), ("arch", args.arch),
                                    ("threads", args.threads)) if v is not None}
     recipe = recipe.replace(**overrides)
-    data = TrainData(args.train_dir, args.val, args.train_glob, args.val_glob, args.ferplus)
+    data = TrainData(args.train_dir, args.val, args.train_glob, args.val_glob, args.ferplus,
+                     args.crop_cache)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.resume:
@@ -91,7 +96,9 @@ class RichObserver:
         self.console.print(
             f"epoch {stats.epoch:3d}  train loss {stats.train_loss:.4f} acc {stats.train_accuracy:.4f}"
             f"  val loss {stats.val_loss:.4f} acc {stats.val_accuracy:.4f}"
-            f" macro-F1 {stats.val_macro_f1:.4f}  lr {stats.lr:.5f}  {stats.seconds:.0f}s{mark}")
+            f" macro-F1 {stats.val_macro_f1:.4f}"
+            + (f" live-framed acc {stats.val_live_accuracy:.4f}" if stats.val_live_accuracy else "")
+            + f"  lr {stats.lr:.5f}  {stats.seconds:.0f}s{mark}")
 
 
 def add_export_command(commands: Any) -> None:
@@ -127,8 +134,8 @@ def add_quantize_command(commands: Any) -> None:
 def run_quantize(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from edgefer import export
     from edgefer.manifest import load_model_entry
+    from edgefer.training import export
 
     console = Console()
     source = load_model_entry(args.model)
@@ -136,7 +143,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     with console.status("quantizing and checking on the validation images"):
         target, figures = export.quantize_int8(source, args.name, args.val, args.val_glob)
         entry = export.quantized_entry(source, target, figures, command_line())
-        export.update_manifest(args.name, entry, make_default=args.default)
+        update_manifest(args.name, entry, make_default=args.default)
     console.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB): validation accuracy "
                   f"{figures['val_accuracy']:.4f} (float {figures['float_val_accuracy']:.4f}), "
                   f"agreement {figures['agreement_with_float']:.4f}")
@@ -152,7 +159,7 @@ def train_command(checkpoint: Path) -> str:
 def run_export(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from edgefer import export
+    from edgefer.training import export
 
     console = Console()
     with console.status("exporting, checking parity and calibrating"):
@@ -160,7 +167,7 @@ def run_export(args: argparse.Namespace) -> int:
                                           tta=args.tta)
         entry = export.manifest_entry(report, args.recipe, args.val, args.val_glob,
                                       command_line(), train_command(args.checkpoint))
-        export.update_manifest(args.name, entry, make_default=args.default)
+        update_manifest(args.name, entry, make_default=args.default)
     console.print(f"wrote {report.onnx_path} ({report.size_bytes / 1e6:.1f} MB, "
                   f"{report.parameters:,} parameters) and {report.weights_path}")
     console.print(f"ONNX vs PyTorch: max |dp| = {report.parity_max_abs_diff:.2e} on "

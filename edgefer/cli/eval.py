@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgefer.evaluate import EvalOptions
+from edgefer.training.evaluate import EvalOptions
 from edgefer.types import EMOTIONS
 
 
@@ -43,7 +43,7 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--record", metavar="KEY",
                         help="store accuracy and macro-F1 under metrics.KEY in the manifest, "
                              "with this command line")
-    from edgefer.cli_score import add_llm_arguments
+    from edgefer.cli.common import add_llm_arguments
 
     add_llm_arguments(parser)
     parser.set_defaults(run=run_eval)
@@ -53,8 +53,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from edgefer.evaluate import evaluate, report
-    from edgefer.sinks import write_json_atomic
+    from edgefer.files import write_json_atomic
+    from edgefer.training.evaluate import evaluate, report
 
     options = EvalOptions(data_dir=args.data_dir, glob=args.glob, exclude_list=args.exclude_list,
                           ferplus_labels=args.ferplus_labels, mode=args.mode, detector=args.detector,
@@ -84,10 +84,10 @@ def run_llm_comparison(args: argparse.Namespace, options: EvalOptions, result: A
                        console: Any) -> dict[str, Any]:
     from rich.progress import Progress
 
-    from edgefer import cascade
-    from edgefer.cli_score import llm_config
-    from edgefer.data import load_gray
+    from edgefer.cli.common import llm_config
     from edgefer.errors import InputError
+    from edgefer.sources import load_gray
+    from edgefer.training import cascade
 
     if options.mode != "crops":
         raise InputError("--llm and --cascade evaluate pre-cropped faces; use --mode crops")
@@ -133,9 +133,8 @@ def cascade_markdown(figures: dict[str, Any], curve: bool, config: Any) -> str:
 
 
 def record_metric(key: str, figures: dict[str, Any], options: EvalOptions) -> None:
-    from edgefer.cli import command_line
-    from edgefer.export import update_manifest
-    from edgefer.manifest import load_model_entry
+    from edgefer.cli.common import command_line
+    from edgefer.manifest import load_model_entry, update_manifest
 
     entry = load_model_entry(options.model, options.manifest)
     raw = dict(entry.raw)

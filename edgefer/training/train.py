@@ -18,10 +18,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgefer import data as datasets
-from edgefer import metrics
 from edgefer.errors import InputError, require
-from edgefer.recipe import Augment, Recipe, to_toml
+from edgefer.files import atomic_write, to_toml
+from edgefer.training import datasets, metrics
+from edgefer.training.recipe import Augment, Recipe
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class TrainData:
     train_glob: str = "*"
     val_glob: str = "*"
     ferplus_csv: str | None = None
+    crop_cache: str | None = None  # folder for the live-framed crops (recipe.live_framing > 0)
 
 
 @dataclass
@@ -48,6 +49,14 @@ class EpochStats:
     lr: float
     seconds: float
     best: bool = False
+    val_live_accuracy: float | None = None  # on the live-framed validation crops, when trained on them
+
+    @property
+    def selection_accuracy(self) -> float:
+        """What chooses ``best.pt``: the mean over the framings the model was trained for."""
+        if self.val_live_accuracy is None:
+            return self.val_accuracy
+        return (self.val_accuracy + self.val_live_accuracy) / 2
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -79,6 +88,8 @@ class Split:
     pixels: Any  # torch uint8 (N, H, W)
     labels: Any  # torch int64 (N,)
     targets: Any  # torch float32 (N, 7): smoothed one-hot, optionally blended with FER+ votes
+    live_pixels: Any = None  # torch uint8 (N, H, W): live-framed crops (original where none found)
+    live_found: Any = None  # torch bool (N,)
 
 
 @dataclass
@@ -117,20 +128,32 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
 
 def load_splits(recipe: Recipe, data: TrainData) -> tuple[Split, Split]:
     votes = datasets.read_ferplus_votes(data.ferplus_csv) if data.ferplus_csv else {}
-    train = _load_split(data.train_dir, data.train_glob, recipe, votes)
-    val = _load_split(data.val_dir, data.val_glob, recipe, votes)
+    train = _load_split(data.train_dir, data.train_glob, recipe, votes, data.crop_cache)
+    val = _load_split(data.val_dir, data.val_glob, recipe, votes, data.crop_cache)
     log.info("train %d images, validation %d images", len(train.labels), len(val.labels))
     return train, val
 
 
-def _load_split(root: str, glob: str, recipe: Recipe, votes: dict[str, np.ndarray]) -> Split:
+def _load_split(root: str, glob: str, recipe: Recipe, votes: dict[str, np.ndarray],
+                crop_cache: str | None) -> Split:
     torch = require("torch", "torch")
     folder = datasets.scan_image_folder(root, glob)
     size = (recipe.input_size, recipe.input_size)
     pixels = datasets.load_pixels(folder, size)
     targets = soft_targets(folder, votes, recipe)
-    return Split(torch.from_numpy(pixels), torch.from_numpy(folder.labels),
-                 torch.from_numpy(targets))
+    split = Split(torch.from_numpy(pixels), torch.from_numpy(folder.labels),
+                  torch.from_numpy(targets))
+    if recipe.live_framing > 0:
+        from edgefer.training.live_crops import gray_spec, live_framed_pixels
+
+        live, found = live_framed_pixels(folder, gray_spec(recipe.input_size),
+                                         crop_cache or default_crop_cache())
+        split.live_pixels, split.live_found = torch.from_numpy(live), torch.from_numpy(found)
+    return split
+
+
+def default_crop_cache() -> str:
+    return str(Path.home() / ".cache" / "edgefer" / "crops")
 
 
 def soft_targets(folder: datasets.ImageFolder, votes: dict[str, np.ndarray],
@@ -213,13 +236,17 @@ def run_epoch(state: RunState, recipe: Recipe, train_split: Split, val_split: Sp
     val_loss, val_probs = predict_split(state.ema, val_split, recipe)
     val_pred = val_probs.argmax(1)
     val_labels = val_split.labels.numpy()
-    accuracy = metrics.accuracy(val_labels, val_pred)
+    live_accuracy = None
+    if val_split.live_pixels is not None:
+        _, live_probs = predict_split(state.ema, val_split, recipe, pixels=val_split.live_pixels)
+        live_accuracy = metrics.accuracy(val_labels, live_probs.argmax(1))
     stats = EpochStats(
         epoch=state.epoch, train_loss=total_loss / seen, train_accuracy=correct / seen,
-        val_loss=val_loss, val_accuracy=accuracy,
+        val_loss=val_loss, val_accuracy=metrics.accuracy(val_labels, val_pred),
         val_macro_f1=metrics.precision_recall_f1(val_labels, val_pred)["macro_f1"],
-        lr=lr, seconds=time.perf_counter() - start, best=accuracy > state.best_accuracy)
-    state.best_accuracy = max(state.best_accuracy, accuracy)
+        lr=lr, seconds=time.perf_counter() - start, val_live_accuracy=live_accuracy)
+    stats.best = stats.selection_accuracy > state.best_accuracy
+    state.best_accuracy = max(state.best_accuracy, stats.selection_accuracy)
     state.history.append(stats.to_dict())
     return stats
 
@@ -229,8 +256,9 @@ def train_step(state: RunState, recipe: Recipe, split: Split, batch: Any, class_
     torch = require("torch", "torch")
     for group in state.optimizer.param_groups:
         group["lr"] = lr
-    images = split.pixels[batch].unsqueeze(1).float().div_(255.0)
+    images = training_pixels(split, batch, recipe.live_framing, generator).unsqueeze(1).float().div_(255.0)
     images = augment(images, recipe.augment, generator)
+    images = degrade(images, recipe.augment, generator)
     inputs = ((images - recipe.mean) / recipe.std).contiguous(memory_format=torch.channels_last)
     inputs = random_erase(inputs, recipe.augment, generator)
     labels = split.labels[batch]
@@ -244,6 +272,38 @@ def train_step(state: RunState, recipe: Recipe, split: Split, batch: Any, class_
     state.optimizer.step()
     update_ema(state.ema, state.model, recipe.ema_decay)
     return float(loss.detach()), int((logits.argmax(1) == labels).sum())
+
+
+def training_pixels(split: Split, batch: Any, live_framing: float, generator: Any) -> Any:
+    """The batch's uint8 pixels, each image in its live framing with probability ``live_framing``
+    (where a live crop exists)."""
+    torch = require("torch", "torch")
+    pixels = split.pixels[batch]
+    if split.live_pixels is None or live_framing <= 0:
+        return pixels
+    chosen = (torch.rand(len(batch), generator=generator) < live_framing) & split.live_found[batch]
+    return torch.where(chosen.view(-1, 1, 1), split.live_pixels[batch], pixels)
+
+
+def degrade(images: Any, cfg: Augment, generator: Any) -> Any:
+    """Low resolution, exposure (gamma) and sensor noise, on ``(N, 1, H, W)`` images in 0-1."""
+    torch = require("torch", "torch")
+    functional = require("torch.nn.functional", "torch")
+    n, _, height, width = images.shape
+    if cfg.gamma > 0:
+        gamma = torch.exp((torch.rand(n, generator=generator) * 2 - 1) * cfg.gamma)
+        images = images.clamp(min=1e-4).pow(gamma.view(n, 1, 1, 1))
+    if cfg.blur_prob > 0:
+        side = int(torch.randint(cfg.blur_min_side, height, (1,), generator=generator))
+        small = functional.interpolate(images, size=(side, side * width // height), mode="area")
+        blurred = functional.interpolate(small, size=(height, width), mode="bilinear",
+                                         align_corners=False)
+        chosen = (torch.rand(n, generator=generator) < cfg.blur_prob).view(n, 1, 1, 1)
+        images = torch.where(chosen, blurred, images)
+    if cfg.noise_std > 0:
+        std = torch.rand(n, generator=generator).view(n, 1, 1, 1) * cfg.noise_std
+        images = images + torch.randn(images.shape, generator=generator) * std
+    return images.clamp(0.0, 1.0)
 
 
 def augment(images: Any, cfg: Augment, generator: Any) -> Any:
@@ -305,15 +365,17 @@ def update_ema(ema: Any, model: Any, decay: float) -> None:
                 target.copy_(source)
 
 
-def predict_split(model: Any, split: Split, recipe: Recipe, batch_size: int = 512
-                  ) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy against hard labels and the softmax probabilities, in fp32."""
+def predict_split(model: Any, split: Split, recipe: Recipe, batch_size: int = 512,
+                  pixels: Any = None) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy against hard labels and the softmax probabilities, in fp32
+    (of ``pixels`` when given, else of the split's own)."""
     torch = require("torch", "torch")
+    source = split.pixels if pixels is None else pixels
     model.eval()
     losses, probs = [], []
     with torch.no_grad():
         for start in range(0, len(split.labels), batch_size):
-            pixels = split.pixels[start:start + batch_size].unsqueeze(1).float() / 255.0
+            pixels = source[start:start + batch_size].unsqueeze(1).float() / 255.0
             inputs = ((pixels - recipe.mean) / recipe.std).contiguous(memory_format=torch.channels_last)
             logits = model(inputs).float()
             labels = split.labels[start:start + batch_size]
@@ -332,19 +394,13 @@ def save_checkpoint(state: RunState, recipe: Recipe, data: TrainData, out: Path,
         "best_accuracy": state.best_accuracy, "history": state.history,
         "recipe": recipe.to_dict(), "data": data.__dict__,
     }
-    _atomic_save(torch, payload, out / "last.pt")
+    atomic_write(out / "last.pt", lambda handle: torch.save(payload, handle))
     if stats.best:
         best = {"model": state.ema.state_dict(), "epoch": state.epoch, "recipe": recipe.to_dict(),
                 "data": data.__dict__, "val_accuracy": stats.val_accuracy}
-        _atomic_save(torch, best, out / "best.pt")
+        atomic_write(out / "best.pt", lambda handle: torch.save(best, handle))
     with (out / "history.jsonl").open("a") as handle:
         handle.write(json.dumps(stats.to_dict()) + "\n")
-
-
-def _atomic_save(torch: Any, payload: dict[str, Any], path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
 
 
 def restore(state: RunState, checkpoint: Path, recipe: Recipe) -> None:

@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgefer.apps.live import LiveOptions
 from edgefer.capture import CaptureOptions
 from edgefer.detect import DetectorOptions
 from edgefer.errors import ConfigError, EdgeferError
-from edgefer.live import LiveOptions
+from edgefer.files import read_toml
 from edgefer.llm.config import LlmConfig
 from edgefer.pipeline import RecognizerOptions
-from edgefer.recipe import read_toml
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``edgefer score`` and ``edgefer demo``: argument parsing and rich progress for ``edgefer.score``."""
+"""``edgefer score`` and ``edgefer demo``: argument parsing and rich progress for ``edgefer.apps.score``."""
 
 from __future__ import annotations
 
@@ -9,69 +9,10 @@ from typing import Any
 
 from rich.markup import escape
 
-from edgefer.detect import DetectorOptions
+from edgefer.apps.score import FileReport, ScoreOptions
+from edgefer.cli.common import add_llm_arguments, add_recognizer_arguments, recognizer_options
 from edgefer.errors import OutputError
-from edgefer.llm.config import LlmConfig
-from edgefer.pipeline import RecognizerOptions
-from edgefer.score import FileReport, ScoreOptions
 from edgefer.types import FrameResult
-
-
-def add_recognizer_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("recognition")
-    group.add_argument("--model", help="model name in engines/manifest.json (default: its default)")
-    group.add_argument("--engine", default="onnxruntime",
-                       choices=("auto", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch"),
-                       help="inference engine (default: onnxruntime on the CPU; auto: TensorRT, "
-                            "then ONNX Runtime CUDA, then CPU)")
-    group.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
-                       help="TensorRT plan precision (with --engine tensorrt/auto)")
-    group.add_argument("--detector", choices=("short", "full"), default="short",
-                       help="BlazeFace model: short (faces within ~2 m, default) or full "
-                            "(small/distant faces, group photos)")
-    group.add_argument("--min-face-score", type=float, default=0.5,
-                       help="minimum detection confidence (default 0.5)")
-
-
-def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "LLM second opinion (off unless --llm; sends face crops to the endpoint)")
-    group.add_argument("--llm", action="store_true",
-                       help="ask a vision LLM about uncertain faces (eval: about every face, "
-                            "and compare CNN, LLM and cascade)")
-    group.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (default: "
-                       "$OPENAI_BASE_URL, else api.openai.com); the key comes from $OPENAI_API_KEY")
-    group.add_argument("--llm-model", default=LlmConfig.model, help=f"default {LlmConfig.model}")
-    group.add_argument("--llm-threshold", type=float, default=LlmConfig.threshold,
-                       help="ask when the calibrated confidence is below this "
-                            f"(default {LlmConfig.threshold})")
-    group.add_argument("--llm-policy", choices=("override", "fuse"), default="override")
-    group.add_argument("--llm-prompt", choices=("top2", "open"), default="top2",
-                       help="top2 (default): the LLM chooses between the CNN's two best labels; "
-                            "open: any of the seven")
-    group.add_argument("--llm-context", action="store_true",
-                       help="also send a downscaled copy of the whole frame with each face")
-    group.add_argument("--llm-rpm", type=int, default=LlmConfig.requests_per_minute,
-                       help=f"requests per minute allowed (default {LlmConfig.requests_per_minute})")
-    group.add_argument("--llm-cache", metavar="SQLITE", help="persistent answer cache file")
-    group.add_argument("--llm-batch", type=int, default=LlmConfig.batch_size,
-                       help=f"faces per request (default {LlmConfig.batch_size})")
-
-
-def llm_config(args: argparse.Namespace) -> LlmConfig | None:
-    if not getattr(args, "llm", False):
-        return None
-    return LlmConfig(model=args.llm_model, base_url=args.llm_base_url,
-                     threshold=args.llm_threshold, policy=args.llm_policy,
-                     top2=args.llm_prompt == "top2", cache_path=args.llm_cache,
-                     batch_size=args.llm_batch, requests_per_minute=args.llm_rpm,
-                     context_frame=args.llm_context)
-
-
-def recognizer_options(args: argparse.Namespace) -> RecognizerOptions:
-    return RecognizerOptions(
-        model=args.model, engine=args.engine, precision=args.precision, llm=llm_config(args),
-        detector=DetectorOptions(model=args.detector, min_confidence=args.min_face_score))
 
 
 def add_commands(commands: Any) -> None:
@@ -111,7 +52,7 @@ def add_commands(commands: Any) -> None:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from edgefer.score import score
+    from edgefer.apps.score import score
 
     options = ScoreOptions(output=args.output, overwrite=args.overwrite, annotate=args.annotate,
                            summary=args.summary, plot=args.plot, stride=args.stride,
@@ -124,8 +65,8 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from edgefer.demo import write_demo_clip
-    from edgefer.score import score
+    from edgefer.apps.demo import write_demo_clip
+    from edgefer.apps.score import score
 
     try:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -46,13 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 70
 
 
-def command_line() -> str:
-    """This invocation as a copyable shell command (recorded beside the figures it produced)."""
-    import shlex
-
-    return "edgefer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-
-
 def _console(stderr: bool = False):
     from rich.console import Console
 
@@ -71,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgefer {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from edgefer import cli_build, cli_eval, cli_live, cli_score, cli_train
+    from edgefer.cli import build as cli_build
+    from edgefer.cli import eval as cli_eval
+    from edgefer.cli import live as cli_live
+    from edgefer.cli import score as cli_score
+    from edgefer.cli import train as cli_train
 
     cli_score.add_commands(commands)
     cli_live.add_commands(commands)

@@ -32,7 +32,7 @@ def run_build(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from edgefer.build import BuildOptions, build_engine, check_onnx_for_tensorrt
+    from edgefer.backends.build import BuildOptions, build_engine, check_onnx_for_tensorrt
     from edgefer.errors import ModelError
     from edgefer.manifest import float_source, load_model_entry
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from edgefer import metrics
 from edgefer.llm.cache import AnswerCache, cache_key
 from edgefer.llm.client import LlmClient, LlmStats
 from edgefer.llm.config import LlmConfig
 from edgefer.llm.constants import CROP_SIZE
 from edgefer.llm.parse import Answer
 from edgefer.llm.prompt import FaceQuery, encode_jpeg
+from edgefer.training import metrics
 from edgefer.types import EMOTIONS
 
 SHARES = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 21))

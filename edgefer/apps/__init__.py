@@ -1,0 +1,1 @@
+"""Applications built from the runtime stages: offline scoring, the live loop and the kiosk."""

@@ -1,0 +1,1 @@
+"""The ``edgefer`` command line: one module per command group, thin front-ends over library code."""

@@ -1,0 +1,99 @@
+"""File helpers every layer shares: the one atomic writer, and TOML reading and writing.
+
+Anything edgefer writes that a crash must not leave half-written (summaries, manifests,
+checkpoints, recipes) goes through ``atomic_write``: a temporary file in the same folder,
+flushed and fsynced, then renamed over the target, so readers see the old or the new file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from edgefer.errors import ConfigError, OutputError
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write`` on a temporary binary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    try:
+        with tempfile.NamedTemporaryFile("wb", dir=path.parent or ".", prefix=f".{path.name}.",
+                                         suffix=".tmp", delete=False) as tmp:
+            try:
+                write(tmp)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            except BaseException:
+                os.unlink(tmp.name)
+                raise
+        os.chmod(tmp.name, 0o666 & ~_umask())
+        os.replace(tmp.name, path)
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from err
+
+
+def write_json_atomic(path: str | Path, payload: Any) -> None:
+    """``payload`` as indented JSON (NumPy values and paths converted), written atomically."""
+    text = json.dumps(payload, indent=2, default=_json_default) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file, turning every failure into one ConfigError line."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as err:
+        raise ConfigError(f"config file not found: {path}") from err
+    except IsADirectoryError as err:
+        raise ConfigError(f"config path is a folder, not a file: {path}") from err
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from err
+
+
+def to_toml(values: dict[str, Any]) -> str:
+    """``values`` as TOML text (tuples become arrays); ``tomli-w`` does the quoting."""
+    import tomli_w
+
+    return tomli_w.dumps(_plain(values))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items() if item is not None}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
