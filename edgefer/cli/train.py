@@ -30,6 +30,9 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--threads", type=int, help="override the recipe's torch thread count")
     parser.add_argument("--out", required=True, help="run folder for checkpoints and history")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--init", metavar="PT",
+                        help="start from these weights (a checkpoint or a shipped .pt of the same "
+                             "architecture): fine-tuning")
     parser.add_argument("--crop-cache", metavar="DIR",
                         help="where live-framed training crops are cached (recipes with "
                              "live_framing > 0; default ~/.cache/edgefer/crops)")
@@ -46,7 +49,7 @@ def run_train(args: argparse.Namespace) -> int:
                                    ("threads", args.threads)) if v is not None}
     recipe = recipe.replace(**overrides)
     data = TrainData(args.train_dir, args.val, args.train_glob, args.val_glob, args.ferplus,
-                     args.crop_cache)
+                     args.crop_cache, args.init)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.resume:

@@ -119,6 +119,8 @@ def ferplus_majority(csv_path: str | Path) -> dict[str, str]:
     """
     columns = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
                "contempt", "unknown", "NF")
+    if not Path(csv_path).is_file():
+        raise InputError(f"FER+ label file not found: {csv_path}")
     majority: dict[str, str] = {}
     with Path(csv_path).open(newline="") as handle:
         for row in csv.DictReader(handle):
@@ -130,6 +132,17 @@ def ferplus_majority(csv_path: str | Path) -> dict[str, str]:
                 majority[image_key(row["path"])] = label
                 majority[row["ferplus_image_name"]] = label
     return majority
+
+
+def relabel_ferplus(folder: ImageFolder, majority: dict[str, str]) -> tuple[ImageFolder, int]:
+    """Labels replaced by the FER+ majority (see ``ferplus_majority``); images without a 7-class
+    majority are dropped, and counted."""
+    rows = [i for i, p in enumerate(folder.paths) if image_key(p) in majority]
+    if not rows:
+        raise InputError(f"no image of {folder.root} has a FER+ majority label")
+    labels = np.array([EMOTIONS.index(majority[image_key(folder.paths[i])]) for i in rows])
+    subset = folder.subset(np.array(rows))
+    return ImageFolder(subset.root, subset.paths, labels), len(folder) - len(rows)
 
 
 def stratified_sample(labels: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:

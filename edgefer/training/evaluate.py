@@ -67,22 +67,11 @@ def load_dataset(options: EvalOptions) -> tuple[datasets.ImageFolder, int, int]:
     excluded = len(folder) - len(kept)
     dropped = 0
     if options.ferplus_labels:
-        kept, dropped = relabel_ferplus(kept, options.ferplus_labels)
+        kept, dropped = datasets.relabel_ferplus(
+            kept, datasets.ferplus_majority(options.ferplus_labels))
     if options.limit:
         kept = kept.subset(datasets.stratified_sample(kept.labels, options.limit, options.seed))
     return kept, excluded, dropped
-
-
-def relabel_ferplus(folder: datasets.ImageFolder, csv_path: Path
-                    ) -> tuple[datasets.ImageFolder, int]:
-    """Labels replaced by the FER+ majority; images without a 7-class majority are dropped."""
-    majority = datasets.ferplus_majority(csv_path)
-    rows = [i for i, p in enumerate(folder.paths) if datasets.image_key(p) in majority]
-    if not rows:
-        raise InputError(f"no image of {folder.root} has a FER+ label in {csv_path}")
-    labels = np.array([EMOTIONS.index(majority[datasets.image_key(folder.paths[i])]) for i in rows])
-    subset = folder.subset(np.array(rows))
-    return datasets.ImageFolder(subset.root, subset.paths, labels), len(folder) - len(rows)
 
 
 def evaluate(options: EvalOptions, progress: Callable[[int, int], None] | None = None

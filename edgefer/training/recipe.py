@@ -50,6 +50,9 @@ class Recipe:
     label_smoothing: float = 0.1
     class_weights: str = "sqrt_inverse"  # none | sqrt_inverse | inverse
     ferplus_weight: float = 0.0  # share of the target taken from FER+ votes when given
+    # Which truth the model learns and is selected on: "fer2013" (the folder labels) or "ferplus"
+    # (the FER+ majority of ten annotators; images without a 7-class majority are left out).
+    target_labels: str = "fer2013"
     # Share of training samples shown as the live detector and aligner frame them (needs the
     # cached live crops, see edgefer.training.live_crops); model selection then averages the
     # validation accuracy of both framings.
@@ -66,6 +69,7 @@ class Recipe:
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "ferplus_weight": 0 <= self.ferplus_weight <= 1,
             "live_framing": 0 <= self.live_framing <= 1,
+            "target_labels": self.target_labels in ("fer2013", "ferplus"),
             "ema_decay": 0 <= self.ema_decay < 1, "threads": self.threads >= 1,
             "class_weights": self.class_weights in ("none", "sqrt_inverse", "inverse"),
         }

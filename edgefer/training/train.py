@@ -36,6 +36,7 @@ class TrainData:
     val_glob: str = "*"
     ferplus_csv: str | None = None
     crop_cache: str | None = None  # folder for the live-framed crops (recipe.live_framing > 0)
+    init_from: str | None = None  # weights a fine-tune starts from (their own provenance applies)
 
 
 @dataclass
@@ -112,6 +113,8 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
     torch.set_num_threads(recipe.threads)
     train_split, val_split = load_splits(recipe, data)
     state = new_state(recipe, train_split)
+    if data.init_from and not resume:
+        load_initial_weights(state, Path(data.init_from), recipe)
     if resume:
         restore(state, out / "last.pt", recipe)
     else:
@@ -127,17 +130,26 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
 
 
 def load_splits(recipe: Recipe, data: TrainData) -> tuple[Split, Split]:
+    if recipe.target_labels == "ferplus" and not data.ferplus_csv:
+        raise InputError("this recipe learns FER+ labels (target_labels = \"ferplus\"): "
+                         "pass the FER+ votes with --ferplus ferplus_labels.csv")
     votes = datasets.read_ferplus_votes(data.ferplus_csv) if data.ferplus_csv else {}
-    train = _load_split(data.train_dir, data.train_glob, recipe, votes, data.crop_cache)
-    val = _load_split(data.val_dir, data.val_glob, recipe, votes, data.crop_cache)
+    majority = datasets.ferplus_majority(data.ferplus_csv) \
+        if recipe.target_labels == "ferplus" and data.ferplus_csv else None
+    train = _load_split(data.train_dir, data.train_glob, recipe, votes, majority, data.crop_cache)
+    val = _load_split(data.val_dir, data.val_glob, recipe, votes, majority, data.crop_cache)
     log.info("train %d images, validation %d images", len(train.labels), len(val.labels))
     return train, val
 
 
 def _load_split(root: str, glob: str, recipe: Recipe, votes: dict[str, np.ndarray],
-                crop_cache: str | None) -> Split:
+                majority: dict[str, str] | None, crop_cache: str | None) -> Split:
     torch = require("torch", "torch")
-    folder = datasets.scan_image_folder(root, glob)
+    scanned = datasets.scan_image_folder(root, glob)
+    folder = scanned
+    if majority is not None:
+        folder, dropped = datasets.relabel_ferplus(scanned, majority)
+        log.info("%s: %d images without a 7-class FER+ majority left out", root, dropped)
     size = (recipe.input_size, recipe.input_size)
     pixels = datasets.load_pixels(folder, size)
     targets = soft_targets(folder, votes, recipe)
@@ -146,9 +158,13 @@ def _load_split(root: str, glob: str, recipe: Recipe, votes: dict[str, np.ndarra
     if recipe.live_framing > 0:
         from edgefer.training.live_crops import gray_spec, live_framed_pixels
 
-        live, found = live_framed_pixels(folder, gray_spec(recipe.input_size),
+        # Computed (and cached) for the whole folder, so label subsets share one cache.
+        live, found = live_framed_pixels(scanned, gray_spec(recipe.input_size),
                                          crop_cache or default_crop_cache())
-        split.live_pixels, split.live_found = torch.from_numpy(live), torch.from_numpy(found)
+        row = {path: i for i, path in enumerate(scanned.paths)}
+        rows = np.array([row[path] for path in folder.paths])
+        split.live_pixels = torch.from_numpy(live[rows])
+        split.live_found = torch.from_numpy(found[rows])
     return split
 
 
@@ -199,6 +215,21 @@ def new_state(recipe: Recipe, train_split: Split) -> RunState:
          {"params": no_decay, "weight_decay": 0.0}],
         lr=recipe.lr, momentum=recipe.momentum, nesterov=True)
     return RunState(model, ema, optimizer)
+
+
+def load_initial_weights(state: RunState, path: Path, recipe: Recipe) -> None:
+    """Start a fine-tune from a checkpoint or shipped ``.pt`` of the same architecture."""
+    torch = require("torch", "torch")
+    if not path.is_file():
+        raise InputError(f"initial weights not found: {path}")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    arch = saved.get("recipe", {}).get("arch")
+    if arch != recipe.arch:
+        raise InputError(f"{path} holds a {arch!r} model; this recipe trains {recipe.arch!r}")
+    weights = saved.get("ema", saved["model"])
+    state.model.load_state_dict(weights)
+    state.ema.load_state_dict(weights)
+    log.info("fine-tuning from %s", path)
 
 
 def learning_rate(recipe: Recipe, step: int, steps_per_epoch: int) -> float:

@@ -1,0 +1,122 @@
+"""Training for the live path and for FER+: live-framed crops (real BlazeFace on a real portrait),
+capture degradations, FER+ targets and fine-tuning from given weights."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgefer.errors import InputError  # noqa: E402
+from edgefer.training import datasets, live_crops, train  # noqa: E402
+from edgefer.training.recipe import Augment, Recipe  # noqa: E402
+from edgefer.types import EMOTIONS  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def face_folder(tmp_path_factory, portrait) -> Path:
+    """``happy/`` holds the portrait's face cropped FER2013-style at 48x48; ``sad/`` a blank."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("faces")
+    face = cv2.cvtColor(portrait[60:360, 110:410], cv2.COLOR_BGR2GRAY)
+    for label, image in (("happy", cv2.resize(face, (48, 48), interpolation=cv2.INTER_AREA)),
+                         ("sad", np.full((48, 48), 128, np.uint8))):
+        (root / label).mkdir()
+        cv2.imwrite(str(root / label / f"{label}_0.png"), image)
+    return root
+
+
+def test_live_crops_frame_found_faces_and_keep_the_rest(face_folder, tmp_path):
+    folder = datasets.scan_image_folder(face_folder)
+    pixels, found = live_crops.live_framed_pixels(folder, live_crops.gray_spec(48), tmp_path)
+    happy, sad = folder.labels.tolist().index(EMOTIONS.index("happy")), \
+        folder.labels.tolist().index(EMOTIONS.index("sad"))
+    assert found[happy] and not found[sad]
+    original = datasets.load_pixels(folder)
+    assert np.array_equal(pixels[sad], original[sad])  # no face: the original framing stays
+    assert not np.array_equal(pixels[happy], original[happy])  # re-framed by the aligner
+    assert pixels[happy].std() > 10  # a real face, not a black crop
+
+
+def test_live_crops_are_cached_and_keyed_by_framing(face_folder, tmp_path, monkeypatch):
+    folder = datasets.scan_image_folder(face_folder)
+    first = live_crops.live_framed_pixels(folder, live_crops.gray_spec(48), tmp_path)
+
+    def recompute(*args, **kwargs):
+        raise AssertionError("recomputed although cached")
+
+    monkeypatch.setattr(live_crops, "_compute", recompute)
+    again = live_crops.live_framed_pixels(folder, live_crops.gray_spec(48), tmp_path)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    with pytest.raises(AssertionError, match="recomputed"):  # another size is another cache entry
+        live_crops.live_framed_pixels(folder, live_crops.gray_spec(40), tmp_path)
+
+
+def test_degradations_off_change_nothing_and_on_change_images():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(8, 1, 48, 48, generator=generator)
+    assert torch.equal(train.degrade(images, Augment(), generator), images.clamp(0, 1))
+    blurred = train.degrade(images, Augment(blur_prob=1.0, blur_min_side=8), generator)
+    # Downscaling and upscaling removes pixel-level detail: neighbours become alike.
+    assert (blurred.diff(dim=3).abs().mean()) < 0.5 * images.diff(dim=3).abs().mean()
+    noisy = train.degrade(torch.full((64, 1, 48, 48), 0.5), Augment(noise_std=0.1), generator)
+    assert noisy.std() > 0.01 and float(noisy.min()) >= 0 and float(noisy.max()) <= 1
+
+
+def test_live_framing_share_picks_live_crops_only_where_a_face_was_found():
+    split = train.Split(pixels=torch.zeros(4, 2, 2, dtype=torch.uint8), labels=torch.zeros(4),
+                        targets=torch.zeros(4, 7), live_pixels=torch.ones(4, 2, 2, dtype=torch.uint8),
+                        live_found=torch.tensor([True, True, False, False]))
+    batch = torch.arange(4)
+    always = train.training_pixels(split, batch, 1.0, torch.Generator().manual_seed(0))
+    assert always[:, 0, 0].tolist() == [1, 1, 0, 0]
+    never = train.training_pixels(split, batch, 0.0, torch.Generator().manual_seed(0))
+    assert never.sum() == 0
+
+
+def write_votes(path: Path, folder: datasets.ImageFolder, majority: str) -> None:
+    """A FER+-style vote file giving every image the same majority ``majority``."""
+    columns = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+               "contempt", "unknown", "NF"]
+    ferplus_name = {"neutral": "neutral", "happy": "happiness", "sad": "sadness"}[majority]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "ferplus_image_name", *columns])
+        for i, image in enumerate(folder.paths):
+            votes = [8 if c == ferplus_name else 0 for c in columns]
+            votes[columns.index("unknown")] = 2
+            writer.writerow([datasets.image_key(image), f"fer{i:07d}.png", *votes])
+
+
+def test_ferplus_recipe_learns_and_is_selected_on_the_ferplus_majority(face_folder, tmp_path):
+    votes = tmp_path / "ferplus.csv"
+    write_votes(votes, datasets.scan_image_folder(face_folder), "neutral")
+    recipe = Recipe(target_labels="ferplus", ferplus_weight=1.0, label_smoothing=0.0)
+    data = train.TrainData(str(face_folder), str(face_folder), ferplus_csv=str(votes))
+    train_split, val_split = train.load_splits(recipe, data)
+    neutral = EMOTIONS.index("neutral")
+    assert val_split.labels.tolist() == [neutral, neutral]  # folder said happy and sad
+    assert torch.allclose(train_split.targets[:, neutral], torch.ones(2))
+    with pytest.raises(InputError, match="--ferplus"):
+        train.load_splits(recipe, train.TrainData(str(face_folder), str(face_folder)))
+
+
+def test_fine_tuning_starts_from_the_given_weights(face_folder, tmp_path):
+    recipe = Recipe(epochs=1, batch_size=2, bf16=False, threads=1)
+    split = train.load_splits(recipe, train.TrainData(str(face_folder), str(face_folder)))[0]
+    source = train.new_state(recipe.replace(seed=7), split)
+    torch.save({"recipe": recipe.to_dict(), "model": source.model.state_dict()}, tmp_path / "w.pt")
+    state = train.new_state(recipe, split)
+    train.load_initial_weights(state, tmp_path / "w.pt", recipe)
+    for mine, theirs in zip(state.ema.state_dict().values(), source.model.state_dict().values(),
+                            strict=True):
+        assert torch.equal(mine, theirs)
+    with pytest.raises(InputError, match="vgg_m"):
+        train.load_initial_weights(state, tmp_path / "w.pt", recipe.replace(arch="vgg_m"))
+    with pytest.raises(InputError, match="not found"):
+        train.load_initial_weights(state, tmp_path / "missing.pt", recipe)
