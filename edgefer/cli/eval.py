@@ -21,9 +21,9 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--exclude-list", type=Path, metavar="CSV",
                         help="images to drop (first column), e.g. test_train_duplicates.csv")
     parser.add_argument("--ferplus-labels", type=Path, metavar="CSV",
-                        help="score against the FER+ majority vote (ferplus_labels.csv) instead of "
-                             "folder labels; images whose majority is contempt/unknown/not-a-face "
-                             "are dropped")
+                        help="score against the FER+ majority vote (ferplus_labels.csv), and "
+                             "report the folder (FER2013) labels of the same images beside it; "
+                             "images whose majority is contempt/unknown/not-a-face are dropped")
     parser.add_argument("--mode", choices=("crops", "detect"), default="crops",
                         help="crops: images are face crops (default); detect: run the face "
                              "detector and aligner first, as in live use")
@@ -158,6 +158,12 @@ def print_report(console: Any, figures: dict[str, Any]) -> None:
         headline.add_row(name, f"{f['accuracy']:.4f}", f"{f['macro_precision']:.4f}",
                          f"{f['macro_recall']:.4f}", f"{f['macro_f1']:.4f}")
     console.print(headline)
+    if "label_sets" in figures:
+        sets = figures["label_sets"]
+        console.print(f"same images, both label sets: FER2013 labels accuracy "
+                      f"{sets['fer2013']['accuracy']:.4f} (macro F1 {sets['fer2013']['macro_f1']:.4f}); "
+                      f"FER+ majority accuracy {sets['ferplus']['accuracy']:.4f} "
+                      f"(macro F1 {sets['ferplus']['macro_f1']:.4f})")
     if "per_sequence" in figures:
         console.print(f"per sequence ({figures['per_sequence']['sequences']} sequences, mean "
                       f"probability of their frames): accuracy {figures['per_sequence']['accuracy']:.4f}")

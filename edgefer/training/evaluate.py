@@ -9,7 +9,7 @@ from the same probabilities.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ class EvalResult:
     face_found: np.ndarray
     excluded: int = 0
     relabelled_dropped: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    folder_labels: np.ndarray | None = None  # FER2013's own labels when scored against FER+
 
     @property
     def probs(self) -> np.ndarray:
@@ -59,25 +59,37 @@ class EvalResult:
         return self.logits.argmax(1)
 
 
-def load_dataset(options: EvalOptions) -> tuple[datasets.ImageFolder, int, int]:
-    """The images to evaluate, plus how many the exclude list and FER+ relabelling removed."""
+@dataclass(frozen=True)
+class EvalData:
+    """The images to evaluate and their labels, plus what the options left out."""
+
+    folder: datasets.ImageFolder
+    excluded: int  # by the exclude list
+    relabelled_dropped: int  # without a 7-class FER+ majority
+    folder_labels: np.ndarray | None  # the folder's own labels when FER+ labels replaced them
+
+
+def load_dataset(options: EvalOptions) -> EvalData:
     exclude = datasets.read_exclude_list(options.exclude_list) if options.exclude_list else None
     folder = datasets.scan_image_folder(options.data_dir, options.glob)
     kept = datasets.scan_image_folder(options.data_dir, options.glob, exclude) if exclude else folder
-    excluded = len(folder) - len(kept)
+    original = dict(zip(kept.paths, kept.labels.tolist(), strict=True))
     dropped = 0
     if options.ferplus_labels:
         kept, dropped = datasets.relabel_ferplus(
             kept, datasets.ferplus_majority(options.ferplus_labels))
     if options.limit:
         kept = kept.subset(datasets.stratified_sample(kept.labels, options.limit, options.seed))
-    return kept, excluded, dropped
+    folder_labels = np.array([original[p] for p in kept.paths], dtype=np.int64) \
+        if options.ferplus_labels else None
+    return EvalData(kept, len(folder) - len(original), dropped, folder_labels)
 
 
 def evaluate(options: EvalOptions, progress: Callable[[int, int], None] | None = None
              ) -> EvalResult:
     entry = load_model_entry(options.model, options.manifest)
-    folder, excluded, dropped = load_dataset(options)
+    data = load_dataset(options)
+    folder = data.folder
     with open_engine(entry, options.engine, threads=2, precision=options.precision) as engine:
         if options.mode == "crops":
             logits, found = _predict_crops(folder, entry, engine.run, progress)
@@ -86,7 +98,7 @@ def evaluate(options: EvalOptions, progress: Callable[[int, int], None] | None =
         else:
             raise InputError(f"eval mode must be 'crops' or 'detect', got {options.mode!r}")
     return EvalResult(list(folder.paths), folder.labels, logits, entry.temperature, found,
-                      excluded, dropped)
+                      data.excluded, data.relabelled_dropped, data.folder_labels)
 
 
 def _predict_crops(folder: datasets.ImageFolder, entry: ModelEntry,
@@ -163,11 +175,23 @@ def report(result: EvalResult, thresholds: tuple[float, ...] = (0.0, 0.3, 0.4, 0
     if len(present) < len(EMOTIONS):
         restricted = present[logits[:, present].argmax(1)]
         out["restricted_to_present_classes"] = metrics.summary(y_true, restricted)
+    if result.folder_labels is not None:
+        out["label_sets"] = label_sets(result)
     sequences = sequence_accuracy([p for p, f in zip(result.paths, found, strict=True) if f],
                                   y_true, probs)
     if sequences is not None:
         out["per_sequence"] = sequences
     return out
+
+
+def label_sets(result: EvalResult) -> dict[str, Any]:
+    """The same predictions scored against both truths: FER2013's one label per image and the
+    FER+ majority of ten annotators (who call many weak expressions neutral). Misses of
+    ``detect`` mode count as wrong in both."""
+    found = result.face_found
+    return {name: {**metrics.summary(labels[found], result.y_pred[found]),
+                   "accuracy": float(np.sum(labels[found] == result.y_pred[found]) / len(labels))}
+            for name, labels in (("fer2013", result.folder_labels), ("ferplus", result.y_true))}
 
 
 def sequence_accuracy(paths: list[Path], y_true: np.ndarray, probs: np.ndarray
