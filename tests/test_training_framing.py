@@ -73,9 +73,9 @@ def test_live_framing_share_picks_live_crops_only_where_a_face_was_found():
                         targets=torch.zeros(4, 7), live_pixels=torch.ones(4, 2, 2, dtype=torch.uint8),
                         live_found=torch.tensor([True, True, False, False]))
     batch = torch.arange(4)
-    always = train.training_pixels(split, batch, 1.0, torch.Generator().manual_seed(0))
-    assert always[:, 0, 0].tolist() == [1, 1, 0, 0]
-    never = train.training_pixels(split, batch, 0.0, torch.Generator().manual_seed(0))
+    always, live = train.training_pixels(split, batch, 1.0, torch.Generator().manual_seed(0))
+    assert always[:, 0, 0].tolist() == [1, 1, 0, 0] and live.tolist() == [True, True, False, False]
+    never, _ = train.training_pixels(split, batch, 0.0, torch.Generator().manual_seed(0))
     assert never.sum() == 0
 
 
@@ -120,3 +120,23 @@ def test_fine_tuning_starts_from_the_given_weights(face_folder, tmp_path):
         train.load_initial_weights(state, tmp_path / "w.pt", recipe.replace(arch="vgg_m"))
     with pytest.raises(InputError, match="not found"):
         train.load_initial_weights(state, tmp_path / "missing.pt", recipe)
+
+
+def test_distillation_targets_are_the_teachers_softened_probabilities(face_folder, tmp_path):
+    recipe = Recipe(epochs=1, batch_size=2, bf16=False, threads=1, teacher_weight=1.0,
+                    teacher_temperature=3.0)
+    split = train.load_splits(recipe, train.TrainData(str(face_folder), str(face_folder)))[0]
+    teacher = train.new_state(recipe.replace(seed=3), split).model.eval()
+    torch.save({"recipe": recipe.to_dict(), "model": teacher.state_dict()}, tmp_path / "t.pt")
+    train.add_teacher_targets(split, recipe, (str(tmp_path / "t.pt"),))
+    inputs = (split.pixels.unsqueeze(1).float() / 255 - recipe.mean) / recipe.std
+    with torch.no_grad():
+        logits = (teacher(inputs) + teacher(torch.flip(inputs, dims=[3]))) / 2
+    expected = torch.softmax(logits / 3.0, dim=1)
+    assert torch.allclose(split.teacher, expected, atol=1e-5)
+    live = torch.zeros(2, dtype=torch.bool)
+    assert torch.allclose(train.batch_targets(split, torch.arange(2), live, 1.0), expected, atol=1e-5)
+    half = train.batch_targets(split, torch.arange(2), live, 0.5)
+    assert torch.allclose(half, (split.targets + expected) / 2, atol=1e-5)
+    with pytest.raises(InputError, match="--teacher"):
+        train.add_teacher_targets(split, recipe, ())

@@ -33,6 +33,9 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--init", metavar="PT",
                         help="start from these weights (a checkpoint or a shipped .pt of the same "
                              "architecture): fine-tuning")
+    parser.add_argument("--teacher", metavar="PT", action="append", default=[],
+                        help="a checkpoint to distil from (repeat for an ensemble; recipes with "
+                             "teacher_weight > 0)")
     parser.add_argument("--crop-cache", metavar="DIR",
                         help="where live-framed training crops are cached (recipes with "
                              "live_framing > 0; default ~/.cache/edgefer/crops)")
@@ -49,7 +52,7 @@ def run_train(args: argparse.Namespace) -> int:
                                    ("threads", args.threads)) if v is not None}
     recipe = recipe.replace(**overrides)
     data = TrainData(args.train_dir, args.val, args.train_glob, args.val_glob, args.ferplus,
-                     args.crop_cache, args.init)
+                     args.crop_cache, args.init, tuple(args.teacher))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.resume:

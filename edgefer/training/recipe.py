@@ -57,6 +57,11 @@ class Recipe:
     # cached live crops, see edgefer.training.live_crops); model selection then averages the
     # validation accuracy of both framings.
     live_framing: float = 0.0
+    # Knowledge distillation: share of the target taken from the teachers' probabilities
+    # (``edgefer train --teacher PT``, averaged over teachers and mirror images, softened by
+    # ``teacher_temperature``), computed once per image and framing before training.
+    teacher_weight: float = 0.0
+    teacher_temperature: float = 2.0
     ema_decay: float = 0.999
     bf16: bool = True  # autocast on CPUs with AMX/AVX512-BF16; weights stay fp32
     seed: int = 0
@@ -70,6 +75,8 @@ class Recipe:
             "ferplus_weight": 0 <= self.ferplus_weight <= 1,
             "live_framing": 0 <= self.live_framing <= 1,
             "target_labels": self.target_labels in ("fer2013", "ferplus"),
+            "teacher_weight": 0 <= self.teacher_weight <= 1,
+            "teacher_temperature": self.teacher_temperature > 0,
             "ema_decay": 0 <= self.ema_decay < 1, "threads": self.threads >= 1,
             "class_weights": self.class_weights in ("none", "sqrt_inverse", "inverse"),
         }

@@ -37,6 +37,7 @@ class TrainData:
     ferplus_csv: str | None = None
     crop_cache: str | None = None  # folder for the live-framed crops (recipe.live_framing > 0)
     init_from: str | None = None  # weights a fine-tune starts from (their own provenance applies)
+    teachers: tuple[str, ...] = ()  # checkpoints distilled from (recipe.teacher_weight > 0)
 
 
 @dataclass
@@ -91,6 +92,8 @@ class Split:
     targets: Any  # torch float32 (N, 7): smoothed one-hot, optionally blended with FER+ votes
     live_pixels: Any = None  # torch uint8 (N, H, W): live-framed crops (original where none found)
     live_found: Any = None  # torch bool (N,)
+    teacher: Any = None  # torch float32 (N, 7): the teachers' probabilities, original framing
+    live_teacher: Any = None  # the same for the live framing
 
 
 @dataclass
@@ -112,6 +115,8 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(recipe.threads)
     train_split, val_split = load_splits(recipe, data)
+    if recipe.teacher_weight > 0:
+        add_teacher_targets(train_split, recipe, data.teachers)
     state = new_state(recipe, train_split)
     if data.init_from and not resume:
         load_initial_weights(state, Path(data.init_from), recipe)
@@ -287,7 +292,8 @@ def train_step(state: RunState, recipe: Recipe, split: Split, batch: Any, class_
     torch = require("torch", "torch")
     for group in state.optimizer.param_groups:
         group["lr"] = lr
-    images = training_pixels(split, batch, recipe.live_framing, generator).unsqueeze(1).float().div_(255.0)
+    pixels, live = training_pixels(split, batch, recipe.live_framing, generator)
+    images = pixels.unsqueeze(1).float().div_(255.0)
     images = augment(images, recipe.augment, generator)
     images = degrade(images, recipe.augment, generator)
     inputs = ((images - recipe.mean) / recipe.std).contiguous(memory_format=torch.channels_last)
@@ -296,7 +302,7 @@ def train_step(state: RunState, recipe: Recipe, split: Split, batch: Any, class_
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
         logits = state.model(inputs)
     log_probs = torch.log_softmax(logits.float(), dim=1)
-    per_sample = -(split.targets[batch] * log_probs).sum(1)
+    per_sample = -(batch_targets(split, batch, live, recipe.teacher_weight) * log_probs).sum(1)
     loss = (per_sample * class_weight[labels]).mean()
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -305,15 +311,62 @@ def train_step(state: RunState, recipe: Recipe, split: Split, batch: Any, class_
     return float(loss.detach()), int((logits.argmax(1) == labels).sum())
 
 
-def training_pixels(split: Split, batch: Any, live_framing: float, generator: Any) -> Any:
+def training_pixels(split: Split, batch: Any, live_framing: float, generator: Any
+                    ) -> tuple[Any, Any]:
     """The batch's uint8 pixels, each image in its live framing with probability ``live_framing``
-    (where a live crop exists)."""
+    (where a live crop exists), and which images are."""
     torch = require("torch", "torch")
     pixels = split.pixels[batch]
     if split.live_pixels is None or live_framing <= 0:
-        return pixels
+        return pixels, torch.zeros(len(batch), dtype=torch.bool)
     chosen = (torch.rand(len(batch), generator=generator) < live_framing) & split.live_found[batch]
-    return torch.where(chosen.view(-1, 1, 1), split.live_pixels[batch], pixels)
+    return torch.where(chosen.view(-1, 1, 1), split.live_pixels[batch], pixels), chosen
+
+
+def batch_targets(split: Split, batch: Any, live: Any, teacher_weight: float) -> Any:
+    """Label targets, blended with the teachers' probabilities for the framing each image has."""
+    torch = require("torch", "torch")
+    targets = split.targets[batch]
+    if split.teacher is None or teacher_weight <= 0:
+        return targets
+    teacher = split.teacher[batch]
+    if split.live_teacher is not None:
+        teacher = torch.where(live.view(-1, 1), split.live_teacher[batch], teacher)
+    return (1 - teacher_weight) * targets + teacher_weight * teacher
+
+
+def add_teacher_targets(split: Split, recipe: Recipe, teachers: tuple[str, ...]) -> None:
+    """The teachers' mean flip-averaged probabilities at ``recipe.teacher_temperature``, once per
+    image and framing (offline distillation: the student's augmentations are not re-scored)."""
+    if not teachers:
+        raise InputError("this recipe distils (teacher_weight > 0): name the teacher "
+                         "checkpoints with --teacher PT")
+    split.teacher = teacher_probs(teachers, split.pixels, recipe)
+    if split.live_pixels is not None:
+        split.live_teacher = teacher_probs(teachers, split.live_pixels, recipe)
+
+
+def teacher_probs(teachers: tuple[str, ...], pixels: Any, recipe: Recipe, batch_size: int = 512
+                  ) -> Any:
+    torch = require("torch", "torch")
+    from edgefer.backends.torch import load_checkpoint
+
+    total = torch.zeros(len(pixels), 7)
+    for path in teachers:
+        module, saved = load_checkpoint(Path(path))
+        teacher_recipe = Recipe.from_dict(saved["recipe"])
+        if teacher_recipe.input_size != recipe.input_size:
+            raise InputError(f"teacher {path} takes {teacher_recipe.input_size}px faces, "
+                             f"the student {recipe.input_size}px")
+        with torch.no_grad():
+            for start in range(0, len(pixels), batch_size):
+                images = pixels[start:start + batch_size].unsqueeze(1).float() / 255.0
+                inputs = (images - teacher_recipe.mean) / teacher_recipe.std
+                logits = (module(inputs) + module(torch.flip(inputs, dims=[3]))) / 2
+                total[start:start + batch_size] += torch.softmax(
+                    logits.float() / recipe.teacher_temperature, dim=1)
+        log.info("teacher %s scored %d images", path, len(pixels))
+    return total / len(teachers)
 
 
 def degrade(images: Any, cfg: Augment, generator: Any) -> Any:
