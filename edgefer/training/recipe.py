@@ -63,7 +63,7 @@ class Recipe:
     teacher_weight: float = 0.0
     teacher_temperature: float = 2.0
     ema_decay: float = 0.999
-    bf16: bool = True  # autocast on CPUs with AMX/AVX512-BF16; weights stay fp32
+    bf16: bool = True  # autocast on CPUs with AMX/AVX512-BF16 (ignored elsewhere); weights stay fp32
     seed: int = 0
     threads: int = 2
     augment: Augment = field(default_factory=Augment)

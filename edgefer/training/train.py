@@ -8,6 +8,7 @@ when validation accuracy improves, ``best.pt``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -222,6 +223,18 @@ def new_state(recipe: Recipe, train_split: Split) -> RunState:
     return RunState(model, ema, optimizer)
 
 
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX). Elsewhere autocast
+    emulates it many times slower than float32, so recipes' ``bf16`` is ignored there."""
+    torch = require("torch", "torch")
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    native = any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    if not native:
+        log.info("this CPU has no native bfloat16: training in float32")
+    return native
+
+
 def load_initial_weights(state: RunState, path: Path, recipe: Recipe) -> None:
     """Start a fine-tune from a checkpoint or shipped ``.pt`` of the same architecture."""
     torch = require("torch", "torch")
@@ -299,7 +312,7 @@ def train_step(state: RunState, recipe: Recipe, split: Split, batch: Any, class_
     inputs = ((images - recipe.mean) / recipe.std).contiguous(memory_format=torch.channels_last)
     inputs = random_erase(inputs, recipe.augment, generator)
     labels = split.labels[batch]
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16 and native_bf16()):
         logits = state.model(inputs)
     log_probs = torch.log_softmax(logits.float(), dim=1)
     per_sample = -(batch_targets(split, batch, live, recipe.teacher_weight) * log_probs).sum(1)
