@@ -120,6 +120,8 @@ def add_export_command(commands: Any) -> None:
     parser.add_argument("--recipe", required=True, help="the recipe file the run used")
     parser.add_argument("--tta", choices=("none", "flip"), default="none",
                         help="flip: average the model with its mirror image inside the ONNX graph")
+    parser.add_argument("--ferplus-labels", metavar="CSV",
+                        help="judge and calibrate against the FER+ majority (models trained to FER+)")
     parser.add_argument("--default", action="store_true", help="make it the manifest's default")
     parser.set_defaults(run=run_export)
 
@@ -133,6 +135,8 @@ def add_quantize_command(commands: Any) -> None:
     parser.add_argument("--name", required=True, help="manifest name of the int8 model")
     parser.add_argument("--val", required=True, help="validation images, DIR/<class>/*")
     parser.add_argument("--val-glob", default="*")
+    parser.add_argument("--ferplus-labels", metavar="CSV",
+                        help="judge and calibrate against the FER+ majority (models trained to FER+)")
     parser.add_argument("--default", action="store_true", help="make it the manifest's default")
     parser.set_defaults(run=run_quantize)
 
@@ -147,7 +151,8 @@ def run_quantize(args: argparse.Namespace) -> int:
     source = load_model_entry(args.model)
     source.verify()
     with console.status("quantizing and checking on the validation images"):
-        target, figures = export.quantize_int8(source, args.name, args.val, args.val_glob)
+        target, figures = export.quantize_int8(source, args.name, args.val, args.val_glob,
+                                              ferplus_csv=args.ferplus_labels)
         entry = export.quantized_entry(source, target, figures, command_line())
         update_manifest(args.name, entry, make_default=args.default)
     console.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB): validation accuracy "
@@ -170,7 +175,7 @@ def run_export(args: argparse.Namespace) -> int:
     console = Console()
     with console.status("exporting, checking parity and calibrating"):
         report = export.export_checkpoint(args.checkpoint, args.name, args.val, args.val_glob,
-                                          tta=args.tta)
+                                          tta=args.tta, ferplus_csv=args.ferplus_labels)
         entry = export.manifest_entry(report, args.recipe, args.val, args.val_glob,
                                       command_line(), train_command(args.checkpoint))
         update_manifest(args.name, entry, make_default=args.default)

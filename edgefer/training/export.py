@@ -75,17 +75,33 @@ def input_spec(recipe: dict[str, Any]) -> InputSpec:
                      scale=1 / 255, mean=(recipe["mean"],), std=(recipe["std"],), crop=CropSpec())
 
 
+def validation_folder(val_dir: str, val_glob: str, ferplus_csv: str | None
+                      ) -> datasets.ImageFolder:
+    """The validation images with the labels the model is judged by: the folder's, or the FER+
+    majority (images without one left out) for models trained to FER+."""
+    folder = datasets.scan_image_folder(val_dir, val_glob)
+    if ferplus_csv:
+        folder, _ = datasets.relabel_ferplus(folder, datasets.ferplus_majority(ferplus_csv))
+    return folder
+
+
 def export_checkpoint(checkpoint: Path, name: str, val_dir: str, val_glob: str,
-                      engines_dir: Path = MANIFEST_PATH.parent, tta: str = "none") -> ExportReport:
+                      engines_dir: Path = MANIFEST_PATH.parent, tta: str = "none",
+                      ferplus_csv: str | None = None) -> ExportReport:
     """Export ``checkpoint`` as ``engines/<name>.onnx`` (+ ``.pt`` weights) and calibrate it.
 
     ``tta="flip"`` exports the model averaged with its mirror image (twice the compute).
+    Models trained to FER+ (``target_labels = "ferplus"``) are calibrated against the FER+
+    majority, which ``ferplus_csv`` must then provide.
     """
     torch = require("torch", "torch")
     from edgefer.backends.torch import load_checkpoint
     from edgefer.models import with_flip_average
 
     base, saved = load_checkpoint(checkpoint)
+    if saved["recipe"].get("target_labels") == "ferplus" and not ferplus_csv:
+        raise ModelError(f"{checkpoint} learned FER+ labels: calibrate it against them with "
+                         "--ferplus-labels ferplus_labels.csv")
     module = with_flip_average(base).eval() if tta == "flip" else base
     spec = input_spec(saved["recipe"])
     engines_dir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +109,7 @@ def export_checkpoint(checkpoint: Path, name: str, val_dir: str, val_glob: str,
     weights_path = engines_dir / f"{name}.pt"
     export_onnx(module, onnx_path, spec)
     torch.save({"model": base.state_dict(), "recipe": saved["recipe"]}, weights_path)
-    folder = datasets.scan_image_folder(val_dir, val_glob)
+    folder = validation_folder(val_dir, val_glob, ferplus_csv)
     batch = spec.normalize(datasets.load_pixels(folder, (spec.height, spec.width)))
     max_diff = parity(module, onnx_path, batch)
     if max_diff > PARITY_TOLERANCE:
@@ -146,6 +162,8 @@ def manifest_entry(report: ExportReport, recipe_file: str, val_dir: str, val_glo
             "onnx_parity_max_abs_prob_diff": {"value": report.parity_max_abs_diff,
                                               "images": report.parity_images, "command": command},
         },
+        # The truth the model learned: "fer2013" (folder labels) or "ferplus" (FER+ majority).
+        "labels": report.recipe.get("target_labels", "fer2013"),
         "train": {
             "data": report.train_data,
             "recipe": str(Path(recipe_file).resolve().relative_to(engines_dir.resolve()))
@@ -158,8 +176,8 @@ def manifest_entry(report: ExportReport, recipe_file: str, val_dir: str, val_glo
 
 
 def quantize_int8(source: ModelEntry, name: str, val_dir: str, val_glob: str,
-                  engines_dir: Path = MANIFEST_PATH.parent, calibration_images: int = 512
-                  ) -> tuple[Path, dict[str, Any]]:
+                  engines_dir: Path = MANIFEST_PATH.parent, calibration_images: int = 512,
+                  ferplus_csv: str | None = None) -> tuple[Path, dict[str, Any]]:
     """Static int8 quantization (QDQ, per-channel weights) of ``source`` for ONNX Runtime CPUs.
 
     Calibrated on a stratified sample of the validation split; returns the file and its figures
@@ -168,7 +186,7 @@ def quantize_int8(source: ModelEntry, name: str, val_dir: str, val_glob: str,
     quantization = require("onnxruntime.quantization", "torch")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    folder = datasets.scan_image_folder(val_dir, val_glob)
+    folder = validation_folder(val_dir, val_glob, ferplus_csv)
     spec = source.input
     batch = spec.normalize(datasets.load_pixels(folder, (spec.height, spec.width)))
     sample = batch[datasets.stratified_sample(folder.labels, calibration_images)]
