@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgefer.types import EMOTIONS, Faces, Keypoint
+from edgefer.types import EMOTIONS, UNKNOWN, Faces, Keypoint, LabelSource, label_name
 
 # BGR colours per emotion, chosen to stay distinct for common colour-vision deficiencies.
 COLORS: dict[str, tuple[int, int, int]] = {
     "angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (170, 60, 150),
     "happy": (0, 200, 255), "sad": (200, 120, 30), "surprise": (230, 200, 0),
-    "neutral": (200, 200, 200),
+    "neutral": (200, 200, 200), UNKNOWN: (128, 128, 128),
 }
 LLM_MARK_COLOR = (255, 0, 255)
 
@@ -25,18 +25,13 @@ class Hud:
 
 
 def face_label(faces: Faces, row: int) -> tuple[str, float, bool]:
-    """The label to show (final, else smoothed, else raw), its probability, and whether the LLM gave it."""
-    final = faces.data.get("final_label")
-    source = faces.data.get("final_source")
-    if final is not None and final[row]:
-        label = str(final[row])
-    elif faces.smoothed_labels[row] >= 0:
-        label = EMOTIONS[int(faces.smoothed_labels[row])]
-    else:
-        label = EMOTIONS[int(faces.probs[row].argmax())]
-    probs = faces.smoothed_probs[row] if faces.smoothed_probs[row].any() else faces.probs[row]
-    from_llm = source is not None and str(source[row]) in ("llm", "fuse")
-    return label, float(probs[EMOTIONS.index(label)]), from_llm
+    """The label ``decide_labels`` chose for ``row`` ("unknown" if unset), the probability the
+    CNN gives it, and whether the LLM had a hand in it."""
+    index = int(faces.final_labels[row])
+    label = label_name(index)
+    confidence = float(faces.shown_probs(row)[index]) if index >= 0 else 0.0
+    from_llm = faces.label_sources[row] in (LabelSource.LLM, LabelSource.FUSE)
+    return label, confidence, bool(from_llm)
 
 
 def draw_faces(image: np.ndarray, faces: Faces, debug: bool = False) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The frame pipeline: detect -> align -> classify -> track -> smooth, wired and overlapped.
+"""The frame pipeline: detect -> align -> classify -> track -> smooth -> second opinion -> decide.
 
 ``Recognizer.process`` runs one frame synchronously. ``Recognizer.run`` overlaps the stages over
 a stream with two worker threads (decode; detect + align) and bounded queues, while the caller's
@@ -16,19 +16,23 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from edgefer.align import Aligner
 from edgefer.backends import open_engine
 from edgefer.classify import Classifier
+from edgefer.decide import decide_labels
 from edgefer.detect import DetectorOptions, FaceDetector
 from edgefer.llm.config import LlmConfig
 from edgefer.manifest import MANIFEST_PATH, ModelEntry, load_model_entry
 from edgefer.smooth import Smoother, SmoothingOptions
 from edgefer.track import IouTracker, Track, TrackerOptions
 from edgefer.types import Faces, Frame, FrameResult
+
+if TYPE_CHECKING:
+    from edgefer.llm.stage import LlmStatus, SecondOpinionStage
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ class Recognizer:
 
     >>> with Recognizer() as recognizer:                      # doctest: +SKIP
     ...     for result in recognizer.run(open_source("clip.mp4")):
-    ...         print(result.frame.index, result.faces.smoothed_labels)
+    ...         print(result.frame.index, result.faces.final_labels)
     """
 
     def __init__(self, options: RecognizerOptions = RecognizerOptions()) -> None:
@@ -77,15 +81,15 @@ class Recognizer:
         except BaseException:
             self.detector.close()
             raise
-        self.classifier = Classifier(engine, self.model.temperature)
-        self.tracker = IouTracker(options.tracker)
-        self.smoother = Smoother(options.smoothing)
-        self.second_opinion = None
+        self.classifier = Classifier(engine, self.model.temperature, len(self.model.classes))
+        self._tracker = IouTracker(options.tracker)
+        self._smoother = Smoother(options.smoothing)
+        self._second_opinion: SecondOpinionStage | None = None
         if options.llm is not None:
             from edgefer.llm.stage import SecondOpinionStage
 
             try:
-                self.second_opinion = SecondOpinionStage(options.llm, self.aligner)
+                self._second_opinion = SecondOpinionStage(options.llm, self.aligner)
             except BaseException:
                 self.close()
                 raise
@@ -111,34 +115,39 @@ class Recognizer:
 
     def reset(self) -> list[Track]:
         """Start a new stream (next file): end every track and return them."""
-        self.tracker.end_all()
+        self._tracker.end_all()
         ended = self.pop_ended_tracks()
-        if self.second_opinion is not None:
-            self.second_opinion.new_stream()
+        if self._second_opinion is not None:
+            self._second_opinion.new_stream()
         return ended
 
+    def reserve_track_ids(self, next_id: int) -> None:
+        """Number new tracks from ``next_id`` on (a resumed run continues its ids)."""
+        self._tracker.reserve_ids(next_id)
+
     def pop_ended_tracks(self) -> list[Track]:
-        ended = self.tracker.pop_ended()
+        ended = self._tracker.pop_ended()
         ids = [t.track_id for t in ended]
-        self.smoother.forget(ids)
-        if self.second_opinion is not None:
-            self.second_opinion.forget(ids)
+        self._smoother.forget(ids)
+        if self._second_opinion is not None:
+            self._second_opinion.forget(ids)
         return ended
 
     def wait_for_second_opinions(self, timeout_s: float) -> list[dict]:
         """For offline runs: wait (bounded) for outstanding LLM answers and return the events
         of every answer applied since the last call."""
-        if self.second_opinion is None:
+        if self._second_opinion is None:
             return []
-        self.second_opinion.worker.drain(timeout_s)
-        self.second_opinion.collect(self._last_time_s)
+        self._second_opinion.drain(timeout_s, self._last_time_s)
         return self.take_events()
 
     def take_events(self) -> list[dict]:
-        if self.second_opinion is None:
-            return []
-        events, self.second_opinion.events = self.second_opinion.events, []
-        return events
+        """The second opinion's ``llm_answer`` events since the last call (none without LLM)."""
+        return [] if self._second_opinion is None else self._second_opinion.take_events()
+
+    def llm_status(self) -> LlmStatus | None:
+        """Queue length and counters of the second opinion; None when it is off."""
+        return None if self._second_opinion is None else self._second_opinion.status()
 
     def _detect_timed(self, timed: tuple[Frame, float]) -> _Detected:
         frame, decode_ms = timed
@@ -162,14 +171,19 @@ class Recognizer:
         if not keep.all():
             log.debug("frame %d: %d faces without usable keypoints dropped", item.frame.index,
                       int((~keep).sum()))
-            faces = _select(faces, keep)
+            faces = faces[keep]
         faces.probs[:] = self.classifier.classify(item.batch[keep])
         classified = time.perf_counter()
-        self.tracker.update(faces, item.frame.timestamp_s)
-        self.smoother.update(faces, item.frame.timestamp_s)
+        self._tracker.update(faces, item.frame.timestamp_s)
+        self._smoother.update(faces, item.frame.timestamp_s)
         tracked = time.perf_counter()
-        if self.second_opinion is not None:
-            self.second_opinion.update(item.frame, faces)
+        if self._second_opinion is not None:
+            self._second_opinion.update(item.frame, faces)
+        llm = self.options.llm
+        if llm is None:
+            decide_labels(faces)
+        else:
+            decide_labels(faces, llm.policy, llm.fuse_weight)
         done = time.perf_counter()
         self._last_time_s = item.frame.timestamp_s
         latency = {**item.latency_ms, "classify": (classified - start) * 1000,
@@ -177,8 +191,8 @@ class Recognizer:
         return FrameResult(item.frame, faces, latency)
 
     def close(self) -> None:
-        if getattr(self, "second_opinion", None) is not None:
-            self.second_opinion.close()
+        if getattr(self, "_second_opinion", None) is not None:
+            self._second_opinion.close()
         if getattr(self, "classifier", None) is not None:
             self.classifier.close()
         self.detector.close()
@@ -188,11 +202,6 @@ class Recognizer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _select(faces: Faces, rows: np.ndarray) -> Faces:
-    return Faces(faces.xyxy[rows], faces.scores[rows], faces.keypoints[rows],
-                 data={k: v[rows] for k, v in faces.data.items()})
 
 
 def _timed_iter(frames: Iterable[Frame]) -> Iterator[tuple[Frame, float]]:

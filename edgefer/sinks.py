@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgefer.errors import InputError, OutputError, require
-from edgefer.types import EMOTIONS, FrameResult
+from edgefer.types import EMOTIONS, FrameResult, LabelSource
 
 ROW_COLUMNS: tuple[str, ...] = (
     "file", "frame", "time_s", "track_id", "x", "y", "w", "h", "det_score",
@@ -29,16 +29,12 @@ PARQUET_ROW_GROUP = 4096
 
 
 def face_rows(file: str, result: FrameResult) -> list[dict[str, Any]]:
-    """One row per face of a processed frame, in ``ROW_COLUMNS`` order."""
+    """One row per face of a processed frame, in ``ROW_COLUMNS`` order; unset labels are ""."""
     faces = result.faces
+    raw_labels, cnn_labels = faces.raw_labels, faces.cnn_labels
     rows = []
-    llm_labels = faces.data.get("llm_label")
-    final_labels = faces.data.get("final_label")
-    final_sources = faces.data.get("final_source")
     for i in range(len(faces)):
         x0, y0, x1, y1 = (float(v) for v in faces.xyxy[i])
-        label = EMOTIONS[int(faces.probs[i].argmax())]
-        smoothed = EMOTIONS[int(faces.smoothed_labels[i])] if faces.smoothed_labels[i] >= 0 else ""
         row: dict[str, Any] = {
             "file": file, "frame": result.frame.index, "time_s": round(result.frame.timestamp_s, 4),
             "track_id": int(faces.track_ids[i]), "x": round(x0, 1), "y": round(y0, 1),
@@ -46,14 +42,18 @@ def face_rows(file: str, result: FrameResult) -> list[dict[str, Any]]:
         }
         row.update({f"p_{e}": round(float(p), 5) for e, p in zip(EMOTIONS, faces.probs[i], strict=False)})
         row.update({
-            "label": label, "confidence": round(float(faces.probs[i].max()), 5),
-            "smoothed_label": smoothed, "cnn_label": smoothed or label,
-            "llm_label": str(llm_labels[i]) if llm_labels is not None else "",
-            "final_label": str(final_labels[i]) if final_labels is not None else smoothed or label,
-            "final_source": str(final_sources[i]) if final_sources is not None else "cnn",
+            "label": _name(raw_labels[i]),
+            "confidence": round(float(faces.probs[i].max()), 5),
+            "smoothed_label": _name(faces.smoothed_labels[i]), "cnn_label": _name(cnn_labels[i]),
+            "llm_label": _name(faces.llm_labels[i]), "final_label": _name(faces.final_labels[i]),
+            "final_source": LabelSource(int(faces.label_sources[i])).label,
         })
         rows.append(row)
     return rows
+
+
+def _name(index: np.integer) -> str:
+    return EMOTIONS[int(index)] if index >= 0 else ""
 
 
 def check_output(path: str | Path, overwrite: bool, suffixes: tuple[str, ...]) -> Path:

@@ -8,7 +8,7 @@ adapter converts its normalized keypoints once, in ``detect``).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -65,9 +65,35 @@ class Frame:
         return round(self.timestamp_s * 1000)
 
 
-def _column(values: np.ndarray | None, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+UNKNOWN = "unknown"  # the name of an unset label (-1): never a class, never "neutral"
+
+
+def label_name(index: int) -> str:
+    """The class name of a label index; -1 (unset) reads as ``"unknown"``, not as a class."""
+    return EMOTIONS[index] if 0 <= index < len(EMOTIONS) else UNKNOWN
+
+
+class LabelSource(enum.IntEnum):
+    """Who gave a face's final label (``Faces.label_sources``).
+
+    ``CNN`` is the classifier's label, smoothed over the track when the face is tracked;
+    ``LLM`` is the vision LLM's answer (policy ``override``); ``FUSE`` a weighted mix of both.
+    """
+
+    UNKNOWN = -1
+    CNN = 0
+    LLM = 1
+    FUSE = 2
+
+    @property
+    def label(self) -> str:
+        return "" if self is LabelSource.UNKNOWN else self.name.lower()
+
+
+def _column(values: np.ndarray | None, shape: tuple[int, ...], dtype: type,
+            fill: float = 0) -> np.ndarray:
     if values is None:
-        return np.zeros(shape, dtype=dtype)
+        return np.full(shape, fill, dtype=dtype)
     array = np.asarray(values, dtype=dtype)
     if array.shape != shape:
         raise ValueError(f"expected shape {shape}, got {array.shape}")
@@ -78,34 +104,41 @@ def _column(values: np.ndarray | None, shape: tuple[int, ...], dtype: type) -> n
 class Faces:
     """All faces of one frame as columns, one row per face.
 
-    The detector fills ``xyxy``, ``scores`` and ``keypoints``; alignment, classification,
-    tracking and the second opinion fill the rest. ``data`` carries extra per-row columns
-    (each an array of length ``len(self)``) that stages may add without changing this type.
+    The detector fills ``xyxy``, ``scores`` and ``keypoints``; the classifier ``probs``; the
+    tracker ``track_ids``; the smoother ``smoothed_probs`` and ``smoothed_labels``; the second
+    opinion ``llm_probs`` and ``llm_labels``; and ``decide_labels`` (``edgefer.decide``), the one
+    place that decides what is shown, ``final_labels`` and ``label_sources``. The pipeline fills
+    every column on every frame. Labels are indices into ``EMOTIONS``; -1 means unset and reads
+    as ``"unknown"`` (``label_name``), never as a class. ``faces[mask]`` and ``faces[indices]``
+    select rows and keep every column.
     """
 
     xyxy: np.ndarray
     scores: np.ndarray
     keypoints: np.ndarray
-    probs: np.ndarray = field(default=None)  # type: ignore[assignment]
-    track_ids: np.ndarray = field(default=None)  # type: ignore[assignment]
-    smoothed_probs: np.ndarray = field(default=None)  # type: ignore[assignment]
-    smoothed_labels: np.ndarray = field(default=None)  # type: ignore[assignment]
-    data: dict[str, np.ndarray] = field(default_factory=dict)
+    probs: np.ndarray = field(default=None)  # type: ignore[assignment]  # (N, 7) calibrated CNN
+    track_ids: np.ndarray = field(default=None)  # type: ignore[assignment]  # (N,) -1: untracked
+    smoothed_probs: np.ndarray = field(default=None)  # type: ignore[assignment]  # (N, 7)
+    smoothed_labels: np.ndarray = field(default=None)  # type: ignore[assignment]  # (N,) -1: unset
+    llm_probs: np.ndarray = field(default=None)  # type: ignore[assignment]  # (N, 7) NaN: no answer
+    llm_labels: np.ndarray = field(default=None)  # type: ignore[assignment]  # (N,) -1: no answer
+    final_labels: np.ndarray = field(default=None)  # type: ignore[assignment]  # (N,) -1: unset
+    label_sources: np.ndarray = field(default=None)  # type: ignore[assignment]  # (N,) LabelSource
 
     def __post_init__(self) -> None:
         n = len(np.asarray(self.xyxy).reshape(-1, 4))
+        classes = len(Emotion)
         self.xyxy = _column(np.asarray(self.xyxy).reshape(-1, 4), (n, 4), np.float32)
         self.scores = _column(self.scores, (n,), np.float32)
         self.keypoints = _column(self.keypoints, (n, len(Keypoint), 2), np.float32)
-        self.probs = _column(self.probs, (n, len(Emotion)), np.float32)
-        self.track_ids = _column(self.track_ids, (n,), np.int64) if self.track_ids is not None \
-            else np.full(n, -1, dtype=np.int64)
-        self.smoothed_probs = _column(self.smoothed_probs, (n, len(Emotion)), np.float32)
-        self.smoothed_labels = _column(self.smoothed_labels, (n,), np.int64) \
-            if self.smoothed_labels is not None else np.full(n, -1, dtype=np.int64)
-        for name, column in self.data.items():
-            if len(column) != n:
-                raise ValueError(f"data column {name!r} has {len(column)} rows, expected {n}")
+        self.probs = _column(self.probs, (n, classes), np.float32)
+        self.track_ids = _column(self.track_ids, (n,), np.int64, -1)
+        self.smoothed_probs = _column(self.smoothed_probs, (n, classes), np.float32)
+        self.smoothed_labels = _column(self.smoothed_labels, (n,), np.int64, -1)
+        self.llm_probs = _column(self.llm_probs, (n, classes), np.float32, np.nan)
+        self.llm_labels = _column(self.llm_labels, (n,), np.int64, -1)
+        self.final_labels = _column(self.final_labels, (n,), np.int64, -1)
+        self.label_sources = _column(self.label_sources, (n,), np.int8, LabelSource.UNKNOWN)
 
     @classmethod
     def empty(cls) -> Faces:
@@ -114,14 +147,28 @@ class Faces:
     def __len__(self) -> int:
         return len(self.xyxy)
 
-    @property
-    def labels(self) -> np.ndarray:
-        """Per-face argmax of the classifier's probabilities."""
-        return self.probs.argmax(axis=1) if len(self) else np.zeros(0, dtype=np.int64)
+    def __getitem__(self, rows: np.ndarray | slice | int) -> Faces:
+        """The selected rows (boolean mask, indices, slice or one index) with every column."""
+        if isinstance(rows, (int, np.integer)):
+            rows = [int(rows)]
+        return Faces(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
 
     @property
-    def confidences(self) -> np.ndarray:
-        return self.probs.max(axis=1) if len(self) else np.zeros(0, dtype=np.float32)
+    def raw_labels(self) -> np.ndarray:
+        """The argmax of ``probs`` per face; -1 for faces not classified yet (all-zero rows)."""
+        if not len(self):
+            return np.zeros(0, dtype=np.int64)
+        return np.where(self.probs.any(axis=1), self.probs.argmax(axis=1), -1).astype(np.int64)
+
+    @property
+    def cnn_labels(self) -> np.ndarray:
+        """The classifier's label per face: smoothed over the track where the smoother ran,
+        else ``raw_labels``."""
+        return np.where(self.smoothed_labels >= 0, self.smoothed_labels, self.raw_labels)
+
+    def shown_probs(self, row: int) -> np.ndarray:
+        """The probabilities behind the label shown for ``row``: smoothed where available."""
+        return self.smoothed_probs[row] if self.smoothed_probs[row].any() else self.probs[row]
 
 
 @dataclass(frozen=True)

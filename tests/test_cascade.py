@@ -7,9 +7,11 @@ import time
 import numpy as np
 import pytest
 
+from edgefer.decide import decide_labels
 from edgefer.llm.parse import Answer
-from edgefer.llm.stage import is_uncertain, llm_distribution, merge
+from edgefer.llm.stage import is_uncertain, llm_distribution
 from edgefer.training.cascade import cascade_predictions, llm_alone, split_halves
+from edgefer.types import EMOTIONS, Faces, Frame, LabelSource
 
 
 def test_cascade_replaces_the_least_confident_answered_faces():
@@ -44,13 +46,22 @@ def test_uncertainty(probs, threshold, margin, expected):
     assert is_uncertain(np.array(probs), threshold, margin) is expected
 
 
-def test_merge_policies():
-    cnn = np.array([0.1, 0, 0, 0.5, 0, 0, 0.4], dtype=np.float32)
-    answer = Answer("neutral", 0.9)
-    assert merge(cnn, answer, "override", 0.5) == ("neutral", "llm")
-    assert merge(cnn, answer, "fuse", 0.5) == ("neutral", "fuse")
-    assert merge(cnn, Answer("sad", 0.2), "fuse", 0.5) == ("happy", "fuse")
-    np.testing.assert_allclose(llm_distribution(answer).sum(), 1.0, atol=1e-6)
+@pytest.mark.parametrize(("answer", "policy", "label", "source"), [
+    (Answer("neutral", 0.9), "override", "neutral", LabelSource.LLM),
+    (Answer("neutral", 0.9), "fuse", "neutral", LabelSource.FUSE),
+    (Answer("sad", 0.2), "fuse", "happy", LabelSource.FUSE),  # a weak answer loses the mix
+])
+def test_merge_policies(answer, policy, label, source):
+    faces = Faces(np.zeros((1, 4)), np.ones(1), np.zeros((1, 6, 2)))
+    faces.probs[0] = faces.smoothed_probs[0] = [0.1, 0, 0, 0.5, 0, 0, 0.4]
+    faces.llm_probs[0] = llm_distribution(answer)
+    faces.llm_labels[0] = EMOTIONS.index(answer.label)
+    decide_labels(faces, policy, 0.5)
+    assert (EMOTIONS[faces.final_labels[0]], faces.label_sources[0]) == (label, source)
+    np.testing.assert_allclose(faces.llm_probs.sum(), 1.0, atol=1e-6)
+
+
+STUB_DELAY_S = 3.0  # how long the stub LLM takes to answer
 
 
 def test_recognizer_with_llm_never_stalls_and_merges(demo_clip):
@@ -60,7 +71,7 @@ def test_recognizer_with_llm_never_stalls_and_merges(demo_clip):
     from edgefer.sources import open_source
     from tools.openai_stub import StubServer, StubState
 
-    with StubServer(StubState(delay_s=1.0, answer=lambda face: "surprise")) as server:
+    with StubServer(StubState(delay_s=STUB_DELAY_S, answer=lambda face: "surprise")) as server:
         config = LlmConfig(model="stub", base_url=server.base_url, threshold=1.0, cooldown_s=0.5,
                            batch_wait_s=0.05)
         with Recognizer(RecognizerOptions(llm=config)) as recognizer, \
@@ -69,12 +80,18 @@ def test_recognizer_with_llm_never_stalls_and_merges(demo_clip):
             results = list(recognizer.run(source))
             elapsed = time.monotonic() - start
             events = recognizer.wait_for_second_opinions(10)
-    # 150 frames with a 1 s LLM: the loop finished long before answers could all arrive
-    assert elapsed < 5
-    assert max(r.latency_ms["second_opinion"] for r in results) < 100
+            last = results[-1].frame  # the same picture once more, now that answers are in
+            after = recognizer.process(Frame(last.index + 1, last.timestamp_s + 1 / 30, last.image))
+    # a loop that waited for answers would take STUB_DELAY_S per request; this one went on while
+    # they were outstanding (no per-frame timing: that is tools/bench.py's job)
+    assert elapsed < len(server.state.requests) * STUB_DELAY_S
     assert events and all(e["llm_label"] == "surprise" for e in events)
-    sources = {s for r in results for s in r.faces.data["final_source"]}
-    assert "cnn" in sources
+    assert LabelSource.CNN in {int(s) for r in results[:5] for s in r.faces.label_sources}
+    answered = after.faces.llm_labels >= 0
+    assert answered.any()  # the stub's answer is merged into the face it was asked about ...
+    assert (after.faces.final_labels[answered] == EMOTIONS.index("surprise")).all()
+    assert (after.faces.label_sources[answered] == LabelSource.LLM).all()  # policy override
+    assert (after.faces.cnn_labels[answered] >= 0).all()  # ... and the CNN's label is kept
 
 
 def test_context_frame_is_sent_when_asked(demo_clip):

@@ -20,7 +20,7 @@ from edgefer.apps.live import LiveOptions, LiveSession
 from edgefer.capture import CaptureOptions, LatestFrameReader
 from edgefer.errors import ConfigError, InputError
 from edgefer.sources import Source, open_source
-from edgefer.types import Faces
+from edgefer.types import Faces, LabelSource
 
 
 def test_paced_headless_loop_keeps_up(demo_clip):
@@ -45,7 +45,8 @@ def test_overlay_is_drawn():
     faces.smoothed_probs[0, 3] = 1.0
     faces.smoothed_labels[0] = 3
     faces.track_ids[0] = 7
-    faces.data.update(final_label=np.array(["happy"], object), final_source=np.array(["llm"], object))
+    faces.final_labels[0] = 3
+    faces.label_sources[0] = LabelSource.LLM
     draw_faces(image, faces)
     assert tuple(image[100, 50]) == COLORS["happy"]  # the box's left edge
     assert tuple(image[100, 100]) == (0, 0, 0)  # inside stays untouched

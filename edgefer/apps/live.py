@@ -28,7 +28,7 @@ from edgefer.errors import InputError, OutputError
 from edgefer.pipeline import Recognizer, RecognizerOptions
 from edgefer.sinks import TableSink, VideoSink, face_rows
 from edgefer.sources import Source, open_source
-from edgefer.types import EMOTIONS, FrameResult
+from edgefer.types import FrameResult, label_name
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,8 @@ class TrackEvents:
     def from_result(self, result: FrameResult) -> list[dict[str, Any]]:
         events = []
         faces = result.faces
-        finals = faces.data.get("final_label")
         for row, track_id in enumerate(faces.track_ids.tolist()):
-            label = str(finals[row]) if finals is not None else \
-                EMOTIONS[int(faces.smoothed_labels[row])]
+            label = label_name(int(faces.final_labels[row]))
             previous = self.labels.get(track_id)
             if previous is None:
                 events.append({"event": "track_start", "track_id": track_id, "label": label})
@@ -228,15 +226,14 @@ class LiveSession:
             log.error("%s error (%d so far): %s", kind, self.stats.errors, err)
 
     def _watch_llm(self, recognizer: Recognizer, metrics: Metrics | None) -> None:
-        stage = recognizer.second_opinion
-        if stage is None:
+        status = recognizer.llm_status()
+        if status is None:
             return
-        queued = stage.worker.queued()
-        self.stats.llm_queue_max = max(self.stats.llm_queue_max, queued)
+        self.stats.llm_queue_max = max(self.stats.llm_queue_max, status.queued)
         now = time.monotonic()
         if metrics is not None and now - self._llm_metrics_at >= 1.0:  # not on every frame
             self._llm_metrics_at = now
-            metrics.update_llm(stage.worker.stats.to_dict(), queued)
+            metrics.update_llm(status.stats, status.queued)
 
     def _should_end(self, start: float) -> bool:
         over_time = self.options.duration_s is not None and \

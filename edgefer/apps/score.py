@@ -118,7 +118,7 @@ def score(inputs: list[str], options: ScoreOptions,
         for item in items:
             if item in resume.completed:
                 continue
-            recognizer.tracker.reserve_ids(resume.next_track_id.get(item, 1))
+            recognizer.reserve_track_ids(resume.next_track_id.get(item, 1))
             report = _score_one(item, recognizer, table, summary, options, observer,
                                 len(items) > 1, resume.start_frame.get(item, 0))
             report.dominant = summary.dominant(item)

@@ -14,6 +14,7 @@ import numpy as np
 
 from edgefer.errors import InputError
 from edgefer.manifest import InputSpec
+from edgefer.types import EMOTIONS
 
 
 class Engine(ABC):
@@ -29,7 +30,7 @@ class Engine(ABC):
         """Validate ``batch`` and run it; an empty batch returns no rows."""
         self._check(batch)
         if len(batch) == 0:
-            return np.zeros((0, 7), dtype=np.float32)
+            return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
         return self._infer(batch)
 
     def _check(self, batch: np.ndarray) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from edgefer.decide import POLICIES
 from edgefer.errors import ConfigError
 from edgefer.llm import constants as c
-
-POLICIES = ("override", "fuse")
 
 
 @dataclass(frozen=True)

@@ -3,26 +3,28 @@
 A face is uncertain when its calibrated confidence is below ``threshold`` (or its top-2 margin
 below ``margin``). Each track is asked at most once per ``cooldown_s``, and again as soon as its
 smoothed label changes. An answer applies to its track until the label changes or
-``answer_ttl_s`` passes. Policies: ``override`` (the LLM label replaces the CNN's) and ``fuse``
-(a weighted mix of the CNN's probabilities and the LLM's answer).
+``answer_ttl_s`` passes: the stage fills ``Faces.llm_labels`` and ``Faces.llm_probs`` for those
+faces, and ``edgefer.decide.decide_labels`` merges them with the CNN's label (policies
+``override`` and ``fuse``).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from edgefer.align import Aligner
 from edgefer.llm.cache import cache_key
+from edgefer.llm.client import LlmStats
 from edgefer.llm.config import LlmConfig
 from edgefer.llm.constants import CONTEXT_SIZE, CROP_SIZE
 from edgefer.llm.parse import Answer
 from edgefer.llm.prompt import FaceQuery, encode_jpeg
-from edgefer.llm.worker import SecondOpinion
-from edgefer.types import EMOTIONS, Faces, Frame
+from edgefer.llm.worker import Result, SecondOpinion
+from edgefer.types import EMOTIONS, Faces, Frame, label_name
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +45,6 @@ def llm_distribution(answer: Answer) -> np.ndarray:
     return probs
 
 
-def merge(cnn_probs: np.ndarray, answer: Answer, policy: str, weight: float) -> tuple[str, str]:
-    """(final label, source) for a face with an LLM answer."""
-    if policy == "override":
-        return answer.label, "llm"
-    fused = (1 - weight) * cnn_probs + weight * llm_distribution(answer)
-    return EMOTIONS[int(fused.argmax())], "fuse"
-
-
 def _downscale(image: np.ndarray, longest: int) -> np.ndarray:
     """The frame shrunk so its longest side is ``longest`` pixels (context for the LLM)."""
     import cv2
@@ -66,16 +60,35 @@ def is_uncertain(probs: np.ndarray, threshold: float, margin: float) -> bool:
     return bool(top2[1] < threshold or (margin > 0 and top2[1] - top2[0] < margin))
 
 
-class SecondOpinionStage:
-    """``update(frame, faces)`` after smoothing; fills ``llm_label``/``final_label``/``final_source``."""
+class Worker(Protocol):
+    """What the stage needs from ``SecondOpinion`` (unit tests pass a fake)."""
 
-    def __init__(self, config: LlmConfig, aligner: Aligner,
-                 worker: SecondOpinion | None = None) -> None:
+    stats: LlmStats
+
+    def submit(self, query: FaceQuery, priority: float, meta: dict[str, Any]) -> bool: ...
+    def poll(self) -> list[Result]: ...
+    def queued(self) -> int: ...
+    def drain(self, timeout_s: float) -> bool: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LlmStatus:
+    """The second opinion's gauges for dashboards: requests waiting, and the worker's counters."""
+
+    queued: int
+    stats: dict[str, Any]
+
+
+class SecondOpinionStage:
+    """``update(frame, faces)`` after smoothing; fills ``llm_labels`` and ``llm_probs``."""
+
+    def __init__(self, config: LlmConfig, aligner: Aligner, worker: Worker | None = None) -> None:
         self.config = config
         self.aligner = aligner
-        self.worker = worker or SecondOpinion(config)
+        self._worker: Worker = worker or SecondOpinion(config)
         self.tracks: dict[int, _TrackState] = {}
-        self.events: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
         self._stream = 0  # answers for a previous file or stream are ignored
 
     def update(self, frame: Frame, faces: Faces) -> Faces:
@@ -87,7 +100,7 @@ class SecondOpinionStage:
 
     def collect(self, now_s: float) -> None:
         """Apply every answer that arrived; each one becomes an event."""
-        for result in self.worker.poll():
+        for result in self._worker.poll():
             meta = result.meta
             if meta["stream"] != self._stream or result.answer is None:
                 continue
@@ -95,31 +108,43 @@ class SecondOpinionStage:
             state.answer = result.answer
             state.answer_label = meta["cnn_label"]
             state.answered_at_s = now_s
-            self.events.append({"event": "llm_answer", "track_id": meta["track_id"],
+            self._events.append({"event": "llm_answer", "track_id": meta["track_id"],
                                 "time_s": round(now_s, 3), "asked_at_s": meta["time_s"],
                                 "cnn_label": meta["cnn_label"], "llm_label": result.answer.label,
                                 "llm_confidence": result.answer.confidence,
                                 "latency_s": round(result.latency_s, 3)})
 
+    def take_events(self) -> list[dict[str, Any]]:
+        """The ``llm_answer`` events since the last call."""
+        events, self._events = self._events, []
+        return events
+
+    def drain(self, timeout_s: float, now_s: float) -> None:
+        """Wait (bounded) for outstanding answers, then apply them as of ``now_s``."""
+        self._worker.drain(timeout_s)
+        self.collect(now_s)
+
+    def status(self) -> LlmStatus:
+        return LlmStatus(self._worker.queued(), self._worker.stats.to_dict())
+
     def _maybe_ask(self, frame: Frame, faces: Faces, row: int) -> None:
         track_id = int(faces.track_ids[row])
-        label = EMOTIONS[int(faces.smoothed_labels[row])] if faces.smoothed_labels[row] >= 0 \
-            else EMOTIONS[int(faces.probs[row].argmax())]
-        if not is_uncertain(faces.probs[row], self.config.threshold, self.config.margin):
+        cnn_label = int(faces.cnn_labels[row])
+        if cnn_label < 0 or not is_uncertain(faces.probs[row], self.config.threshold,
+                                             self.config.margin):
             return
+        label = label_name(cnn_label)
         state = self.tracks.setdefault(track_id, _TrackState())
         cooled = frame.timestamp_s - state.asked_at_s >= self.config.cooldown_s
         if not cooled and state.asked_label == label:
             return
         state.asked_at_s, state.asked_label = frame.timestamp_s, label
-        self.worker.submit(self._query(frame, faces, row), float(faces.probs[row].max()),
+        self._worker.submit(self._query(frame, faces, row), float(faces.probs[row].max()),
                            {"track_id": track_id, "cnn_label": label, "stream": self._stream,
                             "time_s": round(frame.timestamp_s, 3), "frame": frame.index})
 
     def _query(self, frame: Frame, faces: Faces, row: int) -> FaceQuery:
-        single = Faces(faces.xyxy[row:row + 1], faces.scores[row:row + 1],
-                       faces.keypoints[row:row + 1])
-        crop = self.aligner.crops(frame.image, single, size=CROP_SIZE, color="bgr")[0]
+        crop = self.aligner.crops(frame.image, faces[row], size=CROP_SIZE, color="bgr")[0]
         jpeg = encode_jpeg(crop)
         options = None
         if self.config.top2:
@@ -132,23 +157,16 @@ class SecondOpinionStage:
                          cache_key(jpeg, self.config.model, variant), options, context)
 
     def _merge_into(self, faces: Faces, now_s: float) -> None:
-        n = len(faces)
-        llm_labels = np.full(n, "", dtype=object)
-        final_labels = np.empty(n, dtype=object)
-        sources = np.full(n, "cnn", dtype=object)
-        for row in range(n):
-            cnn_label = EMOTIONS[int(faces.smoothed_labels[row])]
-            final_labels[row] = cnn_label
+        """Attach each track's answer while it is fresh and the CNN label it was given for holds."""
+        cnn_labels = faces.cnn_labels
+        for row in range(len(faces)):
             state = self.tracks.get(int(faces.track_ids[row]))
-            if state is None or state.answer is None:
+            if state is None or state.answer is None or cnn_labels[row] < 0:
                 continue
             fresh = now_s - state.answered_at_s <= self.config.answer_ttl_s
-            if fresh and state.answer_label == cnn_label:
-                llm_labels[row] = state.answer.label
-                final_labels[row], sources[row] = merge(
-                    faces.smoothed_probs[row], state.answer, self.config.policy,
-                    self.config.fuse_weight)
-        faces.data.update(llm_label=llm_labels, final_label=final_labels, final_source=sources)
+            if fresh and state.answer_label == label_name(int(cnn_labels[row])):
+                faces.llm_labels[row] = EMOTIONS.index(state.answer.label)
+                faces.llm_probs[row] = llm_distribution(state.answer)
 
     def new_stream(self) -> None:
         """Forget per-track state (ids restart with the next file)."""
@@ -160,4 +178,4 @@ class SecondOpinionStage:
             self.tracks.pop(track_id, None)
 
     def close(self) -> None:
-        self.worker.close()
+        self._worker.close()
