@@ -47,3 +47,14 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300):
 
     return subprocess.run([sys.executable, "-m", "edgefer", *args], capture_output=True,
                           text=True, cwd=cwd, timeout=timeout)
+
+
+def assert_one_line_error(result, code, *needles):
+    """Exit ``code``, no traceback, and exactly one ``error:`` line that holds every needle
+    (a message wrapped over several lines fails: its needles would not share the line)."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], result.stderr

@@ -7,7 +7,7 @@ import json
 import shutil
 
 import pytest
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 
 from edgefer.sinks import ROW_COLUMNS
 
@@ -59,9 +59,7 @@ def test_score_refuses_to_overwrite(scored, demo_clip):
 def test_bad_input_is_one_line(tmp_path, make_input, output, code, message):
     source = make_input(tmp_path)
     result = run_cli("score", str(source), "-o", str(tmp_path / output))
-    assert result.returncode == code
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result, code, message)
     assert not (tmp_path / output).exists()
 
 

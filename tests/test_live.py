@@ -3,6 +3,7 @@ SIGTERM; kiosk configuration."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -22,20 +23,16 @@ from edgefer.errors import ConfigError, InputError
 from edgefer.sources import Source, open_source
 from edgefer.types import Faces, LabelSource
 
-
-def test_paced_headless_loop_keeps_up(demo_clip):
-    options = LiveOptions(capture=CaptureOptions(str(demo_clip), realtime=True), headless=True)
-    stats = LiveSession(options).run()
-    assert stats.frames >= 140  # 150 frames at 30 frames/s; a few may be dropped on a busy CI
-    assert 4.5 < stats.seconds < 8
-    assert np.percentile(stats.latencies_ms, 50) < 100
+# Whether the paced loop keeps up with 30 frames/s, and at what latency, is measured by
+# ``tools/bench.py live``, not asserted here.
 
 
 def test_unpaced_file_drops_frames_instead_of_queueing(demo_clip):
+    """Decoding outruns detection: the newest frame wins and the others are counted dropped."""
     options = LiveOptions(capture=CaptureOptions(str(demo_clip)), headless=True)
     stats = LiveSession(options).run()
     assert stats.frames + stats.dropped == 150
-    assert max(stats.latencies_ms) < 1000
+    assert stats.dropped > 0 and stats.frames > 0
 
 
 def test_overlay_is_drawn():
@@ -56,49 +53,66 @@ def test_overlay_is_drawn():
     assert image[5:25, 5:100].max() == 255  # HUD text
 
 
-class FlakySource(Source):
-    """Fails to open on the 2nd attempt, then works: a camera unplugged and plugged back."""
+class TwentyFrames(Source):
+    """The first 20 frames of a file, tagged with the opening they came from."""
 
-    attempts = 0
-
-    def __init__(self, path: str) -> None:
-        FlakySource.attempts += 1
-        if FlakySource.attempts == 2:
-            raise InputError("camera 0 disappeared")
+    def __init__(self, path: str, opening: int) -> None:
         self._inner = open_source(path)
+        self.opening = opening
 
     def __iter__(self):
         for i, frame in enumerate(self._inner):
             if i == 20:
                 return
-            yield frame
+            yield dataclasses.replace(frame, source=f"opening {self.opening}")
 
     def close(self) -> None:
         self._inner.close()
 
 
+class FlakyOpener:
+    """Opens the file, except that the 2nd opening fails: a camera unplugged and plugged back.
+
+    Each test makes its own, so no state carries from one test to the next.
+    """
+
+    def __init__(self) -> None:
+        self.openings = 0
+        self.failures = 0
+
+    def __call__(self, path: str) -> Source:
+        self.openings += 1
+        if self.openings == 2:
+            self.failures += 1
+            raise InputError("camera 0 disappeared")
+        return TwentyFrames(path, self.openings)
+
+
 def test_source_that_fails_then_recovers(demo_clip):
     options = CaptureOptions(str(demo_clip), reconnect=True, reconnect_initial_s=0.05)
-    reader = LatestFrameReader(options, opener=FlakySource).start()
-    frames = 0
+    opener = FlakyOpener()
+    reader = LatestFrameReader(options, opener=opener).start()
+    seen: set[str] = set()
     deadline = time.monotonic() + 20
-    while reader.reconnects < 2 and time.monotonic() < deadline:
-        if reader.get(0.1) is not None:
-            frames += 1
+    while "opening 3" not in seen and time.monotonic() < deadline:
+        captured = reader.get(0.1)
+        if captured is not None:
+            seen.add(captured.frame.source)
     reader.close()
-    assert reader.reconnects >= 2 and frames > 0
-    assert FlakySource.attempts >= 3
+    assert opener.failures == 1  # the failing open happened ...
+    assert "opening 3" in seen  # ... and frames flowed again from the opening after it
+    assert reader.reconnects >= 2
 
 
 def test_reconnects_are_counted_in_metrics(demo_clip):
     import threading
 
-    FlakySource.attempts = 0
     port = free_port()
     options = LiveOptions(capture=CaptureOptions(str(demo_clip), reconnect=True,
                                                  reconnect_initial_s=0.05),
                           headless=True, http_port=port, duration_s=30)
-    session = LiveSession(options, opener=FlakySource)
+    opener = FlakyOpener()
+    session = LiveSession(options, opener=opener)
     runner = threading.Thread(target=session.run)
     runner.start()
     try:
@@ -116,7 +130,7 @@ def test_reconnects_are_counted_in_metrics(demo_clip):
     finally:
         session.request_stop()
         runner.join(timeout=30)
-    assert reconnects >= 2
+    assert reconnects >= 2 and opener.failures == 1
 
 
 def test_camera_that_cannot_open_is_a_clear_error():
@@ -258,13 +272,12 @@ def test_disk_full_output_is_reported_and_the_loop_goes_on(demo_clip, tmp_path):
 
 
 def test_disk_full_in_score_is_one_line(demo_clip, tmp_path):
-    from conftest import run_cli
+    from conftest import assert_one_line_error, run_cli
 
     full = tmp_path / "rows.csv"
     full.symlink_to("/dev/full")
     result = run_cli("score", str(demo_clip), "-o", str(full), "--overwrite")
-    assert result.returncode == 4 and "No space left on device" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result, 4, "No space left on device")
 
 
 def test_example_kiosk_config_is_valid():

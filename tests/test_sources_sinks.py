@@ -14,10 +14,10 @@ from edgefer.sinks import ROW_COLUMNS, TableSink, check_output
 from edgefer.sources import expand_inputs, open_source, read_image
 
 
-def write_clip(path, frames=30, fps=10.0, size=(64, 48)):
+def write_clip(path, frames=30, fps=10.0, size=(64, 48), fourcc="mp4v"):
     import cv2
 
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
     for i in range(frames):
         writer.write(np.full((size[1], size[0], 3), i * 8 % 255, np.uint8))
     writer.release()
@@ -56,17 +56,27 @@ def test_bad_videos(tmp_path):
         open_source(str(tmp_path / "missing.mp4"))
 
 
-def test_truncated_video_yields_what_decodes(tmp_path):
-    clip = write_clip(tmp_path / "c.mp4", frames=60)
-    data = clip.read_bytes()
-    cut = tmp_path / "cut.mp4"
+def cut_in_half(path):
+    data = path.read_bytes()
+    cut = path.with_name(f"cut{path.suffix}")
     cut.write_bytes(data[: len(data) // 2])
-    try:
-        source = open_source(str(cut))
-    except InputError:
-        return  # the container index is at the end: nothing decodable, a clean error
-    with source:
-        assert len(list(source)) < 60
+    return cut
+
+
+def test_truncated_mp4_is_a_clean_error(tmp_path):
+    """OpenCV writes the MP4 index at the end: half a file has none, nothing can be decoded."""
+    cut = cut_in_half(write_clip(tmp_path / "c.mp4", frames=60))
+    with pytest.raises(InputError, match="cannot open video"):
+        open_source(str(cut))
+
+
+def test_truncated_avi_yields_what_decodes(tmp_path):
+    """An AVI is read chunk by chunk: the first half of the frames survive the cut."""
+    cut = cut_in_half(write_clip(tmp_path / "c.avi", frames=60, fourcc="MJPG"))
+    with open_source(str(cut)) as source:
+        frames = list(source)
+    assert 0 < len(frames) < 60
+    assert [f.index for f in frames] == list(range(len(frames)))
 
 
 def test_images_of_every_kind(tmp_path):
