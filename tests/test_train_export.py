@@ -75,8 +75,8 @@ def test_resume_is_exact(dataset, trained, tmp_path):
         train.train(RECIPE, dataset, tmp_path, observer=StopAfter(2))
     resumed = train.train(RECIPE, dataset, tmp_path, resume=True)
     assert [s.epoch for s in resumed] == [3]
-    straight = torch.load(trained[0] / "last.pt", weights_only=False)["model"]
-    again = torch.load(tmp_path / "last.pt", weights_only=False)["model"]
+    straight = torch.load(trained[0] / "last.pt", weights_only=True)["model"]
+    again = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
     for key in straight:
         torch.testing.assert_close(again[key], straight[key], rtol=0, atol=0)
 
@@ -121,6 +121,45 @@ def test_manifest_entry_is_valid_and_reloads(exported, tmp_path):
     loaded = load_model_entry(None, manifest)
     loaded.verify()
     assert loaded.classes == EMOTIONS and loaded.input.height == 48
+    # data paths relative to the repository (engines/..), never absolute
+    root = exported.onnx_path.parent.parent
+    for key in ("train_dir", "val_dir"):
+        recorded = entry["train"]["data"][key]
+        assert not Path(recorded).is_absolute()
+        assert (root / recorded).resolve() == Path(getattr(exported_data(exported), key)).resolve()
+
+
+def exported_data(report: export.ExportReport) -> train.TrainData:
+    return train.TrainData(**report.train_data)
+
+
+def test_checkpoints_hold_only_plain_types(trained):
+    """Both checkpoints load with ``weights_only=True``: no pickled code or classes inside."""
+    for name in ("last.pt", "best.pt"):
+        saved = torch.load(trained[0] / name, map_location="cpu", weights_only=True)
+        assert saved["recipe"] == RECIPE.to_dict()
+
+
+def test_shipped_weights_load_without_unpickling_code():
+    from edgefer.backends.torch import load_checkpoint
+    from edgefer.manifest import float_source, load_model_entry
+
+    entry = float_source(load_model_entry())
+    module, saved = load_checkpoint(entry.file.parent / entry.raw["pytorch_file"])
+    assert set(saved) == {"model", "recipe"} and module is not None
+
+
+class Opaque:
+    """Unpickling an instance means importing and running this module's code."""
+
+
+def test_a_checkpoint_with_code_is_refused(tmp_path):
+    from edgefer.backends.torch import load_checkpoint
+
+    path = tmp_path / "opaque.pt"
+    torch.save({"model": {}, "recipe": Opaque()}, path)
+    with pytest.raises(ModelError, match="not an edgefer checkpoint"):
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize(("change", "match"), [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,10 @@ def load_checkpoint(path: Path) -> tuple[Any, dict[str, Any]]:
     if not path.is_file():
         raise ModelError(f"PyTorch weights not found: {path}")
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: unpickling anything else would run code from the file
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         module = models.build(saved["recipe"]["arch"], input_size=saved["recipe"]["input_size"])
         module.load_state_dict(saved["model"])
-    except (KeyError, RuntimeError, EOFError) as err:
+    except (KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         raise ModelError(f"{path} is not an edgefer checkpoint: {err}") from err
     return module.eval(), saved

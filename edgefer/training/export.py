@@ -8,6 +8,7 @@ The temperature is fitted on the validation split's logits, never on the test sp
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -130,6 +131,12 @@ def export_checkpoint(checkpoint: Path, name: str, val_dir: str, val_glob: str,
         recipe=saved["recipe"], train_data=saved.get("data", {}), epoch=saved.get("epoch", 0))
 
 
+def repo_relative(path: str, root: Path) -> str:
+    """``path`` relative to the repository ``root`` (``../shared/data/...``): the manifest is
+    committed, so it records no absolute path of the machine that trained the model."""
+    return os.path.relpath(Path(path).resolve(), root.resolve())
+
+
 def manifest_entry(report: ExportReport, recipe_file: str, val_dir: str, val_glob: str,
                    command: str = "", train_command: str = "") -> dict[str, Any]:
     """The manifest entry for an export; metrics start with the validation figures.
@@ -165,7 +172,8 @@ def manifest_entry(report: ExportReport, recipe_file: str, val_dir: str, val_glo
         # The truth the model learned: "fer2013" (folder labels) or "ferplus" (FER+ majority).
         "labels": report.recipe.get("target_labels", "fer2013"),
         "train": {
-            "data": report.train_data,
+            "data": {key: repo_relative(value, engines_dir.parent) if key.endswith(("_dir", "_csv"))
+                     and value else value for key, value in report.train_data.items()},
             "recipe": str(Path(recipe_file).resolve().relative_to(engines_dir.resolve()))
             if Path(recipe_file).resolve().is_relative_to(engines_dir.resolve()) else recipe_file,
             "epochs": report.epoch,

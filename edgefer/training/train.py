@@ -505,7 +505,7 @@ def restore(state: RunState, checkpoint: Path, recipe: Recipe) -> None:
     torch = require("torch", "torch")
     if not checkpoint.is_file():
         raise InputError(f"nothing to resume: {checkpoint} does not exist")
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)  # tensors, no code
     if saved["recipe"] != recipe.to_dict():
         changed = sorted(k for k in saved["recipe"] if saved["recipe"][k] != recipe.to_dict().get(k))
         if changed != ["epochs"]:
