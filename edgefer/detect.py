@@ -26,6 +26,7 @@ from edgefer.types import Faces, Frame, Keypoint
 log = logging.getLogger(__name__)
 
 MODES = ("image", "video")
+DETECTOR_MODELS = ("short", "full")  # BlazeFace short range (~2 m) and full range
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class DetectorOptions:
     min_suppression: float = 0.3
 
     def __post_init__(self) -> None:
-        if self.model not in ("short", "full"):
+        if self.model not in DETECTOR_MODELS:
             raise ConfigError(f"detector model must be 'short' or 'full', got {self.model!r}")
         if self.mode not in MODES:
             raise ConfigError(f"detector mode must be one of {MODES}, got {self.mode!r}")

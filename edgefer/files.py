@@ -44,10 +44,6 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
-
-
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a TOML file, turning every failure into one ConfigError line."""
     try:

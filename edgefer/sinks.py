@@ -81,7 +81,6 @@ class TableSink:
         self.path = Path(self.path)
         self.columns = columns
         self.kind = self.path.suffix.lower().lstrip(".")
-        self.rows_written = 0
         self._parquet_buffer: list[dict[str, Any]] = []
         self._writer: Any = None
         try:
@@ -109,7 +108,6 @@ class TableSink:
             self._write(rows)
         except OSError as err:
             raise OutputError(f"cannot write {self.path}: {err.strerror}") from err
-        self.rows_written += len(rows)
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         if self.kind == "csv":
@@ -166,7 +164,6 @@ class VideoSink:
         self.path = check_output(path, overwrite, (".mp4", ".avi"))
         self.fps = fps
         self._writer: Any = None
-        self.frames_written = 0
 
     def write(self, image: np.ndarray) -> None:
         import cv2
@@ -178,7 +175,6 @@ class VideoSink:
             if not self._writer.isOpened():
                 raise OutputError(f"cannot open video writer for {self.path}")
         self._writer.write(image)
-        self.frames_written += 1
 
     def close(self) -> None:
         if self._writer is not None:

@@ -69,10 +69,6 @@ class Smoother:
             return 1.0
         return float(1.0 - 0.5 ** (max(dt_s, 0.0) / self.options.half_life_s))
 
-    def label_of(self, track_id: int) -> int | None:
-        state = self._states.get(track_id)
-        return None if state is None else state.label
-
     def forget(self, track_ids: list[int]) -> None:
         for track_id in track_ids:
             self._states.pop(track_id, None)

@@ -7,7 +7,7 @@ skipped, so tracks can still expire.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,10 +32,8 @@ class TrackerOptions:
 class Track:
     track_id: int
     xyxy: np.ndarray
-    first_seen_s: float
     last_seen_s: float
     hits: int = 1
-    data: dict[str, object] = field(default_factory=dict)
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -113,7 +111,7 @@ class IouTracker:
     def _start(self, xyxy: np.ndarray, time_s: float) -> int:
         track_id = self._next_id
         self._next_id += 1
-        self.tracks[track_id] = Track(track_id, xyxy.copy(), time_s, time_s)
+        self.tracks[track_id] = Track(track_id, xyxy.copy(), time_s)
         return track_id
 
     def _expire(self, time_s: float) -> None:

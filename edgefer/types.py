@@ -28,10 +28,6 @@ class Emotion(enum.IntEnum):
     def label(self) -> str:
         return self.name.lower()
 
-    @classmethod
-    def from_label(cls, label: str) -> Emotion:
-        return cls[label.strip().upper()]
-
 
 EMOTIONS: tuple[str, ...] = tuple(e.label for e in Emotion)
 

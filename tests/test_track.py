@@ -89,4 +89,6 @@ def test_smoother_forgets_ended_tracks():
     smoother = Smoother()
     smoother.update(one_hot_faces(4, np.eye(7)[0]), 0.0)
     smoother.forget([4])
-    assert smoother.label_of(4) is None
+    again = smoother.update(one_hot_faces(4, np.eye(7)[3]), 0.01)  # no EMA carried over
+    assert again.smoothed_labels.tolist() == [3]
+    np.testing.assert_allclose(again.smoothed_probs[0], np.eye(7)[3])

@@ -16,7 +16,8 @@ from edgefer.sources import load_gray
 from edgefer.training.datasets import scan_image_folder, stratified_sample
 from edgefer.types import Frame, Keypoint
 
-UPSCALE = 4  # BlazeFace wants faces of 40+ pixels; FER2013 faces are 48
+FER_SIDE = 48  # FER2013 images are 48x48 face crops (the dataset's size, not a model's)
+UPSCALE = 4  # BlazeFace wants faces of 40+ pixels
 PAD = 96  # a border so the face is not cut by the detector's own crop
 
 
@@ -26,12 +27,12 @@ def measure(root: str, limit: int) -> np.ndarray:
     keypoints = []
     with FaceDetector(DetectorOptions(model="short", mode="image")) as detector:
         for i, path in enumerate(folder.paths):
-            gray = load_gray(path, (48, 48))
+            gray = load_gray(path, (FER_SIDE, FER_SIDE))
             big = np.kron(gray, np.ones((UPSCALE, UPSCALE), np.uint8))
             big = np.pad(big, PAD)
             faces = detector.detect(Frame(i, 0.0, np.repeat(big[..., None], 3, axis=2)))
             if len(faces) == 1:
-                keypoints.append((faces.keypoints[0] - PAD) / (48 * UPSCALE))
+                keypoints.append((faces.keypoints[0] - PAD) / (FER_SIDE * UPSCALE))
     return np.asarray(keypoints)
 
 

@@ -131,11 +131,9 @@ class EventLog:
             self._handler = logging.handlers.RotatingFileHandler(
                 path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
             self._handler.setFormatter(logging.Formatter("%(message)s"))
-        self.count = 0
 
     def emit(self, event: dict[str, Any]) -> None:
         line = json.dumps({"ts": round(time.time(), 3), **event}, default=str)
-        self.count += 1
         if self._stream is not None:
             self._stream.write(line + "\n")
             self._stream.flush()

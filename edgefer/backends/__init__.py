@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import logging
 
-from edgefer.backends.base import Engine
+from edgefer.backends.base import ENGINES, PRECISIONS, Engine
 from edgefer.errors import ConfigError, ModelError
 from edgefer.manifest import ModelEntry, float_source
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("auto", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch")
-
 
 def open_engine(entry: ModelEntry, backend: str = "onnxruntime", threads: int = 1,
                 precision: str = "fp16") -> Engine:
@@ -56,7 +53,7 @@ def open_engine(entry: ModelEntry, backend: str = "onnxruntime", threads: int = 
         from edgefer.backends.torch import TorchEngine
 
         return TorchEngine.from_entry(entry, threads=threads)
-    raise ConfigError(f"unknown engine {backend!r}; choose one of {', '.join(BACKENDS)}")
+    raise ConfigError(f"unknown engine {backend!r}; choose one of {', '.join(ENGINES)}")
 
 
-__all__ = ["BACKENDS", "Engine", "open_engine"]
+__all__ = ["ENGINES", "PRECISIONS", "Engine", "open_engine"]

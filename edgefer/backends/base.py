@@ -16,6 +16,11 @@ from edgefer.errors import InputError
 from edgefer.manifest import InputSpec
 from edgefer.types import EMOTIONS
 
+# The one list of engine names (--engine, open_engine, the choice of --engine auto) and
+# of TensorRT plan precisions.
+ENGINES = ("auto", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch")
+PRECISIONS = ("fp32", "fp16", "int8")
+
 
 class Engine(ABC):
     """Runs a classifier on a float32 NCHW batch and returns logits ``(N, classes)``."""

@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from edgefer.backends.base import PRECISIONS
 from edgefer.errors import ConfigError, InputError, ModelError, require
 from edgefer.manifest import ModelEntry
 from edgefer.sources import IMAGE_SUFFIXES, load_gray
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 # ONNX operators TensorRT 10's parser supports that a CNN of this family may contain.
 TENSORRT_OPS = frozenset({
     "Conv", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool",

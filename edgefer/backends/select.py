@@ -12,14 +12,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefer.backends.base import Engine
+from edgefer.backends.base import ENGINES, Engine
 from edgefer.errors import ConfigError, ModelError, require
 from edgefer.manifest import ModelEntry
 
 log = logging.getLogger(__name__)
-
-ENGINES = ("auto", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch")
-
 
 @dataclass(frozen=True)
 class Choice:

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgefer.backends.base import PRECISIONS
+
 
 def add_commands(commands: Any) -> None:
     parser = commands.add_parser(
@@ -13,7 +15,7 @@ def add_commands(commands: Any) -> None:
         description="Builds engines/plans/<model>-<precision>-<key>.plan with a dynamic-batch "
                     "profile. Afterwards check accuracy: edgefer eval DATA --engine tensorrt.")
     parser.add_argument("--model", help="manifest model name (default: the default model)")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp16")
     parser.add_argument("--max-batch", type=int, default=16, help="most faces per call (16)")
     parser.add_argument("--opt-batch", type=int, default=4, help="typical faces per call (4)")
     parser.add_argument("--workspace-mb", type=int, default=512)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgefer.detect import DetectorOptions
+from edgefer.backends.base import ENGINES, PRECISIONS
+from edgefer.detect import DETECTOR_MODELS, DetectorOptions
 from edgefer.llm.config import LlmConfig
 from edgefer.pipeline import RecognizerOptions
 
@@ -21,12 +22,12 @@ def add_recognizer_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("recognition")
     group.add_argument("--model", help="model name in engines/manifest.json (default: its default)")
     group.add_argument("--engine", default="onnxruntime",
-                       choices=("auto", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch"),
+                       choices=ENGINES,
                        help="inference engine (default: onnxruntime on the CPU; auto: TensorRT, "
                             "then ONNX Runtime CUDA, then CPU)")
-    group.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
+    group.add_argument("--precision", choices=PRECISIONS, default="fp16",
                        help="TensorRT plan precision (with --engine tensorrt/auto)")
-    group.add_argument("--detector", choices=("short", "full"), default="short",
+    group.add_argument("--detector", choices=DETECTOR_MODELS, default="short",
                        help="BlazeFace model: short (faces within ~2 m, default) or full "
                             "(small/distant faces, group photos)")
     group.add_argument("--min-face-score", type=float, default=0.5,

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from edgefer.backends.base import ENGINES, PRECISIONS
+from edgefer.detect import DETECTOR_MODELS
 from edgefer.training.evaluate import EvalOptions
 from edgefer.types import EMOTIONS
 
@@ -27,11 +29,11 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--mode", choices=("crops", "detect"), default="crops",
                         help="crops: images are face crops (default); detect: run the face "
                              "detector and aligner first, as in live use")
-    parser.add_argument("--detector", choices=("short", "full"), default="short")
+    parser.add_argument("--detector", choices=DETECTOR_MODELS, default="short")
     parser.add_argument("--model", help="model name in the manifest (default: its default)")
     parser.add_argument("--engine", default="onnxruntime",
-                        choices=("auto", "onnxruntime", "onnxruntime-gpu", "tensorrt", "torch"))
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
+                        choices=ENGINES)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp16",
                         help="TensorRT plan precision")
     parser.add_argument("--limit", type=int, help="stratified sample of N images")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON")
@@ -86,6 +88,7 @@ def run_llm_comparison(args: argparse.Namespace, options: EvalOptions, result: A
 
     from edgefer.cli.common import llm_config
     from edgefer.errors import InputError
+    from edgefer.manifest import load_model_entry
     from edgefer.sources import load_gray
     from edgefer.training import cascade
 
@@ -93,7 +96,8 @@ def run_llm_comparison(args: argparse.Namespace, options: EvalOptions, result: A
         raise InputError("--llm and --cascade evaluate pre-cropped faces; use --mode crops")
     args.llm = True
     config = llm_config(args)
-    images = [load_gray(p, (48, 48)) for p in result.paths]
+    spec = load_model_entry(options.model, options.manifest).input  # the crops the model saw
+    images = [load_gray(p, (spec.height, spec.width)) for p in result.paths]
     queries = cascade.face_queries(images, result.probs, config.model, config.top2)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("asking the LLM", total=len(queries))

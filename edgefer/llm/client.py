@@ -13,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -52,10 +52,9 @@ class LlmStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
-    latencies_s: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in self.__dict__.items() if k != "latencies_s"}
+        out = dict(self.__dict__)
         out["cost_usd"] = round(self.cost_usd, 6)
         return out
 
@@ -187,7 +186,6 @@ class LlmClient:
         """A parsed reply; or seconds to wait before retrying; or None when retrying is futile."""
         errors = self._openai
         ids = [q.face_id for q in batch]
-        start = time.monotonic()
         try:
             response = await self._create(batch, ids)
         except errors.APIStatusError as err:
@@ -201,8 +199,6 @@ class LlmClient:
             self.breaker.record_success()
             return Parsed(error="malformed response")
         self.breaker.record_success()
-        self.stats.latencies_s.append(time.monotonic() - start)
-        del self.stats.latencies_s[:-1000]
         self._count_usage(response, estimate)
         choice = response.choices[0]
         if choice.finish_reason == "content_filter" or getattr(choice.message, "refusal", None):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from edgefer.classify import softmax
+from edgefer.types import EMOTIONS
 
-NUM_CLASSES = 7
+NUM_CLASSES = len(EMOTIONS)
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
