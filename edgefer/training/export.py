@@ -137,6 +137,19 @@ def repo_relative(path: str, root: Path) -> str:
     return os.path.relpath(Path(path).resolve(), root.resolve())
 
 
+DATA_PATHS = ("train_dir", "val_dir", "ferplus_csv", "crop_cache", "init_from", "teachers")
+
+
+def relative_data(data: dict[str, Any], root: Path) -> dict[str, Any]:
+    """A checkpoint's ``TrainData`` with every path made relative to the repository ``root``."""
+    def convert(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        return repo_relative(value, root) if value else value
+
+    return {key: convert(value) if key in DATA_PATHS else value for key, value in data.items()}
+
+
 def manifest_entry(report: ExportReport, recipe_file: str, val_dir: str, val_glob: str,
                    command: str = "", train_command: str = "") -> dict[str, Any]:
     """The manifest entry for an export; metrics start with the validation figures.
@@ -172,8 +185,7 @@ def manifest_entry(report: ExportReport, recipe_file: str, val_dir: str, val_glo
         # The truth the model learned: "fer2013" (folder labels) or "ferplus" (FER+ majority).
         "labels": report.recipe.get("target_labels", "fer2013"),
         "train": {
-            "data": {key: repo_relative(value, engines_dir.parent) if key.endswith(("_dir", "_csv"))
-                     and value else value for key, value in report.train_data.items()},
+            "data": relative_data(report.train_data, engines_dir.parent),
             "recipe": str(Path(recipe_file).resolve().relative_to(engines_dir.resolve()))
             if Path(recipe_file).resolve().is_relative_to(engines_dir.resolve()) else recipe_file,
             "epochs": report.epoch,
