@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from edgefer.backends.base import ENGINES, PRECISIONS
+from edgefer.decide import POLICIES
 from edgefer.detect import DETECTOR_MODELS, DetectorOptions
 from edgefer.llm.config import LlmConfig
 from edgefer.pipeline import RecognizerOptions
@@ -46,7 +47,7 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--llm-threshold", type=float, default=LlmConfig.threshold,
                        help="ask when the calibrated confidence is below this "
                             f"(default {LlmConfig.threshold})")
-    group.add_argument("--llm-policy", choices=("override", "fuse"), default="override")
+    group.add_argument("--llm-policy", choices=POLICIES, default="override")
     group.add_argument("--llm-prompt", choices=("top2", "open"), default="top2",
                        help="top2 (default): the LLM chooses between the CNN's two best labels; "
                             "open: any of the seven")
