@@ -124,9 +124,7 @@ def test_reconnects_are_counted_in_metrics(demo_clip):
                 _, text = fetch(f"http://127.0.0.1:{port}/metrics")
             except OSError:
                 continue
-            lines = [line for line in text.splitlines()
-                     if line.startswith("edgefer_source_reconnects ")]
-            reconnects = float(lines[0].split()[1]) if lines else 0.0
+            reconnects = metric(text, "edgefer_source_reconnects")
     finally:
         session.request_stop()
         runner.join(timeout=30)
@@ -153,6 +151,12 @@ def fetch(url: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.read().decode()
+
+
+def metric(text: str, name: str) -> float:
+    """One unlabelled value from a Prometheus exposition, 0 when it is not there yet."""
+    values = [line.split()[1] for line in text.splitlines() if line.startswith(name + " ")]
+    return float(values[0]) if values else 0.0
 
 
 def free_port() -> int:
@@ -192,9 +196,13 @@ stale_s = 2
             except OSError:
                 continue
         assert status == 200 and json.loads(body)["ok"]
-        time.sleep(2)
-        status, metrics = fetch(f"http://127.0.0.1:{port}/metrics")
-        assert status == 200
+        faces, deadline = 0.0, time.monotonic() + 60
+        while time.monotonic() < deadline and faces < 40:  # however fast this machine is today
+            time.sleep(0.5)
+            status, metrics = fetch(f"http://127.0.0.1:{port}/metrics")
+            assert status == 200
+            faces = metric(metrics, "edgefer_faces_detected_total")
+        assert faces >= 40
         assert "edgefer_frames_total" in metrics and "edgefer_capture_to_result_seconds_bucket" in metrics
         assert fetch(f"http://127.0.0.1:{port}/nope")[0] == 404
         process.send_signal(signal.SIGTERM)
@@ -265,10 +273,10 @@ def test_looped_source_timestamps_are_monotonic(demo_clip):
 def test_disk_full_output_is_reported_and_the_loop_goes_on(demo_clip, tmp_path):
     full = tmp_path / "rows.csv"
     full.symlink_to("/dev/full")  # every write fails with ENOSPC, like a full disk
-    options = LiveOptions(capture=CaptureOptions(str(demo_clip), realtime=True), headless=True,
-                          output=full, overwrite=True, max_frames=60)
-    stats = LiveSession(options).run()
-    assert stats.frames == 60 and stats.errors >= 1
+    options = LiveOptions(capture=CaptureOptions(str(demo_clip), realtime=True, loop=True),
+                          headless=True, output=full, overwrite=True, max_frames=30)
+    stats = LiveSession(options).run()  # the looped clip lasts until 30 frames are processed
+    assert stats.frames == 30 and stats.errors >= 1
 
 
 def test_disk_full_in_score_is_one_line(demo_clip, tmp_path):
