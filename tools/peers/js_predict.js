@@ -10,8 +10,9 @@
 // of --pad times the side (default 1.0: on a sample of PublicTest, the validation split, face-api's
 // SSD found 28 of 36 faces with it, 11 with edgefer's 0.5 and none without a border), so the
 // detector sees a face it can find. A picture where no face is found gets the prediction null.
-// --mode crop (face-api only): the expression net alone, fed the face crop directly (as fer's
-// classifier is in fer_predict.py). --sample N: only the first N pictures in md5(path) order, a
+// --mode crop: the expression model alone, fed the face crop directly (as fer's classifier is in
+// fer_predict.py): face-api's expression net, or human's emotion model with human's own
+// preprocessing (resize to 64x64, gray by its RGB weights, scaled to [-1, 1]). --sample N: only the first N pictures in md5(path) order, a
 // reproducible random sample; the output file is rewritten every 10 pictures, so a run stopped
 // early still leaves a valid (smaller) random sample. --every K: every Kth picture in sorted path
 // order (on CK+48, --every 3 is one of the three frames of each sequence).
@@ -26,6 +27,8 @@ const image = require('@canvas/image');
 
 const MIN_SIDE = 192;
 // face-api's expression names -> FER2013 classes (human's emotion model already uses FER2013's).
+const HUMAN_GRAY_LABELS = ['angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral'];
+const HUMAN_RGB_WEIGHTS = [0.2989, 0.5870, 0.1140];
 const FACEAPI_TO_FER = {
   angry: 'angry', disgusted: 'disgust', fearful: 'fear', happy: 'happy', sad: 'sad',
   surprised: 'surprise', neutral: 'neutral',
@@ -51,10 +54,10 @@ function parseArgs(argv) {
   }
   [args.dataDir] = rest;
   const valid = ['faceapi', 'human'].includes(args.peer) && ['detect', 'crop'].includes(args.mode)
-    && !(args.peer === 'human' && args.mode === 'crop') && args.sample >= 0 && args.every >= 1 && args.pad >= 0;
+    && args.sample >= 0 && args.every >= 1 && args.pad >= 0;
   if (!args.dataDir || !args.output || !valid) {
     console.error('usage: node js_predict.js --peer faceapi|human DATA_DIR [--glob G] [--every K] [--sample N]'
-      + ' [--mode detect|crop (faceapi)] [--detector ssd|tiny] [--pad SHARE] -o OUT.json');
+      + ' [--mode detect|crop] [--detector ssd|tiny] [--pad SHARE] -o OUT.json');
     process.exit(2);
   }
   return args;
@@ -199,6 +202,7 @@ async function humanPeer(args) {
   await human.load();
   await human.tf.ready();
   server.close();
+  if (args.mode === 'crop') return humanEmotionAlone(human);
   return {
     tf: human.tf,
     version: human.version,
@@ -211,6 +215,30 @@ async function humanPeer(args) {
       const face = result.face[0];
       if (!face || !face.emotion || !face.emotion.length) return null;
       return face.emotion[0].emotion;
+    },
+  };
+}
+
+function humanEmotionAlone(human) {
+  const { tf } = human;
+  const model = human.models.models.emotion;
+  const side = model.inputs[0].shape[2];
+  if (model.inputs[0].shape[3] !== 1) throw new Error('human emotion model: expected a gray input');
+  return {
+    tf,
+    version: human.version,
+    variant: 'emotion model alone, fed the face crop directly',
+    backend: `tfjs ${tf.version_core}, ${tf.getBackend()}`,
+    async predict(tensor) { // as human's gear/emotion.ts prepares a face
+      const scores = tf.tidy(() => {
+        const rgb = tf.div(tf.cast(tf.expandDims(tensor, 0), 'float32'), 255);
+        const resized = tf.image.resizeBilinear(rgb, [side, side], false);
+        const gray = tf.sum(tf.mul(resized, tf.tensor1d(HUMAN_RGB_WEIGHTS)), 3, true);
+        return model.execute(tf.mul(tf.sub(gray, 0.5), 2));
+      });
+      const probs = await scores.data();
+      tf.dispose(scores);
+      return HUMAN_GRAY_LABELS[probs.indexOf(Math.max(...probs))];
     },
   };
 }

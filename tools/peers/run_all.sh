@@ -36,11 +36,13 @@ for set in "${SETS[@]}"; do
     -o "$OUT/fer_crop_$name.json"
   $NICE "$FER_PYTHON" tools/peers/fer_predict.py "$dir" --glob "$glob" --mode whole-box \
     -o "$OUT/fer_whole-box_$name.json"
-  # face-api: expression net on the crop; its own detector + landmarks + expression net
+  # face-api and human: the expression model on the crop; each library's own detector pipeline
   $NICE node tools/peers/js_predict.js --peer faceapi --mode crop "$dir" --glob "$glob" \
     -o "$OUT/faceapi_crop_$name.json"
   $NICE node tools/peers/js_predict.js --peer faceapi "$dir" --glob "$glob" \
     --sample "${SAMPLE[$name]}" -o "$OUT/faceapi_detect_$name.json"
+  $NICE node tools/peers/js_predict.js --peer human --mode crop "$dir" --glob "$glob" \
+    -o "$OUT/human_crop_$name.json"
   $NICE node tools/peers/js_predict.js --peer human "$dir" --glob "$glob" --every "${EVERY[$name]}" \
     -o "$OUT/human_detect_$name.json"
 done
