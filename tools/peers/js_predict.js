@@ -104,7 +104,7 @@ function writeResult(args, peer, images, seconds, planned) {
   const packageName = args.peer === 'human' ? '@vladmandic/human' : '@vladmandic/face-api';
   const parts = [];
   if (args.every > 1) parts.push(`1 in ${args.every}, in path order`);
-  if (args.sample) parts.push(`random sample: the first ${images.length} in md5(path) order`);
+  if (args.sample) parts.push(`random sample: first ${images.length} in md5(path) order`);
   const subset = parts.join('; ') || null;
   const result = {
     peer: packageName, version: peer.version, variant: peer.variant, backend: peer.backend,

@@ -28,6 +28,8 @@ for set in "${SETS[@]}"; do
   IFS='|' read -r name dir glob <<< "$set"
   # edgefer: the shipped default, the way `edgefer eval` runs it, plus per-image labels
   $NICE python -m edgefer eval "$dir" --glob "$glob" --json "$OUT/eval_crops_$name.json" > /dev/null
+  $NICE python -m edgefer eval "$dir" --glob "$glob" --model vgg_s \
+    --json "$OUT/eval_float_crops_$name.json" > /dev/null
   $NICE python tools/peers/edgefer_predict.py "$dir" --glob "$glob" -o "$OUT/edgefer_crops_$name.json"
   $NICE python tools/peers/edgefer_predict.py "$dir" --glob "$glob" --mode detect \
     -o "$OUT/edgefer_detect_$name.json"
