@@ -7,7 +7,7 @@
 # Each model is scored against both label sets: FER2013's folder labels and the FER+ majority.
 set -euo pipefail
 D=../shared/data
-OUT=${OUT:-/tmp/edgefer-figures}
+OUT=${OUT:-runs/figures}
 MODELS=${MODELS:-$(python -c "import json; print(' '.join(json.load(open('engines/manifest.json'))['models']))")}
 mkdir -p "$OUT"
 
