@@ -152,7 +152,7 @@ def test_auto_starts_a_local_instance_on_loopback(inputs, cluster, tmp_path) -> 
                          "--ray-cpus-per-worker", "64", "--ray", env=env)
         assert result.returncode == 0, result.stderr
         assert len(list(out.glob("part-*.parquet"))) == 1
-        (raylet_log,) = Path(env["RAY_TMPDIR"]).glob("ray/session_*/logs/raylet.out")
+        (raylet_log,) = Path(env["RAY_TMPDIR"]).glob("ray/session_latest/logs/raylet.out")
         assert "node:127.0.0.2" in raylet_log.read_text()  # the node's address resource
     finally:
         shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)

@@ -3,8 +3,8 @@
 ``ray start --head --block`` runs in its own process group on 127.0.0.2 (Ray replaces
 127.0.0.1 with the interface address), with token authentication on and a token of its own
 (``RAY_AUTH_TOKEN_PATH``, so ``~/.ray`` is left alone), and this source tree on the workers'
-``PYTHONPATH``. Stopping it signals that process group only: never ``ray stop``, which stops
-every Ray process of the machine.
+``PYTHONPATH``. Stopping it signals that process (then its process group) only: never
+``ray stop``, which stops every Ray process of the machine.
 
     with LocalCluster(cpus=2) as cluster:
         subprocess.run([..., "--ray", cluster.address], env=cluster.env)
@@ -12,6 +12,7 @@ every Ray process of the machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -84,12 +85,15 @@ class LocalCluster:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.terminate()  # ``ray start --block`` then stops what it started
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.kill()
                 self.process.wait()
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):  # stragglers of its process group
+                os.killpg(self.process.pid, signal.SIGKILL)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __exit__(self, *exc: object) -> None:

@@ -355,27 +355,36 @@ def _merged_summary(items: list[str], run: RayRun, dataset: Dataset) -> dict[str
 
 # -- connecting ------------------------------------------------------------------------------
 def connect(ray: Any, address: str) -> None:
-    """Join the cluster at ``address``, or with ``auto`` the local instance (started if none
-    runs, on a loopback address). Token authentication is Ray's: ``RAY_AUTH_MODE=token`` and the
-    token in ``~/.ray/auth_token`` (or ``RAY_AUTH_TOKEN``)."""
-    address = os.environ.get("RAY_ADDRESS", "") if address == "auto" else address
-    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
-    if not address or address == "auto":
-        address = None
-        if sys.platform.startswith("linux"):
-            kwargs["_node_ip_address"] = LOOPBACK_NODE_IP
-        kwargs["include_dashboard"] = False
-    elif not address.startswith("ray://"):
-        host = address.rsplit(":", 1)[0]
-        if host.startswith("127.") or host == "localhost":  # the driver must join on loopback too
-            kwargs["_node_ip_address"] = host
+    """Join the cluster at ``address``; with ``auto``, the cluster ``RAY_ADDRESS`` names or the
+    one ``ray start`` registered on this machine, else a new instance for this run, on a
+    loopback address. Token authentication is Ray's: ``RAY_AUTH_MODE=token`` and the token in
+    ``~/.ray/auth_token`` (or ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``)."""
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS") or "auto"
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     try:
-        ray.init(address=address, **kwargs)
+        if address != "auto":
+            ray.init(address=address, **quiet, **_driver_on_loopback(address))
+            return
+        try:
+            ray.init(address="auto", **quiet)
+        except ConnectionError:  # none running: start one, on loopback
+            local = {"_node_ip_address": LOOPBACK_NODE_IP} if sys.platform.startswith("linux") else {}
+            ray.init(include_dashboard=False, **quiet, **local)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
-        where = address or "a local Ray instance"
+        where = "a local Ray instance" if address == "auto" else address
         raise ConfigError(f"cannot connect to {where}: {str(err).splitlines()[0]} (a cluster with "
                           "token authentication needs RAY_AUTH_MODE=token and its token in "
                           "~/.ray/auth_token or RAY_AUTH_TOKEN)") from err
+
+
+def _driver_on_loopback(address: str) -> dict[str, str]:
+    """A cluster on another loopback address (127.0.0.2) is joined from that address: Ray would
+    otherwise give the driver the interface address, where no node of the cluster runs."""
+    host = address.removeprefix("ray://").rsplit(":", 1)[0]
+    if host.startswith("127.") and host != "127.0.0.1" and not address.startswith("ray://"):
+        return {"_node_ip_address": host}
+    return {}
 
 
 def worker_resources(ray: Any, cluster: RayOptions, engine: str, files: int) -> tuple[int, float, int]:
