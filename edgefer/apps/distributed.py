@@ -51,7 +51,7 @@ SETTINGS_FILE = "_edgefer.json"  # what the parts were scored with, checked on r
 # keeps a single-machine instance off the network (Linux routes all of 127/8 to lo).
 LOOPBACK_NODE_IP = "127.0.0.2"
 GPU_ENGINES = ("tensorrt", "onnxruntime-gpu")
-PROGRESS_INTERVAL_S = 0.5  # how often a worker reports its frame count
+PROGRESS_MESSAGES_PER_S = 200  # what the progress actor receives at most, all workers together
 
 
 @dataclass(frozen=True)
@@ -144,8 +144,8 @@ def _check_supported(options: ScoreOptions) -> None:
         if value is not None:
             raise InputError(f"{flag} is not available with --ray; score the files of interest "
                              "locally, or read the Parquet dataset")
-    if options.summary is not None:
-        check_output(options.summary, options.overwrite, (".json",))
+    if options.summary is not None:  # rewritten by every run, like the dataset it describes
+        check_output(options.summary, True, (".json",))
 
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -236,9 +236,9 @@ class Dataset:
     ``part-*.parquet`` per input, ``_temporary/`` for parts being written, ``_edgefer.json``."""
 
     def __init__(self, uri: str) -> None:
-        self.uri = uri
-        fs_module = require("pyarrow.fs", "ray")
         self.local = not has_filesystem_scheme(uri)
+        self.uri = str(Path(uri).absolute()) if self.local else uri  # as every worker opens it
+        fs_module = require("pyarrow.fs", "ray")
         if self.local:
             self.fs, self.root = fs_module.LocalFileSystem(), str(Path(uri).absolute())
         else:
@@ -429,10 +429,11 @@ class _Progress:
 
 
 class _Reporter:
-    """A ``ScoreObserver`` in the worker that sends its frame count at most twice a second."""
+    """A ``ScoreObserver`` in the worker that sends its frame count every ``interval_s``."""
 
-    def __init__(self, progress: Any) -> None:
+    def __init__(self, progress: Any, interval_s: float) -> None:
         self.progress = progress
+        self.interval_s = interval_s
         self.frames = 0
         self.total: int | None = None
         self.sent_at = 0.0
@@ -444,7 +445,7 @@ class _Reporter:
 
     def frame_done(self, name: str, result: Any) -> None:
         self.frames += 1
-        if time.monotonic() - self.sent_at >= PROGRESS_INTERVAL_S:
+        if time.monotonic() - self.sent_at >= self.interval_s:
             self.progress.update.remote(name, self.frames, self.total)
             self.sent_at = time.monotonic()
 
@@ -455,11 +456,13 @@ class _Reporter:
 class _Worker:
     """An actor: one loaded Recognizer scoring one input at a time into its Parquet part."""
 
-    def __init__(self, options: ScoreOptions, dataset_uri: str, progress: Any) -> None:
+    def __init__(self, options: ScoreOptions, dataset_uri: str, progress: Any,
+                 report_every_s: float) -> None:
         start = time.perf_counter()
         self.options = options
         self.dataset = Dataset(dataset_uri)
         self.progress = progress
+        self.report_every_s = report_every_s
         self.error: EdgeferError | None = None
         try:
             self.recognizer = Recognizer(options.recognizer)
@@ -487,7 +490,7 @@ class _Worker:
         try:
             with LazyTable(written) as table:
                 report = score_file(item, self.recognizer, table, summary, self.options,
-                                    _Reporter(self.progress), read_from=path)
+                                    _Reporter(self.progress, self.report_every_s), read_from=path)
             if report.error is None:
                 self.dataset.publish(written, item)
         finally:
@@ -537,7 +540,9 @@ class _Scheduler:
                 ray.kill(actor)
 
     def _start_worker(self) -> None:
-        actor = self.worker_class.remote(self.options, self.dataset.uri, self.progress)
+        # twice a second each, fewer on large clusters: one actor receives every count
+        every_s = max(0.5, self.result.workers / PROGRESS_MESSAGES_PER_S)
+        actor = self.worker_class.remote(self.options, self.dataset.uri, self.progress, every_s)
         self.starting[actor.ready.remote()] = actor
 
     def _dispatch(self, actor: Any, item: str) -> None:
