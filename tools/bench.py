@@ -295,10 +295,12 @@ def suite_ray(clips: list[str], copies: int, repeats: int) -> tuple[dict[str, An
     cluster of this machine's CPUs started for the run, interleaved ``repeats`` times."""
     import os
     import shutil
+    import signal
 
     from edgefer.apps.distributed import RayOptions
     from tools.ray_cluster import LocalCluster
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout still stops the cluster
     local_runs, ray_runs = [], []
     with tempfile.TemporaryDirectory() as folder, LocalCluster(cpus=os.cpu_count() or 2) as cluster:
         for k in range(copies):

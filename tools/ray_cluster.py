@@ -62,8 +62,9 @@ class LocalCluster:
         deadline = time.monotonic() + 180
         while b"Ray runtime started" not in (self.folder / "head.log").read_bytes():
             if self.process.poll() is not None or time.monotonic() > deadline:
+                log_text = (self.folder / "head.log").read_text()[-3000:]
                 self.stop()
-                raise RuntimeError("ray start failed:\n" + (self.folder / "head.log").read_text()[-3000:])
+                raise RuntimeError("ray start failed:\n" + log_text)
             time.sleep(0.2)
         return self
 
