@@ -43,7 +43,8 @@ class LocalCluster:
         self.port = free_port()  # limited to 107 bytes
         self.address = f"{NODE_IP}:{self.port}"
         token = self.folder / "auth_token"
-        token.write_text(secrets.token_hex(32))
+        self.env_token = secrets.token_hex(32)
+        token.write_text(self.env_token)
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
                     "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
                                                                 os.environ.get("PYTHONPATH")]))}
@@ -51,6 +52,14 @@ class LocalCluster:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> LocalCluster:
+        try:
+            return self._start()
+        except RuntimeError:  # on an overloaded machine the head's first RPCs can time out
+            self.folder.mkdir(exist_ok=True)
+            (self.folder / "auth_token").write_text(self.env_token)
+            return self._start()
+
+    def _start(self) -> LocalCluster:
         log = (self.folder / "head.log").open("wb")
         command = [shutil.which("ray") or "ray", "start", "--head", "--block",
                    f"--node-ip-address={NODE_IP}", f"--port={self.port}", f"--num-cpus={self.cpus}",
