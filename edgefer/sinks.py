@@ -26,6 +26,17 @@ ROW_COLUMNS: tuple[str, ...] = (
 )
 TABLE_SUFFIXES = (".csv", ".jsonl", ".parquet")
 PARQUET_ROW_GROUP = 4096
+_INTEGER_COLUMNS = ("frame", "track_id")
+_TEXT_COLUMNS = ("file", "label", "smoothed_label", "cnn_label", "llm_label", "final_label",
+                 "final_source")
+
+
+def parquet_schema(columns: tuple[str, ...] = ROW_COLUMNS):
+    """The Parquet types of the row columns, fixed rather than inferred from the first rows, so
+    that every part of a dataset (``score --ray``), empty ones included, has the same schema."""
+    pa = require("pyarrow", "parquet")
+    return pa.schema([(c, pa.int64() if c in _INTEGER_COLUMNS else
+                          pa.string() if c in _TEXT_COLUMNS else pa.float64()) for c in columns])
 
 
 def face_rows(file: str, result: FrameResult) -> list[dict[str, Any]]:
@@ -83,6 +94,7 @@ class TableSink:
         self.kind = self.path.suffix.lower().lstrip(".")
         self._parquet_buffer: list[dict[str, Any]] = []
         self._writer: Any = None
+        self._closed = False
         try:
             self._open(append)
         except OSError as err:
@@ -123,23 +135,29 @@ class TableSink:
             return
         self._handle.flush()
 
-    def _flush_parquet(self) -> None:
-        if not self._parquet_buffer:
+    def _flush_parquet(self, final: bool = False) -> None:
+        """Write the buffered rows as a row group; at close, a table without rows still gets
+        its file (schema only), so "no face found" and "not scored" look different."""
+        if not self._parquet_buffer and not (final and self._writer is None):
             return
         pa = require("pyarrow", "parquet")
         parquet = require("pyarrow.parquet", "parquet")
+        schema = parquet_schema(self.columns)
         table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns}
-                                      for r in self._parquet_buffer])
+                                      for r in self._parquet_buffer], schema=schema)
         if self._writer is None:
-            self._writer = parquet.ParquetWriter(str(self.path), table.schema)
+            self._writer = parquet.ParquetWriter(str(self.path), schema)
         self._writer.write_table(table)
         self._parquet_buffer = []
 
     def close(self) -> None:
         """Flush and close; a failure here (disk full) is reported as an OutputError once."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             if self.kind == "parquet":
-                self._flush_parquet()
+                self._flush_parquet(final=True)
                 if self._writer is not None:
                     self._writer.close()
             elif self._handle is not None:

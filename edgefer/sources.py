@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
 MAX_CONSECUTIVE_BAD_FRAMES = 25  # a damaged stretch longer than this ends the file
+LIST_SUFFIX = ".txt"  # a text file listing inputs
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 
@@ -40,14 +41,18 @@ def is_image(spec: str) -> bool:
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
-    """Files as given, folders recursed for images and videos (sorted), URLs and cameras as is.
+    """Files as given, folders recursed for images and videos (sorted), URLs and cameras as is,
+    and a ``.txt`` file read as a list of inputs, one per line (``#`` starts a comment; relative
+    paths are relative to the list's folder).
 
     Missing paths are kept so that the caller reports them in order with the other failures.
     """
     items: list[str] = []
     for spec in inputs:
         path = Path(spec)
-        if path.is_dir():
+        if path.suffix.lower() == LIST_SUFFIX and path.is_file():
+            items += expand_inputs(_read_list(path))
+        elif path.is_dir():
             found = sorted(str(p) for p in path.rglob("*")
                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
             if not found:
@@ -56,6 +61,12 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         else:
             items.append(spec)
     return items
+
+
+def _read_list(path: Path) -> list[str]:
+    lines = [line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return [line if "://" in line or Path(line).is_absolute() else str(path.parent / line)
+            for line in lines if line]
 
 
 class Source:

@@ -112,3 +112,25 @@ def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     module.write_text("def f():\n    from edgefer.training import train\n")
     assert "edgefer.training" in imported_modules(module)
     assert find_cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b", "a"]]
+
+
+def test_ray_is_imported_only_when_a_ray_run_starts() -> None:
+    """``import edgefer``, the command line (``score --help`` included) and the module behind
+    ``score --ray`` leave the optional ``ray`` package unimported."""
+    import subprocess
+    import sys
+
+    code = "\n".join([
+        "import contextlib, io, sys",
+        "import edgefer, edgefer.apps.distributed",
+        "from edgefer.cli.main import build_parser",
+        "parser = build_parser()",
+        "parser.parse_args(['score', 'in.mp4', '-o', 'out', '--ray'])",
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):",
+        "    parser.parse_args(['score', '--help'])",
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))",
+    ])
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=PACKAGE.parent, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -104,7 +104,8 @@ def test_expand_inputs_recurses(tmp_path):
 
 
 def rows(n, file="f"):
-    return [{c: 0 for c in ROW_COLUMNS} | {"file": file, "frame": i} for i in range(n)]
+    text = {c: "neutral" for c in ROW_COLUMNS if c.endswith(("label", "source"))}  # typed as written
+    return [{c: 0 for c in ROW_COLUMNS} | text | {"file": file, "frame": i} for i in range(n)]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
@@ -153,3 +154,16 @@ def test_atomic_json(tmp_path):
     write_json_atomic(path, {"a": np.float32(1.5), "b": np.arange(2)})
     assert json.loads(path.read_text()) == {"a": 1.5, "b": [0, 1]}
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_a_parquet_table_without_rows_has_the_schema(tmp_path):
+    """No face found still writes the table (so a --ray part marks the input as done), typed
+    like any other part."""
+    import pyarrow.parquet as pq
+
+    from edgefer.sinks import parquet_schema
+
+    path = tmp_path / "empty.parquet"
+    TableSink(path).close()
+    table = pq.read_table(path)
+    assert table.num_rows == 0 and table.schema == parquet_schema()

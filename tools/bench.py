@@ -8,6 +8,7 @@ and the medians go to JSON and to a markdown section appended to BENCHMARKS.md.
     python tools/bench.py live ../shared/data/videos/liveportrait_d9.mp4 --seconds 60
     python tools/bench.py model
     python tools/bench.py soak ../shared/data/videos/liveportrait_d9.mp4 --minutes 20
+    python tools/bench.py ray ../shared/data/videos/liveportrait_d*.mp4 --copies 4
 """
 
 from __future__ import annotations
@@ -178,13 +179,44 @@ def work_model(batch: int, threads: int) -> dict[str, Any]:
             "model_bytes": entry.file.stat().st_size, "model": entry.name}
 
 
+def work_score_many(folder: str) -> dict[str, Any]:
+    """Plain ``edgefer score`` of every file in ``folder`` into one Parquet table."""
+    from edgefer.apps.score import ScoreOptions, score
+
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        reports = score([folder], ScoreOptions(output=Path(out) / "faces.parquet"))
+        seconds = time.perf_counter() - start
+    return {"files": len(reports), "frames": sum(r.frames for r in reports), "seconds": seconds,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def work_score_ray(folder: str, address: str) -> dict[str, Any]:
+    """``edgefer score --ray ADDRESS`` of the same files into a Parquet dataset, joining a
+    running cluster (connection and worker start-up included in the time)."""
+    from edgefer.apps.distributed import RayOptions, score_on_ray
+    from edgefer.apps.score import ScoreOptions
+
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        run = score_on_ray([folder], ScoreOptions(output=Path(out)),
+                           RayOptions(output=out, address=address))
+        seconds = time.perf_counter() - start
+    return {"files": len(run.reports), "frames": sum(r.frames for r in run.reports),
+            "seconds": seconds, "workers": run.workers, "peak_rss_mb": peak_rss_mb(),
+            "worker_startup_s": run.worker_startup_s,
+            "file_overhead_s": percentiles(run.file_overhead_s),
+            "failed": sum(r.error is not None for r in run.reports)}
+
+
 WORKERS = {"decode_detect": work_decode_detect, "score": work_score, "live": work_live,
-           "model": work_model, "soak": work_soak}
+           "model": work_model, "soak": work_soak, "score_many": work_score_many,
+           "score_ray": work_score_ray}
 
 
-def in_subprocess(kind: str, *args: Any) -> dict[str, Any]:
+def in_subprocess(kind: str, *args: Any, env: dict[str, str] | None = None) -> dict[str, Any]:
     command = [sys.executable, __file__, "_worker", kind, json.dumps(args)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0:
         raise SystemExit(f"{kind} worker failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -258,6 +290,50 @@ def suite_soak(clip: str, minutes: float) -> tuple[dict[str, Any], str]:
     return run, "\n".join(lines)
 
 
+def suite_ray(clips: list[str], copies: int, repeats: int) -> tuple[dict[str, Any], str]:
+    """``copies`` copies of each clip, scored by plain ``edgefer score`` and by ``--ray`` on a
+    cluster of this machine's CPUs started for the run, interleaved ``repeats`` times."""
+    import os
+    import shutil
+    import signal
+
+    from edgefer.apps.distributed import RayOptions
+    from tools.ray_cluster import LocalCluster
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a timeout still stops the cluster
+    local_runs, ray_runs = [], []
+    with tempfile.TemporaryDirectory() as folder, LocalCluster(cpus=os.cpu_count() or 2) as cluster:
+        for k in range(copies):
+            for clip in clips:
+                shutil.copy(clip, Path(folder) / f"{k}_{Path(clip).name}")
+        for _ in range(repeats):
+            local_runs.append(in_subprocess("score_many", folder))
+            ray_runs.append(in_subprocess("score_ray", folder, cluster.address, env=cluster.env))
+    ratios = [loc["seconds"] / ray["seconds"] for loc, ray in zip(local_runs, ray_runs, strict=True)]
+    local, ray = median_run(local_runs, "seconds"), median_run(ray_runs, "seconds")
+    startup = [s for run in ray_runs for s in run["worker_startup_s"]]
+    result = {"clips": clips, "copies": copies, "repeats": repeats, "local": local, "ray": ray,
+              "local_seconds_runs": [round(r["seconds"], 2) for r in local_runs],
+              "ray_seconds_runs": [round(r["seconds"], 2) for r in ray_runs],
+              "ratio_median": round(float(np.median(ratios)), 3),
+              "worker_startup_s": percentiles(startup)}
+    table = "\n".join([
+        f"{local['files']} files ({copies} copies of {len(clips)} clips), {local['frames']} frames; "
+        f"Ray: a local cluster of {os.cpu_count()} CPUs on 127.0.0.2, {ray['workers']} worker(s) "
+        f"of {RayOptions.cpus_per_worker} CPUs; median of {repeats} interleaved runs.", "",
+        "| measurement | seconds | frames/s | peak RSS MB (driver) |", "|---|---:|---:|---:|",
+        f"| `edgefer score` (one process) | {local['seconds']:.1f} | "
+        f"{local['frames'] / local['seconds']:.1f} | {local['peak_rss_mb']:.0f} |",
+        f"| `edgefer score --ray` (joins, starts workers, scores, publishes parts) | "
+        f"{ray['seconds']:.1f} | {ray['frames'] / ray['seconds']:.1f} | {ray['peak_rss_mb']:.0f} |",
+        f"| throughput ratio, Ray / local (per run pair, median) | {result['ratio_median']:.3f} | | |",
+        f"| worker start-up (process, imports, model and detector), p50 / p95 | "
+        f"{result['worker_startup_s']['p50']:.2f} / {result['worker_startup_s']['p95']:.2f} | | |",
+        f"| per-file overhead on Ray (round trip minus scoring), p50 / p95 | "
+        f"{ray['file_overhead_s']['p50']:.3f} / {ray['file_overhead_s']['p95']:.3f} | | |"])
+    return result, table
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -284,9 +360,10 @@ def main() -> None:
         print(json.dumps(WORKERS[sys.argv[2]](*json.loads(sys.argv[3]))))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", choices=("pipeline", "live", "model", "soak"))
+    parser.add_argument("suite", choices=("pipeline", "live", "model", "soak", "ray"))
     parser.add_argument("--minutes", type=float, default=20.0, help="soak: how long")
-    parser.add_argument("clip", nargs="?")
+    parser.add_argument("clip", nargs="*")
+    parser.add_argument("--copies", type=int, default=4, help="ray: copies of each clip")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--llm-modes", default="none,slow,down",
@@ -297,7 +374,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.suite != "model" and not args.clip:
         parser.error(f"{args.suite} needs a clip")
-    if args.suite == "pipeline":
+    if args.suite != "ray":
+        if len(args.clip) > 1:
+            parser.error(f"{args.suite} takes one clip")
+        args.clip = args.clip[0] if args.clip else None
+    if args.suite == "ray":
+        result, table = suite_ray(args.clip, args.copies, args.repeats)
+        title = "Scale-out: `edgefer score --ray` vs `edgefer score` on one machine"
+    elif args.suite == "pipeline":
         result, table = suite_pipeline(args.clip, args.repeats)
         title = "Pipeline throughput"
     elif args.suite == "live":

@@ -113,13 +113,13 @@ def score(inputs: list[str], options: ScoreOptions,
     summary.add_rows(resume.rows)
     reports: list[FileReport] = []
     completed = [item for item in items if item in resume.completed]
-    table = _LazyTable(options, append=options.resume)
+    table = LazyTable(options.output, options.overwrite, append=options.resume)
     with Recognizer(options.recognizer) as recognizer, table:
         for item in items:
             if item in resume.completed:
                 continue
             recognizer.reserve_track_ids(resume.next_track_id.get(item, 1))
-            report = _score_one(item, recognizer, table, summary, options, observer,
+            report = score_file(item, recognizer, table, summary, options, observer,
                                 len(items) > 1, resume.start_frame.get(item, 0))
             report.dominant = summary.dominant(item)
             reports.append(report)
@@ -137,20 +137,21 @@ def score(inputs: list[str], options: ScoreOptions,
     return reports
 
 
-class _LazyTable:
+class LazyTable:
     """Opens the table sink when the first input has opened, so a lone bad input leaves no file."""
 
-    def __init__(self, options: ScoreOptions, append: bool = False) -> None:
-        self.options = options
+    def __init__(self, path: Path, overwrite: bool = False, append: bool = False) -> None:
+        self.path = path
+        self.overwrite = overwrite
         self.append = append
         self.sink: TableSink | None = None
 
     def open(self) -> TableSink:
         if self.sink is None:
-            self.sink = TableSink(self.options.output, self.options.overwrite, append=self.append)
+            self.sink = TableSink(self.path, self.overwrite, append=self.append)
         return self.sink
 
-    def __enter__(self) -> _LazyTable:
+    def __enter__(self) -> LazyTable:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -158,13 +159,19 @@ class _LazyTable:
             self.sink.close()
 
 
-def _score_one(item: str, recognizer: Recognizer, table: _LazyTable, summary: Summary,
-               options: ScoreOptions, observer: ScoreObserver, many: bool,
-               start_frame: int = 0) -> FileReport:
+def score_file(item: str, recognizer: Recognizer, table: LazyTable, summary: Summary,
+               options: ScoreOptions, observer: ScoreObserver, many: bool = False,
+               start_frame: int = 0, read_from: str | None = None) -> FileReport:
+    """Score one input into ``table`` and ``summary``; an InputError is reported, not raised.
+
+    Rows name the input ``item``; ``read_from`` is where to read it when that differs (a local
+    copy of a remote file, in ``score --ray``).
+    """
     report = FileReport(item)
     start = time.perf_counter()
     try:
-        with open_source(item, options.stride, options.max_fps, start_frame) as source:
+        with open_source(read_from or item, options.stride, options.max_fps,
+                         start_frame) as source:
             sink = table.open()
             observer.file_started(item, _expected_frames(source, options.stride))
             video = _annotation_sink(item, source, options, many)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,15 @@ def _shares(labels: Counter[str]) -> dict[str, float]:
 
 def _dominant(labels: Counter[str]) -> str | None:
     return labels.most_common(1)[0][0] if labels else None
+
+
+def merge_summaries(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """One ``--summary`` document from documents covering other files (``Summary.to_dict`` of
+    each worker's files, in ``score --ray``), in the order given."""
+    files: dict[str, Any] = {}
+    for part in parts:
+        files.update(part["files"])
+    return {"files": files}
 
 
 class Summary:

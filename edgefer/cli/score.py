@@ -21,8 +21,10 @@ def add_commands(commands: Any) -> None:
         description="Detect, classify and track every face; write one row per face per processed "
                     "frame. Folders are searched recursively for images and videos.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="file, folder, URL or camera index")
-    parser.add_argument("-o", "--output", required=True, type=Path,
-                        help="table to write: .csv, .jsonl or .parquet")
+    parser.add_argument("-o", "--output", required=True,
+                        help="table to write: .csv, .jsonl or .parquet; with --ray, a folder "
+                             "(local path or pyarrow filesystem URI) that becomes a Parquet "
+                             "dataset")
     parser.add_argument("--annotate", type=Path, metavar="OUT.mp4",
                         help="write an annotated video (one per input when there are several)")
     parser.add_argument("--summary", type=Path, metavar="OUT.json",
@@ -37,6 +39,7 @@ def add_commands(commands: Any) -> None:
                              "last frame")
     parser.add_argument("--llm-wait", type=float, default=30.0, metavar="S",
                         help="at the end of each input, wait up to S seconds for LLM answers")
+    add_ray_arguments(parser)
     add_recognizer_arguments(parser)
     add_llm_arguments(parser)
     parser.set_defaults(run=run_score)
@@ -51,13 +54,30 @@ def add_commands(commands: Any) -> None:
     demo.set_defaults(run=run_demo)
 
 
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cluster (pip install 'edgefer[ray]')")
+    group.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                       help="score on a Ray cluster: HOST:PORT of its head, or no value (auto) to "
+                            "join the local instance or start one on loopback; -o names a "
+                            "Parquet dataset folder; rerunning resumes")
+    group.add_argument("--ray-workers", type=int, metavar="N",
+                       help="workers (default: as many as the cluster's CPUs hold)")
+    group.add_argument("--ray-cpus-per-worker", type=float, default=2.0, metavar="C",
+                       help="CPUs each worker reserves (default 2: decode, detection and "
+                            "classification overlap in threads)")
+    group.add_argument("--ray-attempts", type=int, default=3, metavar="N",
+                       help="tries per input when workers die (default 3)")
+
+
 def run_score(args: argparse.Namespace) -> int:
     from edgefer.apps.score import score
 
-    options = ScoreOptions(output=args.output, overwrite=args.overwrite, annotate=args.annotate,
-                           summary=args.summary, plot=args.plot, stride=args.stride,
-                           max_fps=args.max_fps, llm_wait_s=args.llm_wait, resume=args.resume,
-                           recognizer=recognizer_options(args))
+    options = ScoreOptions(output=Path(args.output), overwrite=args.overwrite,
+                           annotate=args.annotate, summary=args.summary, plot=args.plot,
+                           stride=args.stride, max_fps=args.max_fps, llm_wait_s=args.llm_wait,
+                           resume=args.resume, recognizer=recognizer_options(args))
+    if args.ray is not None:
+        return run_score_on_ray(args, options)
     with RichScoreObserver() as observer:
         reports = score(args.inputs, options, observer)
     observer.print_summary(reports, options)
@@ -80,6 +100,91 @@ def run_demo(args: argparse.Namespace) -> int:
         reports = score([str(clip)], options, observer)
     observer.print_summary(reports, options)
     return 0 if all(r.error is None for r in reports) else 1
+
+
+def run_score_on_ray(args: argparse.Namespace, options: ScoreOptions) -> int:
+    from edgefer.apps.distributed import RayOptions, score_on_ray
+
+    cluster = RayOptions(output=args.output, address=args.ray, workers=args.ray_workers,
+                         cpus_per_worker=args.ray_cpus_per_worker, max_attempts=args.ray_attempts,
+                         overwrite=args.overwrite)
+    with RichClusterObserver() as observer:
+        run = score_on_ray(args.inputs, options, cluster, observer)
+    if run.skipped:
+        observer.console.print(f"skipped {len(run.skipped)} input(s) already complete in "
+                               f"{escape(args.output)}", highlight=False)
+    if run.reports:
+        print_reports(observer.console, run.reports)
+    outputs = [args.output, args.summary]
+    observer.console.print("wrote " + ", ".join(str(p) for p in outputs if p is not None),
+                           highlight=False)
+    return 0 if all(r.error is None for r in run.reports) else 1
+
+
+class RichClusterObserver:
+    """One display over the cluster: inputs done (failed, retried) and frames scored per second,
+    with a line for each failure and retry."""
+
+    def __enter__(self) -> RichClusterObserver:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True)
+        self.display = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
+                                 console=self.console, transient=True)
+        self.display.__enter__()
+        self.files = self.display.add_task("[bold]inputs", total=None, note="connecting to Ray")
+        self.frames = self.display.add_task("frames", total=None, note="")
+        self.failed = self.retried = 0
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.display.__exit__(*exc)
+
+    def run_started(self, files: int, skipped: int, workers: int) -> None:
+        self.workers = workers
+        self.started = time.perf_counter()
+        self.display.update(self.files, total=files, completed=skipped, note=self._note())
+
+    def progress(self, frames_done: int) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.display.update(self.frames, completed=frames_done,
+                             note=f"{frames_done / elapsed:6.1f} frames/s" if elapsed > 0 else "")
+
+    def file_retried(self, name: str, attempt: int, reason: str) -> None:
+        self.retried += 1
+        self.display.console.print(f"[yellow]retry[/] {escape(name)} (attempt {attempt}): "
+                                    f"{escape(reason)}", highlight=False, soft_wrap=True)
+        self.display.update(self.files, note=self._note())
+
+    def file_done(self, report: FileReport) -> None:
+        if report.error:
+            self.failed += 1
+            self.display.console.print(f"[red]failed[/] {escape(report.name)}: "
+                                        f"{escape(report.error)}", highlight=False, soft_wrap=True)
+        self.display.update(self.files, advance=1, note=self._note())
+
+    def _note(self) -> str:
+        return (f"{self.workers} workers, [red]{self.failed} failed[/], "
+                f"[yellow]{self.retried} retried[/]")
+
+
+def print_reports(console: Any, reports: list[FileReport]) -> None:
+    """The per-input table printed at the end of a run."""
+    from rich.table import Table
+
+    table = Table(title="edgefer score")
+    for column in ("input", "frames", "faces", "frames/s", "dominant", "status"):
+        table.add_column(column, justify="right" if column in ("frames", "faces", "frames/s")
+                         else "left")
+    for r in reports:
+        fps = f"{r.frames / r.seconds:.1f}" if r.seconds > 0 and r.frames else "-"
+        status = f"[red]{escape(r.error)}[/]" if r.error else "[green]ok[/]"
+        table.add_row(escape(Path(r.name).name), str(r.frames), str(r.faces), fps,
+                      r.dominant or "-", status)
+    console.print(table)
 
 
 class RichScoreObserver:
@@ -130,18 +235,7 @@ class RichScoreObserver:
                                         f"{escape(report.error)}", highlight=False, soft_wrap=True)
 
     def print_summary(self, reports: list[FileReport], options: ScoreOptions) -> None:
-        from rich.table import Table
-
-        table = Table(title="edgefer score")
-        for column in ("input", "frames", "faces", "frames/s", "dominant", "status"):
-            table.add_column(column, justify="right" if column in ("frames", "faces", "frames/s")
-                             else "left")
-        for r in reports:
-            fps = f"{r.frames / r.seconds:.1f}" if r.seconds > 0 and r.frames else "-"
-            status = f"[red]{escape(r.error)}[/]" if r.error else "[green]ok[/]"
-            table.add_row(escape(Path(r.name).name), str(r.frames), str(r.faces), fps,
-                          r.dominant or "-", status)
-        self.console.print(table)
+        print_reports(self.console, reports)
         outputs = [options.output, options.annotate, options.summary, options.plot]
         self.console.print("wrote " + ", ".join(str(p) for p in outputs if p is not None),
                            highlight=False)
