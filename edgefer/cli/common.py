@@ -11,6 +11,12 @@ from edgefer.detect import DETECTOR_MODELS, DetectorOptions
 from edgefer.llm.config import LlmConfig
 from edgefer.pipeline import RecognizerOptions
 
+MODEL_HELP = (
+    "model name in engines/manifest.json. Two truths: vgg_s_int8 (the default) learned FER2013's "
+    "labels, one per image, the figure papers report; vgg_s_ferplus_int8 learned what ten FER+ "
+    "annotators agree on, calls more weak expressions neutral and agrees with people more often. "
+    "Float versions: vgg_s, vgg_s_ferplus")
+
 
 def command_line() -> str:
     """This invocation as a copyable shell command (recorded beside the figures it produced)."""
@@ -21,7 +27,7 @@ def command_line() -> str:
 
 def add_recognizer_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("recognition")
-    group.add_argument("--model", help="model name in engines/manifest.json (default: its default)")
+    group.add_argument("--model", help=MODEL_HELP)
     group.add_argument("--engine", default="onnxruntime",
                        choices=ENGINES,
                        help="inference engine (default: onnxruntime on the CPU; auto: TensorRT, "

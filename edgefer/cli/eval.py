@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefer.backends.base import ENGINES, PRECISIONS
+from edgefer.cli.common import MODEL_HELP
 from edgefer.detect import DETECTOR_MODELS
 from edgefer.training.evaluate import EvalOptions
 from edgefer.types import EMOTIONS
@@ -30,7 +31,7 @@ def add_commands(commands: Any) -> None:
                         help="crops: images are face crops (default); detect: run the face "
                              "detector and aligner first, as in live use")
     parser.add_argument("--detector", choices=DETECTOR_MODELS, default="short")
-    parser.add_argument("--model", help="model name in the manifest (default: its default)")
+    parser.add_argument("--model", help=MODEL_HELP)
     parser.add_argument("--engine", default="onnxruntime",
                         choices=ENGINES)
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16",
