@@ -15,6 +15,13 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "neutral": (200, 200, 200), UNKNOWN: (128, 128, 128),
 }
 LLM_MARK_COLOR = (255, 0, 255)
+REFERENCE_SIDE_PX = 480  # text is drawn at scale 1 on a 480-pixel-high (or wide) frame
+
+
+def text_scale(image: np.ndarray) -> float:
+    """How much larger than on a 480p frame text and lines are drawn, so labels and the HUD keep
+    the same share of the picture from a 480p webcam to 1080p and beyond."""
+    return max(0.5, min(image.shape[:2]) / REFERENCE_SIDE_PX)
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ def draw_faces(image: np.ndarray, faces: Faces, debug: bool = False) -> np.ndarr
     """Draw every face onto ``image`` in place and return it."""
     import cv2
 
-    scale = max(0.4, min(image.shape[:2]) / 900)
+    scale = text_scale(image)
     for row in range(len(faces)):
         label, confidence, from_llm = face_label(faces, row)
         color = COLORS[label]
@@ -62,12 +69,14 @@ def _label_box(image: np.ndarray, text: str, corner: tuple[int, int],
     import cv2
 
     font = cv2.FONT_HERSHEY_SIMPLEX
-    (width, height), baseline = cv2.getTextSize(text, font, 0.6 * scale * 1.5, 1)
+    thickness = max(1, round(1.5 * scale))
+    (width, height), baseline = cv2.getTextSize(text, font, 0.6 * scale, thickness)
     x, y = corner
-    top = max(0, y - height - baseline - 4)
-    cv2.rectangle(image, (x, top), (x + width + 4, top + height + baseline + 4), color, -1)
-    cv2.putText(image, text, (x + 2, top + height + 2), font, 0.6 * scale * 1.5, (0, 0, 0),
-                max(1, int(scale * 1.5)), cv2.LINE_AA)
+    pad = max(2, round(3 * scale))
+    top = max(0, y - height - baseline - 2 * pad)
+    cv2.rectangle(image, (x, top), (x + width + 2 * pad, top + height + baseline + 2 * pad), color, -1)
+    cv2.putText(image, text, (x + pad, top + height + pad), font, 0.6 * scale, (0, 0, 0),
+                thickness, cv2.LINE_AA)
 
 
 def _confidence_bar(image: np.ndarray, corner: tuple[int, int], width: int, confidence: float,
@@ -89,14 +98,15 @@ def _debug_overlay(image: np.ndarray, faces: Faces, row: int, scale: float) -> N
     cv2.line(image, tuple(eyes[0]), tuple(eyes[1]), (0, 255, 0), 1)
     x0, _, _x1, y1 = (int(v) for v in faces.xyxy[row])
     for i, (name, p) in enumerate(zip(EMOTIONS, faces.probs[row], strict=False)):
-        y = y1 + int((22 + 14 * i) * scale * 1.3)
-        cv2.rectangle(image, (x0, y - int(9 * scale)), (x0 + int(80 * scale * p), y), COLORS[name], -1)
+        y = y1 + int((22 + 16 * i) * scale)
+        cv2.rectangle(image, (x0, y - int(11 * scale)), (x0 + int(80 * scale * p), y), COLORS[name], -1)
         cv2.putText(image, f"{name[:3]} {p:.2f}", (x0 + int(84 * scale), y),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.4 * scale * 1.5, (255, 255, 255), 1, cv2.LINE_AA)
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45 * scale, (255, 255, 255), max(1, round(scale)),
+                    cv2.LINE_AA)
 
 
 def draw_hud(image: np.ndarray, hud: Hud) -> np.ndarray:
-    """Frames/s and capture-to-display latency in the top-left corner."""
+    """Frames/s and capture-to-display latency in the top-left corner, scaled with the frame."""
     import cv2
 
     parts = []
@@ -108,7 +118,12 @@ def draw_hud(image: np.ndarray, hud: Hud) -> np.ndarray:
         parts.append(hud.extra)
     if parts:
         text = "  ".join(parts)
-        cv2.rectangle(image, (0, 0), (12 + 11 * len(text), 28), (0, 0, 0), -1)
-        cv2.putText(image, text, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1,
-                    cv2.LINE_AA)
+        scale = text_scale(image)
+        thickness = max(1, round(1.5 * scale))
+        (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale,
+                                                    thickness)
+        pad = round(6 * scale)
+        cv2.rectangle(image, (0, 0), (width + 2 * pad, height + baseline + 2 * pad), (0, 0, 0), -1)
+        cv2.putText(image, text, (pad, pad + height), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale,
+                    (255, 255, 255), thickness, cv2.LINE_AA)
     return image

@@ -9,6 +9,7 @@ and the medians go to JSON and to a markdown section appended to BENCHMARKS.md.
     python tools/bench.py model
     python tools/bench.py soak ../shared/data/videos/liveportrait_d9.mp4 --minutes 20
     python tools/bench.py ray ../shared/data/videos/liveportrait_d*.mp4 --copies 4
+    python tools/bench.py web ../shared/data/videos/liveportrait_d9.mp4 --seconds 20
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def work_score(clip: str) -> dict[str, Any]:
 def work_live(clip: str, seconds: float, llm_mode: str) -> dict[str, Any]:
     """The live loop, headless, on a file paced at its frame rate (30 frames/s)."""
     from edgefer.apps.live import LiveOptions, LiveSession
+    from edgefer.apps.window import DisplayOptions
     from edgefer.capture import CaptureOptions
     from edgefer.llm.config import LlmConfig
     from edgefer.pipeline import RecognizerOptions
@@ -95,7 +97,8 @@ def work_live(clip: str, seconds: float, llm_mode: str) -> dict[str, Any]:
         llm = LlmConfig(model="stub", base_url=base_url, threshold=1.0, cooldown_s=1.0,
                         timeout_s=5.0) if base_url else None
         options = LiveOptions(capture=CaptureOptions(clip, realtime=True, loop=True),
-                              recognizer=RecognizerOptions(llm=llm), headless=True,
+                              recognizer=RecognizerOptions(llm=llm),
+                              display=DisplayOptions(headless=True),
                               duration_s=seconds)
         session = LiveSession(options)
         stats = session.run()
@@ -118,6 +121,7 @@ def work_soak(clip: str, minutes: float, sample_s: float = 10.0) -> dict[str, An
     import threading
 
     from edgefer.apps.live import LiveOptions, LiveSession
+    from edgefer.apps.window import DisplayOptions
     from edgefer.capture import CaptureOptions
     from edgefer.llm.config import LlmConfig
     from edgefer.pipeline import RecognizerOptions
@@ -134,7 +138,8 @@ def work_soak(clip: str, minutes: float, sample_s: float = 10.0) -> dict[str, An
         llm = LlmConfig(model="stub", base_url=server.base_url, threshold=1.0, cooldown_s=2.0,
                         timeout_s=5.0, max_retries=1)
         options = LiveOptions(capture=CaptureOptions(clip, realtime=True, loop=True),
-                              recognizer=RecognizerOptions(llm=llm), headless=True,
+                              recognizer=RecognizerOptions(llm=llm),
+                              display=DisplayOptions(headless=True),
                               duration_s=minutes * 60)
         session = LiveSession(options)
         done = threading.Event()
@@ -157,6 +162,81 @@ def work_soak(clip: str, minutes: float, sample_s: float = 10.0) -> dict[str, An
     return {"minutes": minutes, "frames": stats.frames, "fps": stats.fps, "dropped": stats.dropped,
             "errors": stats.errors, "latency_ms": percentiles(stats.latencies_ms),
             "rss_growth_after_warmup": round(growth, 4), "samples": samples}
+
+
+def work_web(clip: str, seconds: float, viewers: int, warmup_s: float = 5.0) -> dict[str, Any]:
+    """The live loop unpaced (as fast as it goes) with the page and its preview on, watched by
+    ``viewers`` page-like clients in another process; frames/s over the watched window."""
+    import threading
+
+    from edgefer.apps.live import LiveOptions, LiveSession
+    from edgefer.apps.web.server import HttpOptions
+    from edgefer.apps.window import DisplayOptions
+    from edgefer.capture import CaptureOptions
+
+    options = LiveOptions(capture=CaptureOptions(clip, loop=True), display=DisplayOptions(headless=True),
+                          http=HttpOptions(enabled=True, port=0, preview=True),
+                          duration_s=warmup_s + seconds + 600)  # stopped below
+    session = LiveSession(options)
+    runner = threading.Thread(target=session.run)
+    runner.start()
+    while session.monitor.server is None or session.stats.frames < 1:
+        time.sleep(0.1)
+    time.sleep(warmup_s)
+    client = subprocess.Popen([sys.executable, __file__, "_viewers", str(session.monitor.server.port),
+                               str(viewers), str(seconds)], stdout=subprocess.PIPE, text=True)
+    client.stdout.readline()  # the viewers' process is up and about to connect
+    time.sleep(0.5)
+    frames, encoded, cpu = session.stats.frames, session.monitor.preview.encoded, cpu_s()
+    start = time.monotonic()
+    time.sleep(seconds - 1)
+    frames, encoded = session.stats.frames - frames, session.monitor.preview.encoded - encoded
+    cpu, elapsed = cpu_s() - cpu, time.monotonic() - start
+    received = json.loads(client.communicate()[0].splitlines()[-1])
+    session.request_stop()
+    runner.join()
+    return {"viewers": viewers, "fps": frames / elapsed, "jpegs_per_s": encoded / elapsed,
+            "cpu_s_per_s": cpu / elapsed, "cpu_ms_per_frame": 1000 * cpu / max(1, frames),
+            "frames_received_per_viewer": received, "peak_rss_mb": peak_rss_mb()}
+
+
+def cpu_s() -> float:
+    """CPU seconds this process has used (all its threads: loop, capture, HTTP, encoder)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def page_viewers(port: int, count: int, seconds: float) -> list[int]:
+    """``count`` clients doing what the page does: status every 0.5 s, and the next frame."""
+    import threading
+    import urllib.request
+
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + seconds + 0.5
+    received = [0] * count
+
+    def status() -> None:
+        while time.monotonic() < deadline:
+            urllib.request.urlopen(base + "/api/status", timeout=10).read()
+            time.sleep(0.5)
+
+    def frames(slot: int) -> None:
+        seq = "0"
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{base}/frame.jpg?after={seq}", timeout=10) as reply:
+                reply.read()
+                if reply.status == 200:
+                    seq = reply.headers["X-Frame-Seq"]
+                    received[slot] += 1
+
+    threads = [threading.Thread(target=t, args=a) for i in range(count)
+               for t, a in ((status, ()), (frames, (i,)))]
+    print("ready", flush=True)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return received
 
 
 def work_model(batch: int, threads: int) -> dict[str, Any]:
@@ -211,7 +291,7 @@ def work_score_ray(folder: str, address: str) -> dict[str, Any]:
 
 WORKERS = {"decode_detect": work_decode_detect, "score": work_score, "live": work_live,
            "model": work_model, "soak": work_soak, "score_many": work_score_many,
-           "score_ray": work_score_ray}
+           "score_ray": work_score_ray, "web": work_web}
 
 
 def in_subprocess(kind: str, *args: Any, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -332,6 +412,33 @@ def suite_ray(clips: list[str], copies: int, repeats: int) -> tuple[dict[str, An
         f"| per-file overhead on Ray (round trip minus scoring), p50 / p95 | "
         f"{ray['file_overhead_s']['p50']:.3f} / {ray['file_overhead_s']['p95']:.3f} | | |"])
     return result, table
+def suite_web(clip: str, seconds: float, repeats: int) -> tuple[dict[str, Any], str]:
+    counts = (0, 1, 5)
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in counts}
+    for _ in range(repeats):  # interleaved, so every count sees the same machine load
+        for n in counts:
+            runs[n].append(in_subprocess("web", clip, seconds, n))
+    ratios = {n: float(np.median([r["fps"] / b["fps"] for r, b in zip(runs[n], runs[0], strict=True)]))
+              for n in counts}
+    # CPU the page takes: the process's CPU per second minus what its frames cost without viewers
+    page_cpu = {n: float(np.median([r["cpu_s_per_s"] - b["cpu_ms_per_frame"] / 1000 * r["fps"]
+                                    for r, b in zip(runs[n], runs[0], strict=True)])) for n in counts}
+    lines = [f"Live loop unpaced on `{Path(clip).name}` (looped), page and preview on (5 JPEG/s at "
+             f"most), {seconds:.0f} s watched per run, {repeats} interleaved runs per count; viewers "
+             "are page-like clients in another process (status every 0.5 s, every new frame).", "",
+             "| viewers | frames/s (median) | runs | vs no viewer (median of per-run ratios) | "
+             "page's CPU, share of one core (median) | JPEGs encoded/s | frames received per "
+             "viewer/s |", "|---:|---:|---|---:|---:|---:|---:|"]
+    for n in counts:
+        median = median_run(runs[n])
+        got = median["frames_received_per_viewer"]
+        per_viewer = f"{np.mean(got) / (seconds + 0.5):.1f}" if got else "-"
+        fps_runs = ", ".join(f"{r['fps']:.1f}" for r in runs[n])
+        lines.append(f"| {n} | {median['fps']:.1f} | {fps_runs} | {ratios[n]:.3f} | "
+                     f"{page_cpu[n]:.1%} | {median['jpegs_per_s']:.1f} | {per_viewer} |")
+    return {"clip": clip, "seconds": seconds, "runs": {str(n): r for n, r in runs.items()},
+            "ratios": {str(n): round(r, 4) for n, r in ratios.items()},
+            "page_cpu_share": {str(n): round(c, 4) for n, c in page_cpu.items()}}, "\n".join(lines)
 
 
 def machine() -> str:
@@ -359,8 +466,11 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_worker":
         print(json.dumps(WORKERS[sys.argv[2]](*json.loads(sys.argv[3]))))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "_viewers":
+        print(json.dumps(page_viewers(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", choices=("pipeline", "live", "model", "soak", "ray"))
+    parser.add_argument("suite", choices=("pipeline", "live", "model", "soak", "ray", "web"))
     parser.add_argument("--minutes", type=float, default=20.0, help="soak: how long")
     parser.add_argument("clip", nargs="*")
     parser.add_argument("--copies", type=int, default=4, help="ray: copies of each clip")
@@ -387,6 +497,9 @@ def main() -> None:
     elif args.suite == "live":
         result, table = suite_live(args.clip, args.seconds, args.llm_modes.split(","))
         title = "Live loop latency and the LLM second opinion"
+    elif args.suite == "web":
+        result, table = suite_web(args.clip, args.seconds, args.repeats)
+        title = "The operator's page: frame-rate cost of viewers"
     elif args.suite == "soak":
         result, table = suite_soak(args.clip, args.minutes)
         title = "Soak: the live loop with a flaky LLM"

@@ -1,180 +1,181 @@
 """Kiosk configuration: TOML file, then ``EDGEFER_<SECTION>_<KEY>`` environment variables,
-then command-line flags (each overrides the one before). Unknown keys and invalid values are
-rejected at start with the key named.
+then command-line flags (each overrides the one before).
+
+The file is not a schema of its own: every table is one of the option dataclasses the CLI and
+the library use (``LiveOptions`` and what it nests: ``[capture]`` is ``CaptureOptions``,
+``[recognizer]``, ``[detector]``, ``[tracker]``, ``[smoothing]``, ``[llm]`` is ``LlmConfig``,
+``[display]``, ``[outputs]``, ``[http]``), found by walking the dataclasses, with keys named
+like their fields and values checked against their types. An option added to a dataclass is
+configurable here with no change to this module. Unknown names and wrong types are rejected at
+start with the key named; the dataclasses' own checks run on construction.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from edgefer.apps.live import LiveOptions
-from edgefer.capture import CaptureOptions
-from edgefer.detect import DetectorOptions
 from edgefer.errors import ConfigError, EdgeferError
 from edgefer.files import read_toml
 from edgefer.llm.config import LlmConfig
-from edgefer.pipeline import RecognizerOptions
+
+# Where the kiosk's defaults differ from the command line's.
+KIOSK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "capture": {"reconnect": True}, "display": {"fullscreen": True},
+    "outputs": {"events": "-"}, "http": {"enabled": True}}
+# Keys of the kiosk file that are not fields: the LLM's on/off switch and where its key lives.
+SWITCHES: dict[str, dict[str, tuple[type, Any]]] = {
+    "llm": {"enabled": (bool, False), "api_key_env": (str, "OPENAI_API_KEY")}}
+NEVER_FROM_CONFIG = {"llm.api_key": "the key is read from the variable named by llm.api_key_env"}
+RENAMED = {"source": "capture", "source.input": "capture.source", "source.realtime":
+           "capture.realtime", "source.loop": "capture.loop", "llm.cache": "llm.cache_path"}
 
 
-@dataclass
-class SourceSection:
-    input: str = "0"
-    realtime: bool = False
-    loop: bool = False
+def _dataclass_in(hint: Any) -> type | None:
+    """The dataclass a field holds (``X`` or ``X | None``), else None."""
+    options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    found = [o for o in options if dataclasses.is_dataclass(o)]
+    return found[0] if found else None
 
 
-@dataclass
-class DisplaySection:
-    headless: bool = False
-    fullscreen: bool = True
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
 
 
-@dataclass
-class DetectorSection:
-    model: str = "short"
-    min_confidence: float = 0.5
+def sections(cls: type = LiveOptions) -> dict[str, type]:
+    """Every nested option dataclass by field name: ``{"capture": CaptureOptions, ...}``."""
+    found: dict[str, type] = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        inner = _dataclass_in(hint)
+        if inner is not None:
+            found[name] = inner
+            found.update(sections(inner))
+    return found
 
 
-@dataclass
-class OutputsSection:
-    table: str = ""  # "" = none; .csv / .jsonl / .parquet
-    record: str = ""  # "" = none; .mp4
-    events: str = "-"  # "-" = stdout; "" = off; a path = rotating file
-    snapshot_dir: str = ""
-    overwrite: bool = False
+SECTIONS = sections()
 
 
-@dataclass
-class HttpSection:
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 9108
-    stale_s: float = 10.0
+def _scalar_fields(cls: type) -> dict[str, Any]:
+    """The configurable keys of a section and their type hints (nested dataclasses excluded)."""
+    return {name: hint for name, hint in typing.get_type_hints(cls).items()
+            if _dataclass_in(hint) is None}
 
 
-@dataclass
-class LlmSection:
-    enabled: bool = False  # the single switch: off means nothing leaves the device
-    base_url: str = ""
-    model: str = LlmConfig.model
-    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never the file
-    threshold: float = LlmConfig.threshold
-    policy: str = LlmConfig.policy
-    cache: str = ""
-    requests_per_minute: int = LlmConfig.requests_per_minute
-    requests_per_day: int = LlmConfig.requests_per_day
-
-
-@dataclass
-class KioskConfig:
-    source: SourceSection = field(default_factory=SourceSection)
-    display: DisplaySection = field(default_factory=DisplaySection)
-    detector: DetectorSection = field(default_factory=DetectorSection)
-    outputs: OutputsSection = field(default_factory=OutputsSection)
-    http: HttpSection = field(default_factory=HttpSection)
-    llm: LlmSection = field(default_factory=LlmSection)
-
-
-def _convert(value: Any, kind: type, key: str) -> Any:
-    """``value`` (from TOML or a string from the environment) as ``kind``, or a ConfigError."""
-    if isinstance(value, str) and kind is not str:
-        text = value.strip().lower()
-        if kind is bool and text in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return text in ("1", "true", "yes", "on")
-        try:
-            return kind(text) if kind is not bool else _fail(key, value, kind)
-        except ValueError:
-            _fail(key, value, kind)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+def convert(value: Any, hint: Any, key: str) -> Any:
+    """``value`` (from TOML, or a string from the environment) as ``hint``, or a ConfigError.
+    For optional fields an empty string means "none"."""
+    if _is_union(hint):
+        if value == "":
+            return None
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if isinstance(value, str) and hint in (bool, int, float):
+        return _parse(value, hint, key)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        _fail(key, value, kind)
+    if hint is Path and isinstance(value, str):
+        return Path(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"config key {key}: expected {hint.__name__}, got {value!r}")
     return value
 
 
-def _fail(key: str, value: Any, kind: type) -> Any:
-    raise ConfigError(f"config key {key}: expected {kind.__name__}, got {value!r}")
+def _parse(text: str, kind: type, key: str) -> Any:
+    word = text.strip().lower()
+    if kind is bool and word in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return word in ("1", "true", "yes", "on")
+    try:
+        if kind is not bool:
+            return kind(word)
+    except ValueError:
+        pass
+    raise ConfigError(f"config key {key}: expected {kind.__name__}, got {text!r}")
 
 
-def apply(config: KioskConfig, values: dict[str, Any], origin: str) -> None:
-    """Overlay ``{section: {key: value}}`` onto ``config``, rejecting unknown names."""
-    sections = {f.name: f for f in dataclasses.fields(config)}
-    for name, table in values.items():
-        if name not in sections:
-            raise ConfigError(f"{origin}: unknown section [{name}]; known: {', '.join(sections)}")
+def _known_keys(section: str) -> dict[str, Any]:
+    keys = {name: hint for name, hint in _scalar_fields(SECTIONS[section]).items()
+            if f"{section}.{name}" not in NEVER_FROM_CONFIG}
+    keys.update({name: kind for name, (kind, _) in SWITCHES.get(section, {}).items()})
+    return keys
+
+
+def merge(values: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: str) -> None:
+    """Overlay ``{section: {key: value}}`` onto ``values``, converting and rejecting unknown names."""
+    for name, table in layer.items():
+        if name not in SECTIONS:
+            hint = f" (renamed [{RENAMED[name]}])" if name in RENAMED else ""
+            raise ConfigError(f"{origin}: unknown section [{name}]{hint}; known: {', '.join(SECTIONS)}")
         if not isinstance(table, dict):
             raise ConfigError(f"{origin}: [{name}] must be a table")
-        section = getattr(config, name)
-        kinds = {f.name: f.type for f in dataclasses.fields(section)}
+        known = _known_keys(name)
         for key, value in table.items():
-            if key not in kinds:
-                raise ConfigError(f"{origin}: unknown key {name}.{key}; known: "
-                                  f"{', '.join(kinds)}")
-            kind = {"str": str, "bool": bool, "int": int, "float": float}[str(kinds[key])]
-            setattr(section, key, _convert(value, kind, f"{name}.{key}"))
+            dotted = f"{name}.{key}"
+            if dotted in NEVER_FROM_CONFIG:  # checked first: not listed as a known key
+                raise ConfigError(f"{origin}: {dotted} is not accepted: {NEVER_FROM_CONFIG[dotted]}")
+            if key not in known:
+                hint = f" (renamed {RENAMED[dotted]})" if dotted in RENAMED else ""
+                raise ConfigError(f"{origin}: unknown key {dotted}{hint}; known: {', '.join(known)}")
+            values.setdefault(name, {})[key] = convert(value, known[key], f"{dotted} ({origin})")
 
 
-def from_environment(environ: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
-    """``EDGEFER_HTTP_PORT=9200`` -> ``{"http": {"port": "9200"}}`` for known sections."""
-    environ = dict(os.environ if environ is None else environ)
-    sections = {f.name for f in dataclasses.fields(KioskConfig)}
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """``EDGEFER_HTTP_PORT=9200`` -> ``{"http": {"port": "9200"}}``; other ``EDGEFER_*``
+    variables (``EDGEFER_MANIFEST``...) are not configuration sections and are left alone."""
+    environ = os.environ if environ is None else environ
     values: dict[str, dict[str, str]] = {}
     for name, value in environ.items():
-        if not name.startswith("EDGEFER_") or name in ("EDGEFER_MANIFEST", "EDGEFER_SHARED_DATA"):
-            continue
-        rest = name[len("EDGEFER_"):].lower()
-        section, _, key = rest.partition("_")
-        if section in sections and key:
+        section, _, key = name.removeprefix("EDGEFER_").lower().partition("_")
+        if name.startswith("EDGEFER_") and section in SECTIONS and key:
             values.setdefault(section, {})[key] = value
     return values
 
 
 def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]],
-                environ: dict[str, str] | None = None) -> KioskConfig:
-    """Defaults < TOML file < environment < ``overrides`` (from flags); validated."""
-    config = KioskConfig()
+                environ: Mapping[str, str] | None = None) -> LiveOptions:
+    """Kiosk defaults < TOML file < environment < ``overrides`` (from flags), as options."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, dict[str, Any]] = {}
+    merge(values, KIOSK_DEFAULTS, "kiosk defaults")
     if path is not None:
-        apply(config, read_toml(path), str(path))
-    apply(config, from_environment(environ), "environment")
-    apply(config, overrides, "command line")
-    to_live_options(config)  # builds every options object: invalid values fail here
-    return config
+        merge(values, read_toml(path), str(path))
+    merge(values, from_environment(environ), "environment")
+    merge(values, overrides, "command line")
+    return build(LiveOptions, values, environ)
 
 
-def to_live_options(config: KioskConfig) -> LiveOptions:
+def build(cls: type, values: dict[str, dict[str, Any]], environ: Mapping[str, str],
+          section: str | None = None) -> Any:
+    """``cls`` with its fields from ``values[section]`` and its nested sections built alike."""
+    kwargs: dict[str, Any] = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        inner = _dataclass_in(hint)
+        if inner is LlmConfig:
+            kwargs[name] = _llm(values, environ)
+        elif inner is not None:
+            kwargs[name] = build(inner, values, environ, name)
+        elif section is not None and name in values.get(section, {}):
+            kwargs[name] = values[section][name]
     try:
-        return _live_options(config)
+        return cls(**kwargs)
     except EdgeferError as err:
-        raise ConfigError(f"invalid configuration: {err}") from err
+        raise ConfigError(f"invalid configuration in [{section}]: {err}") from err
 
 
-def _live_options(config: KioskConfig) -> LiveOptions:
-    llm = None
-    if config.llm.enabled:
-        llm = LlmConfig(model=config.llm.model, base_url=config.llm.base_url or None,
-                        api_key=os.environ.get(config.llm.api_key_env) or None,
-                        threshold=config.llm.threshold, policy=config.llm.policy,
-                        cache_path=config.llm.cache or None,
-                        requests_per_minute=config.llm.requests_per_minute,
-                        requests_per_day=config.llm.requests_per_day)
-        llm.resolved_api_key()
-    if config.http.enabled and not 0 <= config.http.port <= 65535:
-        raise ConfigError(f"config key http.port: {config.http.port} is not a TCP port")
-    outputs = config.outputs
-    return LiveOptions(
-        capture=CaptureOptions(source=config.source.input, realtime=config.source.realtime,
-                               loop=config.source.loop, reconnect=True),
-        recognizer=RecognizerOptions(
-            detector=DetectorOptions(model=config.detector.model,
-                                     min_confidence=config.detector.min_confidence),
-            llm=llm),
-        headless=config.display.headless, fullscreen=config.display.fullscreen,
-        record=Path(outputs.record) if outputs.record else None,
-        output=Path(outputs.table) if outputs.table else None, overwrite=outputs.overwrite,
-        snapshot_dir=Path(outputs.snapshot_dir) if outputs.snapshot_dir else None,
-        events=outputs.events or None, http_host=config.http.host,
-        http_port=config.http.port if config.http.enabled else None, stale_s=config.http.stale_s)
+def _llm(values: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> LlmConfig | None:
+    """The LLM settings when ``llm.enabled``; the key comes from ``llm.api_key_env``."""
+    table = dict(values.get("llm", {}))
+    switches = {name: table.pop(name, default) for name, (_, default) in SWITCHES["llm"].items()}
+    if not switches["enabled"]:
+        return None
+    try:
+        config = LlmConfig(**table, api_key=environ.get(switches["api_key_env"]) or None)
+        config.resolved_api_key()
+    except EdgeferError as err:
+        raise ConfigError(f"invalid configuration in [llm]: {err}") from err
+    return config

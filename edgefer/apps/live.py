@@ -1,56 +1,57 @@
-"""The live loop: newest frame in, recognition, window or headless, outputs, events, metrics.
+"""The live loop: newest frame in, recognition, then the window, the outputs and the monitor.
 
 One frame at a time on the newest frame (the capture thread drops what the loop cannot
-process), so capture-to-result latency stays bounded. Everything that writes is closed in
-order on exit, including on SIGTERM and SIGINT.
+process), so capture-to-result latency stays bounded. The parts around the loop each have one
+job: ``Window`` (apps.window) shows frames and reads keys, ``Outputs`` (apps.outputs) writes
+rows, video and events and disables an output that fails, ``Monitor`` feeds metrics, /healthz
+and the operator's page (apps.web). Everything is closed in order on exit, including on SIGTERM
+and SIGINT.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgefer.annotate import Hud, draw_faces, draw_hud
-from edgefer.apps.telemetry import EventLog, HealthServer, Metrics, SystemdNotifier
+from edgefer.apps.outputs import ErrorReporter, OutputOptions, Outputs
+from edgefer.apps.telemetry import Metrics, SystemdNotifier
+from edgefer.apps.web.preview import PreviewEncoder
+from edgefer.apps.web.server import HttpOptions, WebServer, resolve_token
+from edgefer.apps.web.status import Published, SourceStatus, StatusBoard
+from edgefer.apps.window import DisplayOptions, Window, display_available, unavailable_screen
 from edgefer.capture import CaptureOptions, LatestFrameReader
-from edgefer.errors import InputError, OutputError
+from edgefer.errors import InputError
+from edgefer.llm.config import LlmConfig
 from edgefer.pipeline import Recognizer, RecognizerOptions
-from edgefer.sinks import TableSink, VideoSink, face_rows
 from edgefer.sources import Source, open_source
 from edgefer.types import FrameResult, label_name
 
+if TYPE_CHECKING:
+    from edgefer.llm.stage import LlmStatus
+
 log = logging.getLogger(__name__)
 
-WINDOW = "edgefer"
-ESC = 27
+LLM_GAUGES_INTERVAL_S = 1.0
+MAX_LATENCIES = 100_000  # kept for the end-of-run percentiles; bounded for runs of days
 
 
 @dataclass(frozen=True)
 class LiveOptions:
     capture: CaptureOptions = field(default_factory=CaptureOptions)
     recognizer: RecognizerOptions = field(default_factory=RecognizerOptions)
-    headless: bool = False
-    fullscreen: bool = False
-    record: Path | None = None
-    record_fps: float = 30.0
-    output: Path | None = None
-    overwrite: bool = False
-    snapshot_dir: Path | None = None
-    events: str | None = None  # None: no event stream; "-": stdout; else a rotating file
-    http_host: str = "127.0.0.1"
-    http_port: int | None = None  # None: no health/metrics endpoint
-    stale_s: float = 10.0
+    display: DisplayOptions = field(default_factory=DisplayOptions)
+    outputs: OutputOptions = field(default_factory=OutputOptions)
+    http: HttpOptions = field(default_factory=HttpOptions)
     duration_s: float | None = None  # stop after this long (tests, benchmarks)
     max_frames: int | None = None
 
@@ -59,7 +60,7 @@ class LiveOptions:
 class LiveStats:
     frames: int = 0
     faces: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_LATENCIES))
     dropped: int = 0
     reconnects: int = 0
     events: int = 0
@@ -70,14 +71,6 @@ class LiveStats:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds else 0.0
-
-
-def display_available() -> bool:
-    """A window can be opened: a display server, or Qt told to render offscreen."""
-    if sys.platform != "linux":
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-                or os.environ.get("QT_QPA_PLATFORM") == "offscreen")
 
 
 class TrackEvents:
@@ -107,247 +100,213 @@ class TrackEvents:
                  "time_s": round(time_s, 3)} for t in track_ids]
 
 
+def llm_summary(status: LlmStatus, config: LlmConfig) -> dict[str, Any]:
+    """What the page shows of the second opinion: queue, answers, errors, budget left."""
+    stats = status.stats
+    return {"queue": status.queued, "asked": stats["faces_asked"],
+            "answered": stats["faces_answered"], "failed_requests": stats["failed_requests"],
+            "refusals": stats["refusals"], "dropped": stats["dropped"],
+            "budget_left_today": max(0, config.requests_per_day - stats["requests"]),
+            "cost_usd": round(stats["cost_usd"], 4)}
+
+
+class Monitor:
+    """Metrics, /healthz and the operator's page; inert when ``http.enabled`` is off."""
+
+    def __init__(self, options: HttpOptions, source: str) -> None:
+        self.options = options
+        self.enabled = options.enabled
+        self._token = resolve_token(options) if self.enabled else None  # bad config: fail now
+        self.metrics = Metrics() if self.enabled else None
+        self.board = StatusBoard(source, options.preview)
+        self.server: WebServer | None = None
+        self.preview: PreviewEncoder | None = None
+        self._stack = ExitStack()
+
+    def __enter__(self) -> Monitor:
+        if self.metrics is None:
+            return self
+        with ExitStack() as stack:
+            if self.options.preview:
+                self.preview = stack.enter_context(PreviewEncoder(self.board,
+                                                                  self.options.preview_fps))
+            self.server = stack.enter_context(WebServer(self.options, self._token, self.metrics,
+                                                        self.board, self.preview))
+            self._stack = stack.pop_all()
+        log.info("serving http://%s:%d/", self.options.host, self.server.port)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def frame(self, published: Published) -> None:
+        if self.metrics is None or self.server is None:
+            return
+        faces = len(published.result.faces)
+        self.board.publish(published)
+        self.server.beat()
+        self.metrics.frames.inc()
+        self.metrics.fps.set(published.fps)
+        self.metrics.latency.observe(published.latency_ms / 1000)
+        self.metrics.faces.set(faces)
+        self.metrics.faces_total.inc(faces)
+
+    def source(self, reader: LatestFrameReader) -> None:
+        if self.metrics is None:
+            return
+        state = "ended" if reader.finished else "connected" if reader.available else "reconnecting"
+        self.board.set_source(SourceStatus(state, reader.reconnects, reader.dropped))
+        self.metrics.dropped.set(reader.dropped)
+        self.metrics.reconnects.set(reader.reconnects)
+        self.metrics.source_up.set(1 if reader.available else 0)
+
+    def llm(self, status: LlmStatus, config: LlmConfig) -> None:
+        if self.metrics is None:
+            return
+        self.board.set_llm(llm_summary(status, config))
+        self.metrics.update_llm(status.stats, status.queued)
+
+    def events(self, events: list[dict[str, Any]]) -> None:
+        self.board.add_events(events)
+
+    def error(self, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.errors.labels(kind=kind).inc()
+
+
 class LiveSession:
     """Runs until the user quits, a signal arrives, the source ends or ``duration_s`` passes."""
 
     def __init__(self, options: LiveOptions, opener: Callable[[str], Source] = open_source) -> None:
         """``opener`` opens the source by name (tests inject failing sources here)."""
+        if not options.display.headless and not display_available():
+            raise InputError("no display available (DISPLAY is not set); run with --headless")
         self.options = options
-        self._opener = opener
         self.stats = LiveStats()
         self.stop_event = threading.Event()
-        self.paused = False
-        self.debug_overlay = False
-        self.fullscreen = options.fullscreen
+        self.monitor = Monitor(options.http, options.capture.source)
+        self.errors = ErrorReporter(self.monitor.error)
+        self._opener = opener
         self._events = TrackEvents()
         self._recent: deque[float] = deque(maxlen=60)
-        self._last_error_log = -np.inf
-        self._llm_metrics_at = -np.inf
-        if not options.headless and not display_available():
-            raise InputError("no display available (DISPLAY is not set); run with --headless")
+        self._llm_at = -np.inf
 
     def request_stop(self, *_: object) -> None:
         self.stop_event.set()
 
     def run(self) -> LiveStats:
-        """The loop; sinks, window, HTTP server and capture are opened and closed here."""
-        from contextlib import ExitStack
-
+        """The loop; recognizer, monitor, outputs, capture and window are opened and closed here."""
         notifier = SystemdNotifier()
+        start = time.monotonic()
         with ExitStack() as stack:
             recognizer = stack.enter_context(Recognizer(self.options.recognizer))
-            metrics = Metrics() if self.options.http_port is not None else None
-            health = stack.enter_context(HealthServer(
-                metrics, self.options.http_host, self.options.http_port, self.options.stale_s)) \
-                if metrics is not None else None
-            table = TableSink(self.options.output, self.options.overwrite) \
-                if self.options.output else None
-            if table is not None:
-                stack.callback(self._close_quietly, table)
-            video = stack.enter_context(VideoSink(self.options.record, self.options.record_fps,
-                                                  self.options.overwrite)) \
-                if self.options.record else None
-            events = EventLog(self.options.events) if self.options.events else None
-            if events is not None:
-                stack.callback(events.close)
+            stack.enter_context(self.monitor)
+            outputs = stack.enter_context(Outputs(self.options.outputs, self.options.capture.source,
+                                                  self.errors))
             reader = LatestFrameReader(self.options.capture, self._opener).start()
             stack.callback(reader.close)
-            if not self.options.headless:
-                stack.callback(_close_windows)
+            window = None
+            if not self.options.display.headless:
+                window = Window(self.options.display, self.options.outputs.snapshot_dir)
+                stack.callback(window.close)
             notifier.ready()
             stack.callback(notifier.stopping)
-            self._loop(recognizer, reader, metrics, health, table, video, events, notifier)
+            try:
+                self._loop(recognizer, reader, outputs, window, notifier, start)
+            finally:
+                self.stats.seconds = time.monotonic() - start
+                self.stats.dropped, self.stats.reconnects = reader.dropped, reader.reconnects
+                self.stats.errors = self.errors.count
         return self.stats
 
-    def _loop(self, recognizer: Recognizer, reader: LatestFrameReader, metrics: Metrics | None,
-              health: HealthServer | None, table: TableSink | None, video: VideoSink | None,
-              events: EventLog | None, notifier: SystemdNotifier) -> None:
-        start = time.monotonic()
-        while not self.stop_event.is_set():
+    def _loop(self, recognizer: Recognizer, reader: LatestFrameReader, outputs: Outputs,
+              window: Window | None, notifier: SystemdNotifier, start: float) -> None:
+        last_image: np.ndarray | None = None
+        while not self._should_end(start, window):
             notifier.watchdog()
-            if self._should_end(start):
-                break
             captured = reader.get(timeout_s=0.2)
-            self._update_source_metrics(reader, metrics)
+            self.monitor.source(reader)
             if captured is None:
                 if reader.finished:
                     if reader.error is not None:
                         raise reader.error
-                    break
-                self._show_unavailable(reader)
+                    return
+                self._show_unavailable(reader, window)
                 continue
-            if self.paused:
-                self._handle_keys(captured.frame.image)
+            if window is not None and window.paused:
+                paused = last_image if last_image is not None else captured.frame.image
+                window.show(draw_hud(paused.copy(), Hud(extra="paused")))
                 continue
             try:
                 result = recognizer.process(captured.frame)
             except Exception as err:  # one bad frame must not end a kiosk's day
-                self._count_error("frame", err, metrics)
+                self.errors.report("frame", err)
                 continue
-            latency_ms = (time.monotonic() - captured.captured_at) * 1000
-            self._watch_llm(recognizer, metrics)
-            self._record(result, latency_ms, metrics, health)
-            self._emit(recognizer, result, events)
-            if table is not None:
-                table = self._write(table, face_rows(self.options.capture.source, result), metrics)
-            image = self._render(result, captured.captured_at) \
-                if video or not self.options.headless else None
-            if video is not None:
-                video = self._write(video, image, metrics)
-            if not self.options.headless:
-                self._show(image)
-        self.stats.seconds = time.monotonic() - start
-        self.stats.dropped, self.stats.reconnects = reader.dropped, reader.reconnects
+            self._record(result, (time.monotonic() - captured.captured_at) * 1000)
+            self._watch_llm(recognizer)
+            events = self._track_events(recognizer, result)
+            outputs.emit(events)
+            self.monitor.events(events)
+            last_image = self._render(result, captured.captured_at, window) \
+                if window is not None or outputs.wants_image else None
+            outputs.write(result, last_image)
+            if window is not None and last_image is not None:
+                window.show(last_image)
 
-    def _close_quietly(self, sink: TableSink) -> None:
-        try:
-            sink.close()
-        except OutputError as err:
-            log.error("%s", err)
-
-    def _write(self, sink: Any, item: Any, metrics: Metrics | None) -> Any:
-        """``sink.write(item)``; on failure (disk full...) report it and stop using that output,
-        keeping the loop, the window and the other outputs running. Returns the sink or None."""
-        try:
-            sink.write(item)
-            return sink
-        except OutputError as err:
-            self._count_error("output", err, metrics)
-            log.error("%s; that output is disabled, the loop goes on", err)
-            return None
-
-    def _count_error(self, kind: str, err: Exception, metrics: Metrics | None) -> None:
-        self.stats.errors += 1
-        if metrics is not None:
-            metrics.errors.labels(kind=kind).inc()
-        now = time.monotonic()
-        if now - self._last_error_log >= 10:  # at most one log line per 10 s
-            self._last_error_log = now
-            log.error("%s error (%d so far): %s", kind, self.stats.errors, err)
-
-    def _watch_llm(self, recognizer: Recognizer, metrics: Metrics | None) -> None:
-        status = recognizer.llm_status()
-        if status is None:
-            return
-        self.stats.llm_queue_max = max(self.stats.llm_queue_max, status.queued)
-        now = time.monotonic()
-        if metrics is not None and now - self._llm_metrics_at >= 1.0:  # not on every frame
-            self._llm_metrics_at = now
-            metrics.update_llm(status.stats, status.queued)
-
-    def _should_end(self, start: float) -> bool:
+    def _should_end(self, start: float, window: Window | None) -> bool:
         over_time = self.options.duration_s is not None and \
             time.monotonic() - start >= self.options.duration_s
         over_frames = self.options.max_frames is not None and \
             self.stats.frames >= self.options.max_frames
-        return over_time or over_frames
+        quit_key = window is not None and window.quit
+        return self.stop_event.is_set() or over_time or over_frames or quit_key
 
-    def _record(self, result: FrameResult, latency_ms: float, metrics: Metrics | None,
-                health: HealthServer | None) -> None:
+    def _record(self, result: FrameResult, latency_ms: float) -> None:
         self.stats.frames += 1
         self.stats.faces += len(result.faces)
         self.stats.latencies_ms.append(latency_ms)
-        if len(self.stats.latencies_ms) > 100_000:  # bounded for runs of days
-            del self.stats.latencies_ms[:50_000]
         self._recent.append(time.monotonic())
-        if health is not None:
-            health.beat()
-        if metrics is not None:
-            metrics.frames.inc()
-            metrics.fps.set(self.current_fps())
-            metrics.latency.observe(latency_ms / 1000)
-            metrics.faces.set(len(result.faces))
-            metrics.faces_total.inc(len(result.faces))
+        self.monitor.frame(Published(result, self.stats.frames, self.current_fps(), latency_ms))
 
-    def _update_source_metrics(self, reader: LatestFrameReader, metrics: Metrics | None) -> None:
-        if metrics is None:
+    def _watch_llm(self, recognizer: Recognizer) -> None:
+        """The queue's maximum on every frame; the gauges and the page at 1 Hz."""
+        status = recognizer.llm_status()
+        if status is None or recognizer.options.llm is None:
             return
-        metrics.dropped.set(reader.dropped)
-        metrics.reconnects.set(reader.reconnects)
-        metrics.source_up.set(1 if reader.available else 0)
+        self.stats.llm_queue_max = max(self.stats.llm_queue_max, status.queued)
+        now = time.monotonic()
+        if now - self._llm_at >= LLM_GAUGES_INTERVAL_S:
+            self._llm_at = now
+            self.monitor.llm(status, recognizer.options.llm)
 
-    def _emit(self, recognizer: Recognizer, result: FrameResult, events: EventLog | None) -> None:
-        new = self._events.from_result(result)
-        new += self._events.ended([t.track_id for t in recognizer.pop_ended_tracks()],
-                                  result.frame.timestamp_s)
-        new += recognizer.take_events()
-        self.stats.events += len(new)
-        if events is not None:
-            for event in new:
-                events.emit(event)
+    def _track_events(self, recognizer: Recognizer, result: FrameResult) -> list[dict[str, Any]]:
+        events = self._events.from_result(result)
+        events += self._events.ended([t.track_id for t in recognizer.pop_ended_tracks()],
+                                     result.frame.timestamp_s)
+        events += recognizer.take_events()
+        self.stats.events += len(events)
+        return events
 
     def current_fps(self) -> float:
         if len(self._recent) < 2:
             return 0.0
         return (len(self._recent) - 1) / max(1e-6, self._recent[-1] - self._recent[0])
 
-    def _render(self, result: FrameResult, captured_at: float) -> np.ndarray:
+    def _render(self, result: FrameResult, captured_at: float, window: Window | None) -> np.ndarray:
         """The annotated frame; the HUD's latency runs from capture to this drawing."""
-        image = draw_faces(result.frame.image.copy(), result.faces, debug=self.debug_overlay)
+        debug = window is not None and window.debug
+        image = draw_faces(result.frame.image.copy(), result.faces, debug=debug)
         display_ms = (time.monotonic() - captured_at) * 1000
-        return draw_hud(image, Hud(self.current_fps(), display_ms, "paused" if self.paused else ""))
+        return draw_hud(image, Hud(self.current_fps(), display_ms))
 
-    def _show(self, image: np.ndarray) -> None:
-        import cv2
-
-        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
-        cv2.setWindowProperty(WINDOW, cv2.WND_PROP_FULLSCREEN,
-                              cv2.WINDOW_FULLSCREEN if self.fullscreen else cv2.WINDOW_NORMAL)
-        cv2.imshow(WINDOW, image)
-        self._handle_keys(image)
-
-    def _show_unavailable(self, reader: LatestFrameReader) -> None:
+    def _show_unavailable(self, reader: LatestFrameReader, window: Window | None) -> None:
         if reader.available:
             return
-        message = f"camera unavailable: {self.options.capture.source} (reconnecting)"
-        if self.options.headless:
+        message = f"camera unavailable: {self.monitor.board.source_name} (reconnecting)"
+        if window is None:
             log.debug(message)
             return
-        self._show(unavailable_screen(message))
-
-    def _handle_keys(self, image: np.ndarray) -> None:
-        if self.options.headless:
-            return
-        import cv2
-
-        key = cv2.waitKey(1) & 0xFF
-        if key in (ord("q"), ESC):
-            self.stop_event.set()
-        elif key == ord(" "):
-            self.paused = not self.paused
-        elif key == ord("f"):
-            self.fullscreen = not self.fullscreen
-        elif key == ord("d"):
-            self.debug_overlay = not self.debug_overlay
-        elif key == ord("s"):
-            self.snapshot(image)
-
-    def snapshot(self, image: np.ndarray) -> Path | None:
-        import cv2
-
-        if self.options.snapshot_dir is None:
-            log.warning("snapshot ignored: no --snapshot-dir given")
-            return None
-        self.options.snapshot_dir.mkdir(parents=True, exist_ok=True)
-        path = self.options.snapshot_dir / f"edgefer-{time.strftime('%Y%m%d-%H%M%S')}-" \
-                                           f"{self.stats.frames:06d}.jpg"
-        cv2.imwrite(str(path), image)
-        return path
-
-
-def unavailable_screen(message: str, size: tuple[int, int] = (480, 640)) -> np.ndarray:
-    import cv2
-
-    image = np.zeros((*size, 3), np.uint8)
-    cv2.putText(image, message, (20, size[0] // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
-                (255, 255, 255), 1, cv2.LINE_AA)
-    return image
-
-
-def _close_windows() -> None:
-    import cv2
-
-    cv2.destroyAllWindows()
+        window.show(unavailable_screen(message))
 
 
 def install_signal_handlers(session: LiveSession) -> None:

@@ -1,4 +1,4 @@
-"""Health, Prometheus metrics, the event stream and systemd notifications for long runs."""
+"""Prometheus metrics, the event stream and systemd notifications for long runs."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import logging.handlers
 import os
 import socket
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TextIO
 
-from edgefer.errors import OutputError, require
+from edgefer.errors import require
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +45,9 @@ class Metrics:
                                     registry=r)
         self.llm_queue = prometheus.Gauge("edgefer_llm_queue", "Faces waiting for the LLM",
                                           registry=r)
+        self.http_refused = prometheus.Counter(
+            "edgefer_http_refused", "HTTP requests refused: token missing or wrong (401), too "
+            "many clients (503)", ["reason"], registry=r)
 
     def update_llm(self, stats: dict[str, Any], queued: int) -> None:
         for key, value in stats.items():
@@ -56,65 +57,6 @@ class Metrics:
     def render(self) -> bytes:
         prometheus = require("prometheus_client", "kiosk")
         return prometheus.generate_latest(self.registry)
-
-
-class HealthServer:
-    """``/healthz`` (503 when no frame was processed for ``stale_s``) and ``/metrics``."""
-
-    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 9108,
-                 stale_s: float = 10.0) -> None:
-        self.metrics = metrics
-        self.stale_s = stale_s
-        self.last_frame_at = time.monotonic()
-        try:
-            self._server = ThreadingHTTPServer((host, port), self._handler())
-        except OSError as err:
-            raise OutputError(f"cannot listen on {host}:{port}: {err.strerror}") from err
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="edgefer-http")
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    def beat(self) -> None:
-        self.last_frame_at = time.monotonic()
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                if self.path.startswith("/metrics"):
-                    self._send(200, server.metrics.render(), "text/plain; version=0.0.4")
-                elif self.path.startswith("/healthz"):
-                    age = time.monotonic() - server.last_frame_at
-                    ok = age <= server.stale_s
-                    body = json.dumps({"ok": ok, "seconds_since_frame": round(age, 3)})
-                    self._send(200 if ok else 503, body.encode(), "application/json")
-                else:
-                    self._send(404, b"not found\n", "text/plain")
-
-            def _send(self, status: int, body: bytes, kind: str) -> None:
-                self.send_response(status)
-                self.send_header("content-type", kind)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        return Handler
-
-    def __enter__(self) -> HealthServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 class EventLog:

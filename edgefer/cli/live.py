@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from edgefer.apps.live import LiveOptions, LiveSession, LiveStats, install_signal_handlers
+from edgefer.apps.outputs import OutputOptions
+from edgefer.apps.web.server import HttpOptions
+from edgefer.apps.window import DisplayOptions
 from edgefer.capture import CaptureOptions
 from edgefer.cli.common import add_llm_arguments, add_recognizer_arguments, recognizer_options
 
@@ -28,8 +31,8 @@ def add_commands(commands: Any) -> None:
     live.add_argument("--overwrite", action="store_true")
     live.add_argument("--snapshot-dir", type=Path, help="where the s key saves snapshots")
     live.add_argument("--events", metavar="PATH", help="JSON-lines track events: - for stdout")
-    live.add_argument("--http-port", type=int, help="serve /healthz and /metrics on 127.0.0.1")
     live.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    add_http_arguments(live)
     add_recognizer_arguments(live)
     add_llm_arguments(live)
     live.set_defaults(run=run_live)
@@ -44,17 +47,39 @@ def add_commands(commands: Any) -> None:
                        help="override display.headless")
     kiosk.add_argument("--http-port", type=int, help="override http.port")
     kiosk.add_argument("--no-llm", action="store_true", help="force the LLM second opinion off")
+    kiosk.add_argument("--preview", action="store_true", default=None,
+                       help="override http.preview: show the picture on the page")
     kiosk.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     kiosk.set_defaults(run=run_kiosk)
+
+
+def add_http_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("operator's page (/, /api/status, /healthz, /metrics)")
+    group.add_argument("--http-port", type=int, help="serve the page and endpoints on this port")
+    group.add_argument("--http-host", default=HttpOptions.host,
+                       help="address to listen on (default 127.0.0.1, this machine only; any "
+                            "other needs --http-token-env)")
+    group.add_argument("--http-token-env", metavar="VAR", default="",
+                       help="name of the environment variable holding the access token")
+    group.add_argument("--http-insecure-no-token", action="store_true",
+                       help="allow a non-loopback --http-host without a token (anyone who can "
+                            "reach the port sees the page)")
+    group.add_argument("--preview", action="store_true",
+                       help="show the annotated picture on the page (off: everything but pixels)")
 
 
 def run_live(args: argparse.Namespace) -> int:
     spec = args.source if args.source is not None else str(args.camera or 0)
     options = LiveOptions(
         capture=CaptureOptions(source=spec, realtime=args.realtime, loop=args.loop),
-        recognizer=recognizer_options(args), headless=args.headless, fullscreen=args.fullscreen,
-        record=args.record, output=args.output, overwrite=args.overwrite,
-        snapshot_dir=args.snapshot_dir, events=args.events, http_port=args.http_port,
+        recognizer=recognizer_options(args),
+        display=DisplayOptions(headless=args.headless, fullscreen=args.fullscreen),
+        outputs=OutputOptions(table=args.output, record=args.record, events=args.events,
+                              snapshot_dir=args.snapshot_dir, overwrite=args.overwrite),
+        http=HttpOptions(enabled=args.http_port is not None, host=args.http_host,
+                         port=args.http_port or 0, preview=args.preview,
+                         token_env=args.http_token_env,
+                         insecure_no_token=args.http_insecure_no_token),
         duration_s=args.duration)
     return _run_session(options)
 
@@ -62,18 +87,20 @@ def run_live(args: argparse.Namespace) -> int:
 def run_kiosk(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from edgefer.apps.kiosk import load_config, to_live_options
+    from edgefer.apps.kiosk import load_config
 
     overrides: dict[str, dict[str, Any]] = {}
     if args.source is not None:
-        overrides.setdefault("source", {})["input"] = args.source
+        overrides.setdefault("capture", {})["source"] = args.source
     if args.headless:
         overrides.setdefault("display", {})["headless"] = True
     if args.http_port is not None:
         overrides.setdefault("http", {})["port"] = args.http_port
     if args.no_llm:
         overrides.setdefault("llm", {})["enabled"] = False
-    options = to_live_options(load_config(args.config, overrides))
+    if args.preview:
+        overrides.setdefault("http", {})["preview"] = True
+    options = load_config(args.config, overrides)
     return _run_session(replace(options, duration_s=args.duration))
 
 

@@ -1,0 +1,121 @@
+"""What the live loop writes (per-face rows, annotated video, track events) and how it survives
+an output that stops working: the failing output is disabled, counted and logged (at most every
+10 s), and the loop goes on with the others."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefer.apps.telemetry import EventLog
+from edgefer.errors import OutputError
+from edgefer.sinks import TableSink, VideoSink, face_rows
+from edgefer.types import FrameResult
+
+log = logging.getLogger(__name__)
+
+ERROR_LOG_INTERVAL_S = 10.0
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    table: Path | None = None  # per-face rows: .csv / .jsonl / .parquet
+    record: Path | None = None  # annotated video (.mp4)
+    record_fps: float = 30.0
+    events: str | None = None  # None: no event stream; "-": stdout; else a rotating file
+    snapshot_dir: Path | None = None  # where the window's s key saves
+    overwrite: bool = False
+
+
+class ErrorReporter:
+    """Counts handled errors by kind and logs them, at most one line per interval."""
+
+    def __init__(self, on_error: Callable[[str], None] | None = None,
+                 interval_s: float = ERROR_LOG_INTERVAL_S) -> None:
+        self.count = 0
+        self._on_error = on_error
+        self._interval_s = interval_s
+        self._last_log = -np.inf
+
+    def report(self, kind: str, err: Exception) -> None:
+        self.count += 1
+        if self._on_error is not None:
+            self._on_error(kind)
+        now = time.monotonic()
+        if now - self._last_log >= self._interval_s:
+            self._last_log = now
+            log.error("%s error (%d so far): %s", kind, self.count, err)
+
+
+class Outputs:
+    """Opens the configured outputs together and closes them in order; ``write`` never raises
+    for an output that fails: that output is disabled and reported instead."""
+
+    def __init__(self, options: OutputOptions, source_name: str, errors: ErrorReporter) -> None:
+        self.options = options
+        self._source_name = source_name
+        self._errors = errors
+        self._stack = ExitStack()
+        self._writers: dict[str, Callable[[Any], None]] = {}
+
+    def __enter__(self) -> Outputs:
+        o = self.options
+        with ExitStack() as opening:
+            if o.table is not None:
+                table = TableSink(o.table, o.overwrite)
+                opening.callback(self._close_quietly, table)
+                self._writers["table"] = table.write
+            if o.record is not None:
+                self._writers["video"] = opening.enter_context(
+                    VideoSink(o.record, o.record_fps, o.overwrite)).write
+            if o.events:
+                events = EventLog(o.events)
+                opening.callback(events.close)
+                self._writers["events"] = events.emit
+            self._stack = opening.pop_all()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    @property
+    def wants_image(self) -> bool:
+        """The annotated image is needed (a video is being recorded)."""
+        return "video" in self._writers
+
+    @property
+    def active(self) -> list[str]:
+        return list(self._writers)
+
+    def write(self, result: FrameResult, image: np.ndarray | None) -> None:
+        if "table" in self._writers:
+            self._write("table", face_rows(self._source_name, result))
+        if image is not None and "video" in self._writers:
+            self._write("video", image)
+
+    def emit(self, events: list[dict[str, Any]]) -> None:
+        if "events" in self._writers:
+            for event in events:
+                self._write("events", event)
+
+    def _write(self, name: str, item: Any) -> None:
+        try:
+            self._writers[name](item)
+        except (OutputError, OSError) as err:
+            del self._writers[name]  # still closed by the exit stack
+            self._errors.report("output", err)
+            log.error("output %s failed: %s; it is disabled, the loop goes on", name, err)
+
+    @staticmethod
+    def _close_quietly(sink: TableSink) -> None:
+        try:
+            sink.close()
+        except OutputError as err:
+            log.error("%s", err)
