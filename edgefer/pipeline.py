@@ -177,13 +177,12 @@ class Recognizer:
         self._tracker.update(faces, item.frame.timestamp_s)
         self._smoother.update(faces, item.frame.timestamp_s)
         tracked = time.perf_counter()
-        if self._second_opinion is not None:
-            self._second_opinion.update(item.frame, faces)
-        llm = self.options.llm
-        if llm is None:
+        stage = self._second_opinion
+        if stage is None:
             decide_labels(faces)
         else:
-            decide_labels(faces, llm.policy, llm.fuse_weight)
+            stage.update(item.frame, faces)
+            decide_labels(faces, stage.policy, stage.config.fuse_weight, stage.fusion)
         done = time.perf_counter()
         self._last_time_s = item.frame.timestamp_s
         latency = {**item.latency_ms, "classify": (classified - start) * 1000,

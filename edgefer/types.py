@@ -72,8 +72,10 @@ def label_name(index: int) -> str:
 class LabelSource(enum.IntEnum):
     """Who gave a face's final label (``Faces.label_sources``).
 
-    ``CNN`` is the classifier's label, smoothed over the track when the face is tracked;
-    ``LLM`` is the vision LLM's answer (policy ``override``); ``FUSE`` a weighted mix of both.
+    ``CNN`` is the classifier's label, smoothed over the track when the face is tracked (and
+    recalibrated by the fitted model under policy ``learned``); ``LLM`` is the vision LLM's
+    answer (policy ``override``); ``FUSE`` a mix of both (a weighted one under ``fuse``, the
+    fitted model's under ``learned``).
     """
 
     UNKNOWN = -1

@@ -9,7 +9,7 @@ import pytest
 
 from edgefer.decide import decide_labels
 from edgefer.llm.parse import Answer
-from edgefer.llm.stage import is_uncertain, llm_distribution
+from edgefer.llm.stage import is_uncertain
 from edgefer.training.cascade import cascade_predictions, llm_alone, split_halves
 from edgefer.types import EMOTIONS, Faces, Frame, LabelSource
 
@@ -54,7 +54,7 @@ def test_uncertainty(probs, threshold, margin, expected):
 def test_merge_policies(answer, policy, label, source):
     faces = Faces(np.zeros((1, 4)), np.ones(1), np.zeros((1, 6, 2)))
     faces.probs[0] = faces.smoothed_probs[0] = [0.1, 0, 0, 0.5, 0, 0, 0.4]
-    faces.llm_probs[0] = llm_distribution(answer)
+    faces.llm_probs[0] = answer.distribution()
     faces.llm_labels[0] = EMOTIONS.index(answer.label)
     decide_labels(faces, policy, 0.5)
     assert (EMOTIONS[faces.final_labels[0]], faces.label_sources[0]) == (label, source)

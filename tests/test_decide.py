@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from edgefer.decide import decide_labels
+from edgefer.llm.fusion import FusionModel
 from edgefer.types import EMOTIONS, Faces, LabelSource
 
 HAPPY, SAD, NEUTRAL = EMOTIONS.index("happy"), EMOTIONS.index("sad"), EMOTIONS.index("neutral")
@@ -44,3 +45,30 @@ def test_decide(faces, policy, weight, label, source):
 def test_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="policy"):
         decide_labels(one_face(P_HAPPY), "vote")
+
+
+def biased_fusion(recalibrated_to: int, fused_to: int) -> FusionModel:
+    """A fusion model whose biases alone decide: every unanswered face is recalibrated to
+    ``recalibrated_to``, every answered one fused to ``fused_to``."""
+    classes = len(EMOTIONS)
+    recalibration = np.zeros((1 + classes, classes))
+    recalibration[0, recalibrated_to] = 10
+    fusion = np.zeros((1 + 2 * classes, classes))
+    fusion[0, fused_to] = 10
+    return FusionModel(recalibration, fusion, np.zeros(2 + 2 * classes), 0.0)
+
+
+def test_learned_policy_decides_answered_and_unanswered_faces_by_its_model():
+    faces = Faces(np.zeros((3, 4)), np.ones(3), np.zeros((3, 6, 2)))
+    faces.probs[:2] = faces.smoothed_probs[:2] = P_HAPPY  # face 2: not classified
+    faces.smoothed_labels[:2] = HAPPY
+    faces.llm_labels[1] = SAD
+    faces.llm_probs[1] = np.eye(len(EMOTIONS))[SAD]
+    decide_labels(faces, "learned", fusion=biased_fusion(recalibrated_to=SAD, fused_to=NEUTRAL))
+    assert faces.final_labels.tolist() == [SAD, NEUTRAL, -1]
+    assert faces.label_sources.tolist() == [LabelSource.CNN, LabelSource.FUSE, LabelSource.UNKNOWN]
+
+
+def test_learned_policy_without_a_model_is_refused():
+    with pytest.raises(ValueError, match="fusion model"):
+        decide_labels(one_face(P_HAPPY), "learned")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
+import socket
 import time
 
 import numpy as np
@@ -12,10 +15,11 @@ pytest.importorskip("openai")
 
 from edgefer.errors import ConfigError
 from edgefer.llm.cache import AnswerCache, cache_key
-from edgefer.llm.client import LlmClient, LlmStats, retry_after_s
+from edgefer.llm.client import LlmClient, LlmStats, backoff_s, retry_after_s
 from edgefer.llm.config import LlmConfig
 from edgefer.llm.prompt import FaceQuery, encode_jpeg
 from edgefer.llm.worker import SecondOpinion
+from edgefer.types import EMOTIONS
 from tools.openai_stub import StubServer, StubState
 
 
@@ -24,18 +28,25 @@ def queries(n: int, offset: int = 0) -> list[FaceQuery]:
     out = []
     for i in range(offset, offset + n):
         jpeg = encode_jpeg(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
-        out.append(FaceQuery(f"f{i}", jpeg, cache_key(jpeg, "stub")))
+        out.append(FaceQuery(f"f{i}", jpeg, cache_key(jpeg, LlmConfig(model="stub"))))
     return out
 
 
-def ask(server: StubServer, items: list[FaceQuery], cache: AnswerCache | None = None,
-        **config) -> tuple[dict, LlmStats]:
+def ask(server: StubServer | str, items: list[FaceQuery], cache: AnswerCache | None = None,
+        sleeps: list[float] | None = None, **config) -> tuple[dict, LlmStats]:
+    """Ask through a real client; with ``sleeps``, the waits between attempts are recorded
+    there instead of slept."""
     stats = LlmStats()
-    settings = {"model": "stub", "base_url": server.base_url, "timeout_s": 2.0,
-                "max_retries": 2, **config}
+    base_url = server if isinstance(server, str) else server.base_url
+    settings = {"model": "stub", "base_url": base_url, "timeout_s": 2.0, "max_retries": 2, **config}
+
+    async def record(seconds: float) -> None:
+        sleeps.append(seconds)
 
     async def run():
         client = LlmClient(LlmConfig(**settings), cache if cache is not None else AnswerCache(), stats)
+        if sleeps is not None:
+            client.sleep = record
         try:
             return await client.answer(items)
         finally:
@@ -205,3 +216,91 @@ def test_worker_never_blocks_and_drops_least_useful(server):
     assert worker.stats.dropped >= 3
     answered = sorted(r.meta["i"] for r in results)
     assert answered[:2] == [0, 1]  # the least confident faces were kept
+
+
+def bounds(attempt: int) -> tuple[float, float]:
+    """Backoff before retry ``attempt + 1``: 0.5 s doubling, capped at 8 s, times [0.5, 1]."""
+    full = min(8.0, 0.5 * 2 ** attempt)
+    return full / 2, full
+
+
+def test_backoff_grows_per_attempt_of_each_request_and_is_capped():
+    rng = random.Random(1)
+    for attempt in range(8):
+        low, high = bounds(attempt)
+        assert all(low <= backoff_s(attempt, rng) <= high for _ in range(50))
+
+
+@pytest.mark.parametrize("failure", ["server_error", "connection_refused"])
+def test_retry_delays_follow_the_attempts_of_one_request(server, failure):
+    server.state.mode, server.state.failures = "error", -1
+    target = server if failure == "server_error" else closed_port_url()
+    sleeps: list[float] = []
+    for _ in range(2):  # a second request starts again at the first step
+        answers, stats = ask(target, queries(1), sleeps=sleeps, max_retries=3)
+        assert answers == {"f0": None} and stats.failed_requests == 1
+    assert len(sleeps) == 6
+    for attempt, seconds in enumerate(sleeps[:3] + sleeps[3:]):
+        low, high = bounds(attempt % 3)
+        assert low <= seconds <= high, (attempt, sleeps)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.mark.parametrize("mode", ["huge", "deep", "no_choices", "bad_utf8"])
+def test_hostile_replies_are_invalid_replies_with_one_log_line_each(server, mode, caplog):
+    server.state.mode = mode
+    caplog.set_level(logging.WARNING)
+    answers, stats = ask(server, queries(2), max_retries=0, timeout_s=20.0)  # a busy machine
+    assert answers == {"f0": None, "f1": None}
+    # asked once more, then split into single faces, each asked twice: 6 replies, 6 lines
+    assert stats.invalid_replies == len(server.state.requests) == 6
+    lines = [r for r in caplog.records if r.name.startswith("edgefer")]
+    assert len(lines) == 6 and all(r.exc_info is None and "\n" not in r.getMessage()
+                                   for r in lines)
+
+
+def test_a_reply_trickling_one_byte_a_second_is_cut_by_the_total_deadline(server):
+    server.state.mode = "trickle"
+    start = time.monotonic()
+    answers, stats = ask(server, queries(1), timeout_s=1.0, max_retries=0)
+    assert answers == {"f0": None} and stats.timeouts == 1
+    assert time.monotonic() - start < 30  # the body alone would take minutes
+
+
+def test_cache_key_changes_with_every_setting_that_changes_the_question():
+    jpeg, other = queries(2)[0].jpeg, queries(2)[1].jpeg
+    base = LlmConfig(model="m")
+    keys = {cache_key(jpeg, base),
+            cache_key(other, base),
+            cache_key(jpeg, LlmConfig(model="m2")),
+            cache_key(jpeg, LlmConfig(model="m", detail="high")),
+            cache_key(jpeg, LlmConfig(model="m", top2=False)),
+            cache_key(jpeg, base, ("happy", "sad")),
+            cache_key(jpeg, base, ("sad", "happy")),
+            cache_key(jpeg, base, None, other)}
+    assert len(keys) == 8
+    assert cache_key(jpeg, base) == cache_key(jpeg, LlmConfig(model="m", threshold=0.2))
+
+
+def test_distributions_and_usage_survive_the_cache(server, tmp_path):
+    server.state.answer = lambda face: ["sad", "fear", "neutral"]
+    cache = AnswerCache(tmp_path / "c.sqlite")
+    first, _ = ask(server, queries(2), cache=cache)
+    again, stats = ask(server, queries(2), cache=cache)
+    assert stats.requests == 0 and again == first
+    answer = again["f0"]
+    assert answer.label == "sad" and answer.distribution()[EMOTIONS.index("fear")] > 0.2
+    assert answer.prompt_tokens > 0 and answer.completion_tokens > 0
+
+
+def test_single_face_prose_replies_are_answers(server):
+    server.state.mode = "prose"
+    answers, stats = ask(server, queries(3), batch_size=1, structured="off")
+    assert all(a is not None and a.label == "happy" for a in answers.values())
+    assert stats.invalid_replies == 0

@@ -12,7 +12,13 @@ policy_error (HTTP 400 content-policy error for batches larger than ``refuse_abo
 malformed (reply text that is not JSON), wrong_count (one face missing from every answer to a
 batch of two or more), bad_body (a response body that is not JSON), hang (never answers),
 no_schema (rejects ``response_format`` with HTTP 400 like servers without structured output),
-flaky (each request at random: normal, slow 1-3 s, 500, 429, refusal or malformed; for soak tests).
+flaky (each request at random: normal, slow 1-3 s, 500, 429, refusal or malformed; for soak tests),
+prose (plain prose naming one label, as small local models answer single faces).
+Hostile modes: huge (20 MB of message content), deep (a body that is a 200,000-deep JSON
+array), no_choices (a JSON body without ``choices``), bad_utf8 (a body that is not UTF-8),
+trickle (a valid body sent one byte per second).
+
+``StubState.answer`` returns a label, or a ranking (a list of labels, best first), per face.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ class StubState:
     delay_s: float = 0.0
     failures: int = 1
     refuse_above: int = 1
-    answer: Callable[[FaceRequest], str] = lambda face: ANSWER_LABEL
+    answer: Callable[[FaceRequest], str | list[str]] = lambda face: ANSWER_LABEL
     requests: list[dict[str, Any]] = field(default_factory=list)
     images_per_request: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -87,6 +93,16 @@ def completion(content: str, finish_reason: str = "stop", faces: int = 1) -> dic
         "usage": {"prompt_tokens": 100 + 85 * faces, "completion_tokens": 12 * faces,
                   "total_tokens": 100 + 97 * faces},
     }
+
+
+HOSTILE = ("huge", "deep", "no_choices", "bad_utf8", "trickle")
+
+
+def face_entry(face: FaceRequest, answer: str | list[str]) -> dict[str, Any]:
+    """One face of a reply: a ranking when the answer is a list, else a label and confidence."""
+    if isinstance(answer, list):
+        return {"id": face.face_id, "ranking": answer}
+    return {"id": face.face_id, "label": answer, "confidence": 0.9}
 
 
 def make_handler(state: StubState) -> type[BaseHTTPRequestHandler]:
@@ -137,23 +153,46 @@ def make_handler(state: StubState) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, completion('here you go: {"faces": [{"id": '))
             if mode == "bad_body":
                 return self._send_raw(200, b"{not json")
+            if mode in HOSTILE:
+                return self._hostile(mode, faces)
+            if mode == "prose":
+                return self._send(200, completion(f"The person looks {state.answer(faces[0])}."))
             answered = faces[:-1] if mode == "wrong_count" and len(faces) > 1 else faces
-            reply = {"faces": [{"id": f.face_id, "label": state.answer(f), "confidence": 0.9}
-                               for f in answered]}
+            reply = {"faces": [face_entry(f, state.answer(f)) for f in answered]}
             return self._send(200, completion(json.dumps(reply), faces=len(faces)))
+
+        def _hostile(self, mode: str, faces: list[FaceRequest]) -> None:
+            if mode == "huge":
+                return self._send(200, completion("x" * 20_000_000, faces=len(faces)))
+            if mode == "deep":
+                return self._send_raw(200, b"[" * 200_000 + b"]" * 200_000)
+            if mode == "no_choices":
+                return self._send(200, {"id": "chatcmpl-stub", "object": "chat.completion"})
+            if mode == "bad_utf8":
+                return self._send_raw(200, b'{"choices": [{"message": {"content": "\xff\xfe\xc3"}}]}')
+            data = json.dumps(completion(json.dumps({"faces": [face_entry(f, ANSWER_LABEL)
+                                                               for f in faces]}))).encode()
+            self._send_raw(200, data, trickle=True)
 
         def _send(self, status: int, payload: dict[str, Any],
                   headers: dict[str, str] | None = None) -> None:
             self._send_raw(status, json.dumps(payload).encode(), headers)
 
-        def _send_raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        def _send_raw(self, status: int, data: bytes, headers: dict[str, str] | None = None,
+                      trickle: bool = False) -> None:
             self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(data)))
             for key, value in (headers or {}).items():
                 self.send_header(key, value)
             self.end_headers()
-            self.wfile.write(data)
+            with contextlib.suppress(OSError):  # the client may hang up on a hostile reply
+                if not trickle:
+                    self.wfile.write(data)
+                for byte in data if trickle else b"":
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(1.0)
 
     return Handler
 

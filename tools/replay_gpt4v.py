@@ -1,10 +1,11 @@
 """Replay GPT-4V's recorded zero-shot answers (Lian et al. 2023) as an OpenAI-compatible server.
 
 Each received face image is matched to a dataset image by nearest neighbour on a 16x16
-zero-mean, unit-norm grey thumbnail; the server answers with GPT-4V's recorded top label for
-that image (mapped to edgefer's names; "contempt" stays "contempt", which edgefer treats as no
-answer). Top-2 prompts ("choose A or B") get whichever offered label ranks higher in GPT-4V's
-recorded ranking. Images it cannot match get an explicit "unknown".
+zero-mean, unit-norm grey thumbnail; the server answers with GPT-4V's recorded top-5 ranking
+for that image (``{"id": ..., "ranking": [...]}``, mapped to edgefer's names; "contempt" stays
+"contempt", which edgefer skips when it turns the ranking into a distribution). Top-2 prompts
+("choose A or B") get the offered labels in the order GPT-4V ranked them (an offered label
+GPT-4V did not rank comes last). Images it cannot match get an explicit "unknown".
 
     python tools/replay_gpt4v.py --data ../shared/data --port 8090
     edgefer eval ../shared/data/fer2013/test --glob 'PrivateTest_*' --cascade \\
@@ -86,14 +87,14 @@ def load_index(data: Path) -> ReplayIndex:
 
 
 def replay_answer(index: ReplayIndex):
-    def answer(face: FaceRequest) -> str:
+    def answer(face: FaceRequest) -> str | list[str]:
         ranking = index.match(face.jpeg)
         if ranking is None:
             return "unknown"
         if face.options:
             ranked = [label for label in ranking if label in face.options]
-            return ranked[0] if ranked else "unknown"
-        return ranking[0]
+            return ranked + [x for x in face.options if x not in ranked] if ranked else "unknown"
+        return ranking
 
     return answer
 

@@ -53,7 +53,16 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--llm-threshold", type=float, default=LlmConfig.threshold,
                        help="ask when the calibrated confidence is below this "
                             f"(default {LlmConfig.threshold})")
-    group.add_argument("--llm-policy", choices=POLICIES, default="override")
+    group.add_argument("--llm-policy", choices=POLICIES, default="override",
+                       help="override (default): the LLM's label; fuse: mix probabilities; "
+                            "learned: the model fitted by `edgefer llm calibrate` for this LLM "
+                            "model and prompt (falls back to override, and says so, without one)")
+    group.add_argument("--llm-fusion", metavar="JSON",
+                       help="the learned policy's file (default: the user's fusion folder, "
+                            "keyed by LLM model and prompt)")
+    group.add_argument("--llm-price", type=_prices, metavar="IN,OUT",
+                       help="USD per million input and output tokens for the cost estimate "
+                            "(default: the built-in table for known OpenAI models, else 0)")
     group.add_argument("--llm-prompt", choices=("top2", "open"), default="top2",
                        help="top2 (default): the LLM chooses between the CNN's two best labels; "
                             "open: any of the seven")
@@ -73,7 +82,20 @@ def llm_config(args: argparse.Namespace) -> LlmConfig | None:
                      threshold=args.llm_threshold, policy=args.llm_policy,
                      top2=args.llm_prompt == "top2", cache_path=args.llm_cache,
                      batch_size=args.llm_batch, requests_per_minute=args.llm_rpm,
-                     context_frame=args.llm_context)
+                     context_frame=args.llm_context, fusion_path=args.llm_fusion,
+                     price_input_per_million=args.llm_price[0] if args.llm_price else None,
+                     price_output_per_million=args.llm_price[1] if args.llm_price else None)
+
+
+def _prices(text: str) -> tuple[float, float]:
+    try:
+        price_in, price_out = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected IN,OUT in USD per million tokens, "
+                                         f"e.g. 0.15,0.60; got {text!r}") from None
+    if min(price_in, price_out) < 0:
+        raise argparse.ArgumentTypeError(f"prices must be >= 0, got {text!r}")
+    return price_in, price_out
 
 
 def recognizer_options(args: argparse.Namespace) -> RecognizerOptions:

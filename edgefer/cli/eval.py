@@ -42,6 +42,9 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--cascade", action="store_true",
                         help="implies --llm: the cascade curve over shares of faces sent, and an "
                              "operating point chosen on one half and reported on the other")
+    parser.add_argument("--max-share", type=float, default=1.0, metavar="S",
+                        help="--cascade: the largest share of faces the held-out operating "
+                             "points may send (default 1)")
     parser.add_argument("--markdown", type=Path, metavar="OUT.md", help="write the LLM tables")
     parser.add_argument("--record", metavar="KEY",
                         help="store accuracy and macro-F1 under metrics.KEY in the manifest, "
@@ -85,26 +88,17 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_llm_comparison(args: argparse.Namespace, options: EvalOptions, result: Any,
                        console: Any) -> dict[str, Any]:
-    from rich.progress import Progress
-
     from edgefer.cli.common import llm_config
     from edgefer.errors import InputError
-    from edgefer.manifest import load_model_entry
-    from edgefer.sources import load_gray
     from edgefer.training import cascade
 
-    if options.mode != "crops":
-        raise InputError("--llm and --cascade evaluate pre-cropped faces; use --mode crops")
+    if not 0 < args.max_share <= 1:
+        raise InputError(f"--max-share must be in (0, 1], got {args.max_share}")
     args.llm = True
     config = llm_config(args)
-    spec = load_model_entry(options.model, options.manifest).input  # the crops the model saw
-    images = [load_gray(p, (spec.height, spec.width)) for p in result.paths]
-    queries = cascade.face_queries(images, result.probs, config.model, config.top2)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("asking the LLM", total=len(queries))
-        answers = cascade.ask_all(queries, config,
-                                  lambda done, total: progress.update(task, completed=done))
-    figures = cascade.cascade_report(result.y_true, result.probs, answers, config.threshold)
+    answers = ask_llm_about(result, options, config, console)
+    figures = cascade.cascade_report(result.y_true, result.probs, answers, config.threshold,
+                                     config, max_share=args.max_share)
     markdown = cascade_markdown(figures, args.cascade, config)
     console.print(markdown, markup=False, highlight=False, soft_wrap=True)
     if args.markdown:
@@ -112,8 +106,28 @@ def run_llm_comparison(args: argparse.Namespace, options: EvalOptions, result: A
     return figures
 
 
+def ask_llm_about(result: Any, options: EvalOptions, config: Any, console: Any) -> Any:
+    """The LLM's answer about every evaluated face crop (cached, budgeted, resumable)."""
+    from rich.progress import Progress
+
+    from edgefer.errors import InputError
+    from edgefer.manifest import load_model_entry
+    from edgefer.sources import load_gray
+    from edgefer.training import cascade
+
+    if options.mode != "crops":
+        raise InputError("the LLM comparison evaluates pre-cropped faces; use --mode crops")
+    spec = load_model_entry(options.model, options.manifest).input  # the crops the model saw
+    images = [load_gray(p, (spec.height, spec.width)) for p in result.paths]
+    queries = cascade.face_queries(images, result.probs, config)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("asking the LLM", total=len(queries))
+        return cascade.ask_all(queries, config,
+                               lambda done, total: progress.update(task, completed=done))
+
+
 def cascade_markdown(figures: dict[str, Any], curve: bool, config: Any) -> str:
-    """The comparison (and optionally the curve) as markdown tables."""
+    """The comparison (and optionally the curves and the held-out table) as markdown."""
     lines = [f"LLM: {config.model} ({'top-2 prompt' if config.top2 else 'open prompt'}), "
              f"answered {figures['share_answered']:.1%} of faces", "",
              "| | accuracy | macro precision | macro recall | macro F1 |", "|---|---:|---:|---:|---:|"]
@@ -125,16 +139,40 @@ def cascade_markdown(figures: dict[str, Any], curve: bool, config: Any) -> str:
               "{completion_tokens}, refusals {refusals}, invalid replies {invalid_replies}, "
               "failed requests {failed_requests}, cache hits {cache_hits}".format(**stats)]
     if curve:
-        lines += ["", "| share sent to LLM | accuracy | macro F1 |", "|---:|---:|---:|"]
-        lines += [f"| {row['share_sent']:.0%} | {row['accuracy']:.4f} | {row['macro_f1']:.4f} |"
-                  for row in figures["curve"]]
-        held = figures["held_out"]
-        lines += ["", f"Operating point chosen on the first half: send "
-                  f"{held['chosen_share_on_first_half']:.0%} "
-                  f"(first-half accuracy {held['first_half_accuracy']:.4f}). On the second half: "
-                  f"CNN {held['second_half_cnn']['accuracy']:.4f}, cascade "
-                  f"{held['second_half_cascade']['accuracy']:.4f}."]
+        lines += ["", "| share sent to LLM | replace policy, all faces |", "|---:|---:|"]
+        lines += [f"| {row['share_sent']:.0%} | {row['accuracy']:.4f} |" for row in figures["curve"]]
+        lines += ["", *held_out_markdown(figures["held_out"]), "", cost_line(figures["cost"])]
     return "\n".join(lines)
+
+
+def held_out_markdown(held: dict[str, Any]) -> list[str]:
+    """Side by side on the second half; models fitted and shares chosen on the first."""
+    replace, learned = held["second_half_replace"], held["second_half_learned"]
+    lines = [f"Held-out half (fitted and chosen on the other half, shares up to "
+             f"{held['max_share']:.0%}):", "", "| | share sent | accuracy |", "|---|---:|---:|",
+             f"| CNN | 0% | {held['second_half_cnn']['accuracy']:.4f} |",
+             f"| CNN recalibrated (no LLM) | 0% | "
+             f"{held['second_half_cnn_recalibrated']['accuracy']:.4f} |",
+             f"| LLM alone | 100% | {held['second_half_llm']['accuracy']:.4f} |",
+             f"| replace policy | {replace['share']:.0%} | {replace['accuracy']:.4f} |",
+             f"| learned fusion | {learned['share']:.0%} | {learned['accuracy']:.4f} |",
+             "", f"Chosen on the first half: {held['chosen_policy_on_first_half']} at "
+             f"{held['chosen_share_on_first_half']:.0%}. LLM contribution (learned fusion minus "
+             f"recalibrated CNN): {100 * held['llm_contribution']:+.2f} points; learned minus CNN, "
+             f"worst share: {100 * held['learned_minus_cnn_min_over_shares']:+.2f} points.", "",
+             "| share sent | replace | learned | LLM contribution |", "|---:|---:|---:|---:|"]
+    lines += [f"| {row['share_sent']:.0%} | {row['replace']:.4f} | {row['learned']:.4f} | "
+              f"{100 * row['llm_contribution']:+.2f} |" for row in held["curve"]]
+    return lines
+
+
+def cost_line(cost: dict[str, Any]) -> str:
+    prompt, completion = cost["tokens_per_face"]
+    return (f"Cost ({cost['model']}, USD {cost['price_per_million'][0]:g}/{cost['price_per_million'][1]:g}"
+            f" per million tokens): {prompt:.0f} prompt + {completion:.0f} completion tokens per "
+            f"face sent = ${cost['usd_per_face']:.6f}; at {cost['share_sent']:.0%} sent and one "
+            f"question per 5 s cooldown, ${cost['usd_per_hour_one_face']:.4f} per hour of video "
+            "per face in view.")
 
 
 def record_metric(key: str, figures: dict[str, Any], options: EvalOptions) -> None:

@@ -65,12 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     from edgefer.cli import build as cli_build
     from edgefer.cli import eval as cli_eval
     from edgefer.cli import live as cli_live
+    from edgefer.cli import llm as cli_llm
     from edgefer.cli import score as cli_score
     from edgefer.cli import train as cli_train
 
     cli_score.add_commands(commands)
     cli_live.add_commands(commands)
     cli_eval.add_commands(commands)
+    cli_llm.add_commands(commands)
     cli_train.add_commands(commands)
     cli_build.add_commands(commands)
     return parser

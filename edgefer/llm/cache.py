@@ -1,4 +1,5 @@
-"""A persistent answer cache (SQLite) keyed by crop, model and prompt, plus the daily budget.
+"""A persistent answer cache (SQLite) keyed by everything that makes the question, plus the
+daily budget.
 
 Re-scoring a video asks nothing twice. SQLite is in the standard library, handles concurrent
 readers, and survives crashes; the worker thread is its only writer.
@@ -7,19 +8,27 @@ readers, and survives crashes; the worker thread is its only writer.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import threading
 from pathlib import Path
 
+from edgefer.llm.config import LlmConfig
 from edgefer.llm.constants import PROMPT_VERSION
 from edgefer.llm.parse import Answer
 
 
-def cache_key(jpeg: bytes, model: str, variant: str = "") -> str:
+def cache_key(jpeg: bytes, config: LlmConfig, options: tuple[str, str] | None = None,
+              context_jpeg: bytes | None = None) -> str:
+    """A digest of every setting that changes the question: the crop, the context frame, the
+    model, the prompt (version, open or top-2, the two options offered) and the image detail."""
     digest = hashlib.sha256()
-    for part in (jpeg, model.encode(), PROMPT_VERSION.encode(), variant.encode()):
-        digest.update(len(part).to_bytes(8, "little"))
-        digest.update(part)
+    parts = (jpeg, context_jpeg or b"", config.model, PROMPT_VERSION, config.prompt,
+             repr(options), config.detail)
+    for part in parts:
+        data = part if isinstance(part, bytes) else part.encode()
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
     return digest.hexdigest()
 
 
@@ -30,21 +39,28 @@ class AnswerCache:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL" if path else "PRAGMA journal_mode=MEMORY")
-        self._db.execute("CREATE TABLE IF NOT EXISTS answers "
-                         "(key TEXT PRIMARY KEY, label TEXT, confidence REAL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS answer_distributions "
+                         "(key TEXT PRIMARY KEY, label TEXT, confidence REAL, probs TEXT, "
+                         "prompt_tokens REAL, completion_tokens REAL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS daily (day TEXT PRIMARY KEY, requests INTEGER)")
         self._db.commit()
 
     def get(self, key: str) -> Answer | None:
         with self._lock:
-            row = self._db.execute("SELECT label, confidence FROM answers WHERE key = ?",
+            row = self._db.execute("SELECT * FROM answer_distributions WHERE key = ?",
                                    (key,)).fetchone()
-        return Answer(row[0], row[1]) if row else None
+        if row is None:
+            return None
+        return Answer(row[1], row[2], tuple(json.loads(row[3])) if row[3] else None,
+                      row[4] or 0.0, row[5] or 0.0)
 
     def put(self, key: str, answer: Answer) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?)",
-                             (key, answer.label, answer.confidence))
+            self._db.execute("INSERT OR REPLACE INTO answer_distributions "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (key, answer.label, answer.confidence,
+                              json.dumps(answer.probs) if answer.probs else None,
+                              answer.prompt_tokens, answer.completion_tokens))
             self._db.commit()
 
     def requests_on(self, day: str) -> int:
@@ -60,7 +76,7 @@ class AnswerCache:
 
     def __len__(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+            return int(self._db.execute("SELECT COUNT(*) FROM answer_distributions").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:

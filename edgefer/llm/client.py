@@ -1,10 +1,12 @@
 """The network side: batched chat-completion requests with retries, budgets and a breaker.
 
 Retry discipline follows openai-python's own: only 408/409/429/5xx and connection errors are
-retried, with capped exponential backoff, jitter and the server's ``Retry-After``. The openai
-client's built-in retries are off so every attempt is counted and budgeted here. A reply that
-is invalid (wrong ids, bad labels, malformed JSON) or a refusal is asked once more; then the
-batch is split in two, recursively, down to single faces.
+retried, with capped exponential backoff (the exponent is this request's attempt number),
+jitter and the server's ``Retry-After``. The openai client's built-in retries are off so every
+attempt is counted and budgeted here. A reply that is invalid (wrong ids, bad labels, malformed
+JSON, an oversized, undecodable or mis-shaped body) or a refusal is asked once more; then the
+batch is split in two, recursively, down to single faces. Every request has a total deadline
+(``timeout_s``), so a server trickling its reply cannot hold a slot for long.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -24,6 +26,7 @@ from edgefer.llm.cache import AnswerCache
 from edgefer.llm.config import LlmConfig
 from edgefer.llm.parse import Answer, Parsed, parse_reply
 from edgefer.llm.prompt import FaceQuery, build_messages, response_schema
+from edgefer.llm.transport import ReplyTooLarge, capped_transport
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +66,11 @@ class Unavailable(Exception):
     """The endpoint cannot be asked now (circuit open, budget spent, retries exhausted)."""
 
 
-def backoff_s(attempt: int) -> float:
-    return min(c.MAX_BACKOFF_S, c.INITIAL_BACKOFF_S * 2 ** attempt) * random.uniform(0.5, 1.0)
+def backoff_s(attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds before retry number ``attempt + 1`` of one request: 0.5, 1, 2, 4, 8, 8, ... s,
+    each scaled by a random factor in [0.5, 1] so clients do not retry in step."""
+    jitter = (rng or random).uniform(0.5, 1.0)
+    return min(c.MAX_BACKOFF_S, c.INITIAL_BACKOFF_S * 2 ** min(attempt, 16)) * jitter
 
 
 def retry_after_s(headers: Any) -> float | None:
@@ -109,7 +115,10 @@ class LlmClient:
         self._openai = require("openai", "llm")
         self._client = self._openai.AsyncOpenAI(
             base_url=config.resolved_base_url(), api_key=config.resolved_api_key(),
-            timeout=config.timeout_s, max_retries=0)
+            timeout=config.timeout_s, max_retries=0,
+            http_client=self._openai.DefaultAsyncHttpxClient(
+                transport=capped_transport(self._openai, c.MAX_BODY_BYTES)))
+        self.sleep = asyncio.sleep  # every wait between attempts goes through here
 
     async def answer(self, queries: list[FaceQuery]) -> dict[str, Answer | None]:
         """An answer (or None when none could be had) for every query id."""
@@ -135,6 +144,10 @@ class LlmClient:
             self.stats.faces_unanswered += len(batch)
             return {q.face_id: None for q in batch}
         if parsed.ok:
+            share = [tokens / len(batch) for tokens in parsed.usage]
+            parsed.answers = {face_id: replace(answer, prompt_tokens=share[0],
+                                               completion_tokens=share[1])
+                              for face_id, answer in parsed.answers.items()}
             for query in batch:
                 if query.face_id in parsed.answers:
                     self.cache.put(query.key, parsed.answers[query.face_id])
@@ -165,51 +178,69 @@ class LlmClient:
         estimate = c.TOKENS_PER_IMAGE_ESTIMATE * len(batch) + 300
         wait = self.budget.wait_s(estimate)
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self.sleep(wait)
         for attempt in range(self.config.max_retries + 1):
             if not self.breaker.allow():
                 self.stats.circuit_rejections += 1
                 raise Unavailable("circuit open")
             self.budget.spend(estimate)
             self.stats.requests += 1
-            outcome = await self._attempt(batch, estimate)
+            outcome = await self._attempt(batch, estimate, attempt)
             if isinstance(outcome, Parsed):
                 return outcome
             if outcome is None or attempt == self.config.max_retries:
                 break
             self.stats.retries += 1
-            await asyncio.sleep(outcome)
+            await self.sleep(outcome)
         self.stats.failed_requests += 1
         raise Unavailable("request failed")
 
-    async def _attempt(self, batch: list[FaceQuery], estimate: int) -> Parsed | float | None:
+    async def _attempt(self, batch: list[FaceQuery], estimate: int, attempt: int
+                       ) -> Parsed | float | None:
         """A parsed reply; or seconds to wait before retrying; or None when retrying is futile."""
         errors = self._openai
         ids = [q.face_id for q in batch]
         try:
-            response = await self._create(batch, ids)
+            response = await asyncio.wait_for(self._create(batch, ids), self.config.timeout_s)
         except errors.APIStatusError as err:
-            return self._status_error(err)
-        except (errors.APITimeoutError, errors.APIConnectionError) as err:
-            self.stats.timeouts += isinstance(err, errors.APITimeoutError)
+            return self._status_error(err, attempt)
+        except ReplyTooLarge as err:
+            return self._unreadable(err)
+        except (errors.APITimeoutError, errors.APIConnectionError, TimeoutError) as err:
+            if isinstance(err.__cause__, ReplyTooLarge):
+                return self._unreadable(err.__cause__)
+            self.stats.timeouts += isinstance(err, (errors.APITimeoutError, TimeoutError))
             self.breaker.record_failure()
-            return backoff_s(0)
-        except (errors.APIError, ValueError) as err:  # a body the client could not parse
-            log.debug("LLM response unreadable: %s", err)
-            self.breaker.record_success()
-            return Parsed(error="malformed response")
+            return backoff_s(attempt)
+        except (errors.APIError, ValueError, RecursionError, TypeError) as err:
+            return self._unreadable(err)  # a body the client could not decode
         self.breaker.record_success()
-        self._count_usage(response, estimate)
-        choice = response.choices[0]
-        if choice.finish_reason == "content_filter" or getattr(choice.message, "refusal", None):
+        usage = self._count_usage(response, estimate)
+        try:
+            choice = response.choices[0]
+            text, finish, refusal = choice.message.content, choice.finish_reason, \
+                getattr(choice.message, "refusal", None)
+        except (AttributeError, IndexError, TypeError, KeyError) as err:
+            return self._unreadable(err)
+        if finish == "content_filter" or refusal:
             return Parsed(error="refusal", refusal=True)
-        return parse_reply(choice.message.content, ids)
+        parsed = parse_reply(text, ids)
+        parsed.usage = usage
+        return parsed
+
+    def _unreadable(self, err: BaseException) -> Parsed:
+        """An invalid reply: one log line (the traceback only at debug level)."""
+        self.breaker.record_success()  # the server answered; its answer is just unusable
+        reason = f"{type(err).__name__}: {str(err)[:200]}"
+        log.warning("LLM reply unusable: %s", reason,
+                    exc_info=err if log.isEnabledFor(logging.DEBUG) else None)
+        return Parsed(error=f"unreadable response ({type(err).__name__})")
 
     async def _create(self, batch: list[FaceQuery], ids: list[str]) -> Any:
         kwargs: dict[str, Any] = {"model": self.config.model, "temperature": 0,
                                   "messages": build_messages(batch, self.config.detail)}
         if self._structured:
-            kwargs["response_format"] = response_schema(ids)
+            kwargs["response_format"] = response_schema(ids, self.config.top2)
         try:
             return await self._client.chat.completions.create(**kwargs)
         except self._openai.BadRequestError as err:
@@ -221,7 +252,7 @@ class LlmClient:
             kwargs.pop("response_format")
             return await self._client.chat.completions.create(**kwargs)
 
-    def _status_error(self, err: Any) -> Parsed | float | None:
+    def _status_error(self, err: Any, attempt: int) -> Parsed | float | None:
         status = err.status_code
         if status in (400, 403) and is_policy_rejection(err):
             self.breaker.record_success()
@@ -232,21 +263,24 @@ class LlmClient:
             if status >= 500:
                 self.breaker.record_failure()
             headers = getattr(err.response, "headers", None)
-            return retry_after_s(headers) or backoff_s(self.stats.retries % 5)
+            return retry_after_s(headers) or backoff_s(attempt)
         log.warning("LLM request rejected with HTTP %s: %s", status, getattr(err, "message", ""))
         self.breaker.record_failure()
         return None
 
-    def _count_usage(self, response: Any, estimate: int) -> None:
+    def _count_usage(self, response: Any, estimate: int) -> tuple[int, int]:
+        """The reply's (prompt, completion) tokens, counted and priced; (0, 0) when absent."""
         usage = getattr(response, "usage", None)
-        if usage is None:
-            return
-        prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
+        prompt = getattr(usage, "prompt_tokens", 0)
+        completion = getattr(usage, "completion_tokens", 0)
+        if not all(isinstance(x, int) and x >= 0 for x in (prompt, completion)):
+            return 0, 0
         self.stats.prompt_tokens += prompt
         self.stats.completion_tokens += completion
-        self.stats.cost_usd += (prompt * self.config.price_input_per_million
-                                + completion * self.config.price_output_per_million) / 1e6
+        price_in, price_out = self.config.prices_per_million()
+        self.stats.cost_usd += (prompt * price_in + completion * price_out) / 1e6
         self.budget.correct_tokens(estimate, prompt + completion)
+        return prompt, completion
 
     async def close(self) -> None:
         await self._client.close()

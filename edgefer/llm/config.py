@@ -32,8 +32,9 @@ class LlmConfig:
     requests_per_minute: int = 60
     tokens_per_minute: int = 200_000
     requests_per_day: int = 5_000
-    price_input_per_million: float = 0.0  # USD, for the cost estimate (gpt-4o-mini: 0.15)
-    price_output_per_million: float = 0.0  # (gpt-4o-mini: 0.60)
+    # USD per million tokens for the cost estimate; None: constants.PRICES_PER_MILLION[model]
+    price_input_per_million: float | None = None
+    price_output_per_million: float | None = None
     cache_path: str | None = None  # SQLite answer cache; None = in memory only
     # when to ask
     threshold: float = 0.5  # calibrated confidence below which a face is uncertain
@@ -43,8 +44,9 @@ class LlmConfig:
     queue_size: int = c.DEFAULT_QUEUE_SIZE
     batch_wait_s: float = c.DEFAULT_BATCH_WAIT_S
     # how to merge
-    policy: str = "override"
+    policy: str = "override"  # "learned": the fusion model fitted by `edgefer llm calibrate`
     fuse_weight: float = 0.5
+    fusion_path: str | None = None  # the learned policy's file; None: the default location
 
     def __post_init__(self) -> None:
         checks = {
@@ -56,10 +58,22 @@ class LlmConfig:
             "requests_per_minute": self.requests_per_minute >= 1,
             "tokens_per_minute": self.tokens_per_minute >= 1,
             "requests_per_day": self.requests_per_day >= 1,
+            "price_input_per_million": (self.price_input_per_million or 0) >= 0,
+            "price_output_per_million": (self.price_output_per_million or 0) >= 0,
         }
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(f"invalid llm setting {key}={getattr(self, key)!r}")
+
+    def prices_per_million(self) -> tuple[float, float]:
+        """(input, output) USD per million tokens: configured, else the table, else 0."""
+        listed = c.PRICES_PER_MILLION.get(self.model, (0.0, 0.0))
+        return (listed[0] if self.price_input_per_million is None else self.price_input_per_million,
+                listed[1] if self.price_output_per_million is None else self.price_output_per_million)
+
+    @property
+    def prompt(self) -> str:
+        return "top2" if self.top2 else "open"
 
     def resolved_base_url(self) -> str | None:
         return self.base_url or os.environ.get("OPENAI_BASE_URL") or None

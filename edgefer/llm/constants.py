@@ -18,4 +18,12 @@ CONTEXT_SIZE = 384  # longest side of the optional downscaled context frame
 JPEG_QUALITY = 85
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 TOKENS_PER_IMAGE_ESTIMATE = 300  # for local TPM budgeting before the server reports usage
-PROMPT_VERSION = "2"  # part of the cache key: change it when the prompt changes
+PROMPT_VERSION = "3"  # part of the cache key: change it when the prompt changes
+MAX_BODY_BYTES = 512 * 1024  # a reply body larger than this is cut off and counted invalid
+MAX_REPLY_CHARS = 64 * 1024  # message text longer than this is not parsed (20 faces need < 4 KB)
+# USD per million (input, output) tokens, for the cost estimate; override with --llm-price.
+# Public list prices when written; a model not listed costs 0 unless a price is given.
+PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00), "gpt-4.1-nano": (0.10, 0.40),
+}

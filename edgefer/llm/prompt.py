@@ -11,11 +11,12 @@ import numpy as np
 from edgefer.llm.constants import JPEG_QUALITY
 from edgefer.types import EMOTIONS
 
+_CONFIDENCES = ", ".join(f'"{e}": 0.0' for e in EMOTIONS)
 SYSTEM_PROMPT = (
     "You label facial expressions in face crops. Ignore identity: never name, recognise or "
-    "describe who anyone is. For every image id, choose the one expression that fits best "
-    f"from: {', '.join(EMOTIONS)}, and give your confidence between 0 and 1. "
-    'Reply with JSON only: {"faces": [{"id": "<id>", "label": "<label>", "confidence": 0.0}]}, '
+    "describe who anyone is. For every image id, give your confidence between 0 and 1 that "
+    f"each of these expressions is the one shown: {', '.join(EMOTIONS)} (they should sum to 1). "
+    f'Reply with JSON only: {{"faces": [{{"id": "<id>", "confidences": {{{_CONFIDENCES}}}}}]}}, '
     "with exactly one entry per image id."
 )
 TOP2_SYSTEM_PROMPT = (
@@ -51,8 +52,20 @@ def data_url(jpeg: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
-def response_schema(ids: list[str]) -> dict[str, Any]:
-    """Structured-output schema: exactly the given ids, labels from the seven classes."""
+def response_schema(ids: list[str], top2: bool) -> dict[str, Any]:
+    """Structured-output schema: exactly the given ids; a label from the seven classes and a
+    confidence (top-2 prompt) or a confidence per class (open prompt)."""
+    if top2:
+        answer = {"required": ["id", "label", "confidence"],
+                  "properties": {"id": {"type": "string", "enum": ids},
+                                 "label": {"type": "string", "enum": list(EMOTIONS)},
+                                 "confidence": {"type": "number"}}}
+    else:
+        answer = {"required": ["id", "confidences"],
+                  "properties": {"id": {"type": "string", "enum": ids}, "confidences": {
+                      "type": "object", "additionalProperties": False,
+                      "required": list(EMOTIONS),
+                      "properties": {e: {"type": "number"} for e in EMOTIONS}}}}
     return {
         "type": "json_schema",
         "json_schema": {
@@ -64,13 +77,7 @@ def response_schema(ids: list[str]) -> dict[str, Any]:
                 "required": ["faces"],
                 "properties": {"faces": {
                     "type": "array", "minItems": len(ids), "maxItems": len(ids),
-                    "items": {
-                        "type": "object", "additionalProperties": False,
-                        "required": ["id", "label", "confidence"],
-                        "properties": {"id": {"type": "string", "enum": ids},
-                                       "label": {"type": "string", "enum": list(EMOTIONS)},
-                                       "confidence": {"type": "number"}},
-                    },
+                    "items": {"type": "object", "additionalProperties": False, **answer},
                 }},
             },
         },

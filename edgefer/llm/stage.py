@@ -4,8 +4,13 @@ A face is uncertain when its calibrated confidence is below ``threshold`` (or it
 below ``margin``). Each track is asked at most once per ``cooldown_s``, and again as soon as its
 smoothed label changes. An answer applies to its track until the label changes or
 ``answer_ttl_s`` passes: the stage fills ``Faces.llm_labels`` and ``Faces.llm_probs`` for those
-faces, and ``edgefer.decide.decide_labels`` merges them with the CNN's label (policies
-``override`` and ``fuse``).
+faces (the answer's distribution), and ``edgefer.decide.decide_labels`` merges them with the
+CNN's label. Policies: ``override`` (the LLM label replaces the CNN's), ``fuse`` (a weighted mix
+of the CNN's probabilities and the LLM's answer distribution) and ``learned`` (the fusion model
+fitted by ``edgefer llm calibrate`` for this LLM model and prompt: faces are asked about where it
+expects the answer to improve the decision, and ``decide_labels`` fuses answers by it and
+recalibrates the CNN's label of faces without one). Without a fitted model, ``learned`` falls
+back to ``override`` and says so.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from edgefer.llm.cache import cache_key
 from edgefer.llm.client import LlmStats
 from edgefer.llm.config import LlmConfig
 from edgefer.llm.constants import CONTEXT_SIZE, CROP_SIZE
+from edgefer.llm.fusion import FusionModel, load_for
 from edgefer.llm.parse import Answer
 from edgefer.llm.prompt import FaceQuery, encode_jpeg
 from edgefer.llm.worker import Result, SecondOpinion
@@ -38,11 +44,16 @@ class _TrackState:
     answered_at_s: float = -np.inf
 
 
-def llm_distribution(answer: Answer) -> np.ndarray:
-    """The LLM's answer as a distribution: its confidence on its label, the rest spread evenly."""
-    probs = np.full(len(EMOTIONS), (1 - answer.confidence) / (len(EMOTIONS) - 1), np.float32)
-    probs[EMOTIONS.index(answer.label)] = answer.confidence
-    return probs
+def resolve_policy(config: LlmConfig) -> tuple[str, FusionModel | None, str]:
+    """(policy in use, fusion model, one line saying which and why)."""
+    if config.policy != "learned":
+        return config.policy, None, f"LLM policy: {config.policy}"
+    fusion, path = load_for(config.model, config.prompt, config.fusion_path)
+    if fusion is None:
+        return "override", None, (f"LLM policy: override (no learned policy for {config.model}, "
+                                  f"{config.prompt} prompt at {path}; run `edgefer llm calibrate`)")
+    fitted = fusion.provenance.get("date", "?")
+    return "learned", fusion, f"LLM policy: learned ({path}, fitted {fitted})"
 
 
 def _downscale(image: np.ndarray, longest: int) -> np.ndarray:
@@ -81,11 +92,17 @@ class LlmStatus:
 
 
 class SecondOpinionStage:
-    """``update(frame, faces)`` after smoothing; fills ``llm_labels`` and ``llm_probs``."""
+    """``update(frame, faces)`` after smoothing; fills ``llm_labels`` and ``llm_probs``.
+
+    ``policy`` and ``fusion`` are the policy in use and its fitted model (``learned`` only), for
+    ``decide_labels``."""
 
     def __init__(self, config: LlmConfig, aligner: Aligner, worker: Worker | None = None) -> None:
         self.config = config
         self.aligner = aligner
+        self.policy, self.fusion, self.policy_note = resolve_policy(config)
+        if config.policy == "learned":  # say which policy is in use: the fitted one, or not
+            log.warning(self.policy_note)
         self._worker: Worker = worker or SecondOpinion(config)
         self.tracks: dict[int, _TrackState] = {}
         self._events: list[dict[str, Any]] = []
@@ -130,8 +147,8 @@ class SecondOpinionStage:
     def _maybe_ask(self, frame: Frame, faces: Faces, row: int) -> None:
         track_id = int(faces.track_ids[row])
         cnn_label = int(faces.cnn_labels[row])
-        if cnn_label < 0 or not is_uncertain(faces.probs[row], self.config.threshold,
-                                             self.config.margin):
+        priority = None if cnn_label < 0 else self._priority(faces.probs[row])
+        if priority is None:
             return
         label = label_name(cnn_label)
         state = self.tracks.setdefault(track_id, _TrackState())
@@ -139,9 +156,19 @@ class SecondOpinionStage:
         if not cooled and state.asked_label == label:
             return
         state.asked_at_s, state.asked_label = frame.timestamp_s, label
-        self._worker.submit(self._query(frame, faces, row), float(faces.probs[row].max()),
-                           {"track_id": track_id, "cnn_label": label, "stream": self._stream,
-                            "time_s": round(frame.timestamp_s, 3), "frame": frame.index})
+        self._worker.submit(self._query(frame, faces, row), priority,
+                            {"track_id": track_id, "cnn_label": label, "stream": self._stream,
+                             "time_s": round(frame.timestamp_s, 3), "frame": frame.index})
+
+    def _priority(self, probs: np.ndarray) -> float | None:
+        """Queue priority (lower is asked first), or None when this face is not worth asking:
+        the learned policy ranks by expected benefit, the others by confidence."""
+        if self.fusion is not None:
+            benefit = float(self.fusion.expected_benefit(probs)[0])
+            return -benefit if benefit > self.fusion.benefit_threshold else None
+        if not is_uncertain(probs, self.config.threshold, self.config.margin):
+            return None
+        return float(probs.max())
 
     def _query(self, frame: Frame, faces: Faces, row: int) -> FaceQuery:
         crop = self.aligner.crops(frame.image, faces[row], size=CROP_SIZE, color="bgr")[0]
@@ -152,9 +179,8 @@ class SecondOpinionStage:
             options = (EMOTIONS[best[0]], EMOTIONS[best[1]])
         context = encode_jpeg(_downscale(frame.image, CONTEXT_SIZE)) \
             if self.config.context_frame else None
-        variant = f"top2={options}" if options else ""
         return FaceQuery(f"f{frame.index}_{int(faces.track_ids[row])}", jpeg,
-                         cache_key(jpeg, self.config.model, variant), options, context)
+                         cache_key(jpeg, self.config, options, context), options, context)
 
     def _merge_into(self, faces: Faces, now_s: float) -> None:
         """Attach each track's answer while it is fresh and the CNN label it was given for holds."""
@@ -166,7 +192,7 @@ class SecondOpinionStage:
             fresh = now_s - state.answered_at_s <= self.config.answer_ttl_s
             if fresh and state.answer_label == label_name(int(cnn_labels[row])):
                 faces.llm_labels[row] = EMOTIONS.index(state.answer.label)
-                faces.llm_probs[row] = llm_distribution(state.answer)
+                faces.llm_probs[row] = state.answer.distribution()
 
     def new_stream(self) -> None:
         """Forget per-track state (ids restart with the next file)."""

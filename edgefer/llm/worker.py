@@ -163,8 +163,9 @@ class SecondOpinion:
         start = time.monotonic()
         try:
             answers = await self._client.answer([r.query for r in batch])
-        except Exception:  # never let a bug in one batch kill the worker
-            log.exception("LLM batch failed")
+        except Exception as err:  # never let a bug in one batch kill the worker
+            log.error("LLM batch failed: %s: %s", type(err).__name__, err,
+                      exc_info=err if log.isEnabledFor(logging.DEBUG) else None)
             answers = {}
         finally:
             slots.release()

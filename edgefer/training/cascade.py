@@ -1,9 +1,14 @@
-"""The CNN-vs-LLM experiment: CNN alone, LLM alone, and the cascade at every share of faces sent.
+"""The CNN-vs-LLM experiment and the learned policy's fitting.
 
-The LLM is asked once about every evaluated face; the cascade for any threshold is then computed
-offline from the same answers (the faces the CNN is least sure of go to the LLM). Operating
-points are chosen on one half of the faces (stratified by class, fixed seed) and reported on the
-other, because these are test images.
+The LLM is asked once about every evaluated face; every policy at every share of faces sent is
+then computed offline from the same answers. Because these are test images, the learned models
+are fitted and every operating point is chosen on one half of the faces (stratified by class,
+fixed seed), and the figures that matter are reported on the other half, side by side: the CNN,
+the CNN recalibrated on the fitting half (no LLM), the LLM alone, the replace-policy cascade
+(least confident faces take the LLM's label) and the learned fusion (faces routed by expected
+benefit, answers fused). The LLM's contribution is the learned fusion minus the recalibrated CNN:
+the recalibration alone moves the CNN into the label space of the ground truth (FER+ annotators
+call more faces neutral than FER2013's), which is not the LLM's doing.
 """
 
 from __future__ import annotations
@@ -19,21 +24,34 @@ from edgefer.llm.cache import AnswerCache, cache_key
 from edgefer.llm.client import LlmClient, LlmStats
 from edgefer.llm.config import LlmConfig
 from edgefer.llm.constants import CROP_SIZE
+from edgefer.llm.fusion import FusionModel, benefit_features, cnn_features, fused_features
 from edgefer.llm.parse import Answer
 from edgefer.llm.prompt import FaceQuery, encode_jpeg
 from edgefer.training import metrics
 from edgefer.types import EMOTIONS
 
 SHARES = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 21))
+L2 = 1e-2  # ridge penalty of the fusion models (per sample); small: a few hundred parameters
+# live, a face in view is asked at most once per cooldown (5 s): 720 questions per hour
+QUESTIONS_PER_HOUR_PER_FACE = 3600 / 5.0
 
 
 @dataclass
 class LlmAnswers:
     labels: np.ndarray  # int label per face, -1 when the LLM gave no usable answer
+    probs: np.ndarray  # (n, 7) answer distribution; NaN rows where there is none
+    tokens: np.ndarray  # (n, 2) this face's share of its request's prompt/completion tokens
     stats: LlmStats
 
+    @property
+    def answered(self) -> np.ndarray:
+        return self.labels >= 0
 
-def face_queries(images: list[np.ndarray], probs: np.ndarray, model: str, top2: bool
+    def subset(self, rows: np.ndarray) -> LlmAnswers:
+        return LlmAnswers(self.labels[rows], self.probs[rows], self.tokens[rows], self.stats)
+
+
+def face_queries(images: list[np.ndarray], probs: np.ndarray, config: LlmConfig
                  ) -> list[FaceQuery]:
     """One query per pre-cropped face: upscaled to the live crop size, JPEG-encoded."""
     import cv2
@@ -44,17 +62,17 @@ def face_queries(images: list[np.ndarray], probs: np.ndarray, model: str, top2: 
         crop = cv2.resize(colour, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_CUBIC)
         jpeg = encode_jpeg(crop)
         options = None
-        if top2:
+        if config.top2:
             best = np.argsort(probs[i])[::-1][:2]
             options = (EMOTIONS[best[0]], EMOTIONS[best[1]])
-        variant = f"top2={options}" if options else ""
-        queries.append(FaceQuery(f"i{i}", jpeg, cache_key(jpeg, model, variant), options))
+        queries.append(FaceQuery(f"i{i}", jpeg, cache_key(jpeg, config, options), options))
     return queries
 
 
 def ask_all(queries: list[FaceQuery], config: LlmConfig,
             progress: Callable[[int, int], None] | None = None, chunk: int = 100) -> LlmAnswers:
-    """Ask the LLM about every query (batched, cached, budgeted); returns labels in order."""
+    """Ask the LLM about every query (batched, cached, budgeted); answers in order. With a
+    cache file, an interrupted run resumes where it stopped (answered faces are not re-asked)."""
     stats = LlmStats()
     cache = AnswerCache(config.cache_path)
 
@@ -74,11 +92,108 @@ def ask_all(queries: list[FaceQuery], config: LlmConfig,
         answers = asyncio.run(run())
     finally:
         cache.close()
-    labels = np.array([EMOTIONS.index(answers[q.face_id].label) if answers.get(q.face_id) else -1
-                       for q in queries])
-    return LlmAnswers(labels, stats)
+    return collect(queries, answers, stats)
 
 
+def collect(queries: list[FaceQuery], answers: dict[str, Answer | None], stats: LlmStats
+            ) -> LlmAnswers:
+    n = len(queries)
+    labels, probs, tokens = np.full(n, -1), np.full((n, len(EMOTIONS)), np.nan), np.zeros((n, 2))
+    for i, query in enumerate(queries):
+        answer = answers.get(query.face_id)
+        if answer is not None:
+            labels[i] = EMOTIONS.index(answer.label)
+            probs[i] = answer.distribution()
+            tokens[i] = answer.prompt_tokens, answer.completion_tokens
+    return LlmAnswers(labels, probs, tokens, stats)
+
+
+# -- the learned policy ----------------------------------------------------------------------
+def fit_softmax(features: np.ndarray, y: np.ndarray, classes: int, l2: float = L2,
+                steps: int = 300) -> np.ndarray:
+    """Multinomial logistic regression (weights (d, classes)) by gradient descent with Nesterov
+    momentum on max-abs-scaled features; the bias column (0) is not penalised."""
+    weights = np.zeros((features.shape[1], classes))
+    velocity = np.zeros_like(weights)
+    onehot = np.eye(classes)[y]
+    scale = np.abs(features).max(0)
+    scale[scale == 0] = 1
+    x = features / scale  # comparable step sizes per feature
+    penalty = np.full((features.shape[1], 1), l2)
+    penalty[0] = 0
+    for _ in range(steps):
+        ahead = weights + 0.9 * velocity
+        logits = x @ ahead
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        gradient = x.T @ (probs - onehot) / len(x) + penalty * ahead
+        velocity = 0.9 * velocity - 0.5 * gradient
+        weights = weights + velocity
+    return weights / scale[:, None]
+
+
+def _crossfit_fused(cnn_probs: np.ndarray, llm_probs: np.ndarray, y: np.ndarray,
+                    classes: int, seed: int) -> np.ndarray:
+    """Out-of-fold fused probabilities (2 folds), so the benefit model sees honest gains."""
+    folds = np.random.default_rng(seed).permutation(len(y)) % 2
+    out = np.zeros((len(y), classes))
+    features = fused_features(cnn_probs, llm_probs)
+    for fold in (0, 1):
+        weights = fit_softmax(features[folds != fold], y[folds != fold], classes)
+        logits = features[folds == fold] @ weights
+        out[folds == fold] = np.exp(logits - logits.max(1, keepdims=True))
+    return out / out.sum(1, keepdims=True)
+
+
+def fit_fusion(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, max_share: float = 1.0,
+               seed: int = 0, provenance: dict[str, Any] | None = None) -> FusionModel:
+    """Fit recalibration, fusion and benefit on these faces, and choose the benefit threshold:
+    the share sent (at most ``max_share``) that scores best here."""
+    classes = cnn_probs.shape[1]
+    recal = fit_softmax(cnn_features(cnn_probs), y, classes)
+    answered = llm.answered
+    fusion = fit_softmax(fused_features(cnn_probs[answered], llm.probs[answered]), y[answered],
+                         classes)
+    recal_probs = FusionModel(recal, fusion, np.zeros(2 + 2 * classes), 0.0).recalibrate(cnn_probs)
+    gain = np.zeros(len(y))
+    oof = _crossfit_fused(cnn_probs[answered], llm.probs[answered], y[answered], classes, seed)
+    gain[answered] = (oof.argmax(1) == y[answered]).astype(float) \
+        - (recal_probs[answered].argmax(1) == y[answered])
+    features = benefit_features(recal_probs)
+    ridge = L2 * len(y) * np.eye(features.shape[1])
+    ridge[0, 0] = 0
+    benefit = np.linalg.solve(features.T @ features + ridge, features.T @ gain)
+    model = FusionModel(recal, fusion, benefit, np.inf, provenance or {})
+    shares = [s for s in SHARES if s <= max_share + 1e-9]
+    scores = [metrics.accuracy(y, learned_predictions(model, cnn_probs, llm, s)) for s in shares]
+    share = shares[int(np.argmax(scores))]  # first maximum: the smallest share that does best
+    return FusionModel(recal, fusion, benefit, benefit_threshold(model, cnn_probs, share),
+                       {**(provenance or {}), "share_sent_on_fitting_data": share})
+
+
+def benefit_threshold(model: FusionModel, cnn_probs: np.ndarray, share: float) -> float:
+    """The expected-benefit cut that sends ``share`` of these faces (inf for none)."""
+    count = round(share * len(cnn_probs))
+    if count == 0:
+        return float("inf")
+    benefits = np.sort(model.expected_benefit(cnn_probs))[::-1]
+    return float(benefits[count - 1]) - 1e-9
+
+
+def learned_predictions(model: FusionModel, cnn_probs: np.ndarray, llm: LlmAnswers,
+                        share: float) -> np.ndarray:
+    """The recalibrated CNN's labels; the ``share`` of faces with the highest expected benefit
+    (those answered) take the fused label."""
+    predictions = model.recalibrate(cnn_probs).argmax(1)
+    count = round(share * len(predictions))
+    if count:
+        chosen = np.argsort(-model.expected_benefit(cnn_probs), kind="stable")[:count]
+        chosen = chosen[llm.answered[chosen]]
+        predictions[chosen] = model.fuse(cnn_probs[chosen], llm.probs[chosen]).argmax(1)
+    return predictions
+
+
+# -- today's replace policy ------------------------------------------------------------------
 def cascade_predictions(cnn_probs: np.ndarray, llm_labels: np.ndarray, share: float) -> np.ndarray:
     """The CNN's labels, with the ``share`` least confident faces replaced by the LLM's answer
     (where it gave one)."""
@@ -116,28 +231,93 @@ def threshold_share(cnn_probs: np.ndarray, threshold: float) -> float:
     return float(np.mean(cnn_probs.max(1) < threshold))
 
 
+def per_class_accuracy(y_true: np.ndarray, predictions: np.ndarray) -> dict[str, float | None]:
+    return {name: (float(np.mean(predictions[y_true == k] == k)) if np.any(y_true == k) else None)
+            for k, name in enumerate(EMOTIONS)}
+
+
+# -- the report ------------------------------------------------------------------------------
+def policy_curves(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, model: FusionModel
+                  ) -> dict[str, list[float]]:
+    """Accuracy at every share in SHARES for the replace policy and the learned fusion."""
+    return {"replace": [metrics.accuracy(y, cascade_predictions(cnn_probs, llm.labels, s))
+                        for s in SHARES],
+            "learned": [metrics.accuracy(y, learned_predictions(model, cnn_probs, llm, s))
+                        for s in SHARES]}
+
+
+def _best_share(scores: list[float], max_share: float) -> int:
+    allowed = [i for i, s in enumerate(SHARES) if s <= max_share + 1e-9]
+    return max(allowed, key=lambda i: (scores[i], -i))
+
+
+def held_out_report(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, seed: int,
+                    max_share: float) -> dict[str, Any]:
+    """Fit and choose on the first half; every figure on the second."""
+    fit, held = split_halves(y, seed)
+    model = fit_fusion(y[fit], cnn_probs[fit], llm.subset(fit), max_share, seed)
+    first = policy_curves(y[fit], cnn_probs[fit], llm.subset(fit), model)
+    second = policy_curves(y[held], cnn_probs[held], llm.subset(held), model)
+    chosen = {name: _best_share(scores, max_share) for name, scores in first.items()}
+    policy = max(chosen, key=lambda name: first[name][chosen[name]])
+    y2, p2, llm2 = y[held], cnn_probs[held], llm.subset(held)
+    cnn = metrics.summary(y2, p2.argmax(1))
+    recal = metrics.summary(y2, model.recalibrate(p2).argmax(1))
+    learned_share = SHARES[chosen["learned"]]
+    sent = np.argsort(-model.expected_benefit(p2), kind="stable")[:round(learned_share * len(y2))]
+    return {
+        "max_share": max_share,
+        "chosen_policy_on_first_half": policy,
+        "chosen_share_on_first_half": SHARES[chosen[policy]],
+        "first_half_accuracy": first[policy][chosen[policy]],
+        "second_half_cnn": cnn,
+        "second_half_cnn_recalibrated": recal,
+        "second_half_llm": llm_alone(y2, llm2.labels),
+        "second_half_replace": {"share": SHARES[chosen["replace"]],
+                                "accuracy": second["replace"][chosen["replace"]]},
+        "second_half_learned": {"share": learned_share,
+                                "accuracy": second["learned"][chosen["learned"]]},
+        "second_half_cascade": metrics.summary(y2, (
+            learned_predictions(model, p2, llm2, learned_share) if policy == "learned"
+            else cascade_predictions(p2, llm2.labels, SHARES[chosen["replace"]]))),
+        "llm_contribution": second["learned"][chosen["learned"]] - recal["accuracy"],
+        "learned_minus_cnn_min_over_shares": float(min(second["learned"]) - cnn["accuracy"]),
+        "curve": [{"share_sent": s, "replace": r, "learned": lr, "llm_contribution": lr - recal["accuracy"]}
+                  for s, r, lr in zip(SHARES, second["replace"], second["learned"], strict=True)],
+        "per_class_accuracy": {"cnn": per_class_accuracy(y2, p2.argmax(1)),
+                               "llm": per_class_accuracy(y2, llm2.labels)},
+        "tokens_per_face_sent": _tokens_per_face(llm2.tokens[sent]),
+    }
+
+
+def _tokens_per_face(tokens: np.ndarray) -> list[float]:
+    return [float(x) for x in tokens.mean(0)] if len(tokens) else [0.0, 0.0]
+
+
+def cost_report(held: dict[str, Any], config: LlmConfig) -> dict[str, Any]:
+    """USD per face sent (from the replies' ``usage``) and per hour of video with one face in
+    view at the learned operating point (at most one question per cooldown)."""
+    prompt, completion = held["tokens_per_face_sent"]
+    price_in, price_out = config.prices_per_million()
+    per_face = (prompt * price_in + completion * price_out) / 1e6
+    share = held["second_half_learned"]["share"]
+    per_hour = share * QUESTIONS_PER_HOUR_PER_FACE * per_face
+    return {"model": config.model, "price_per_million": [price_in, price_out],
+            "tokens_per_face": [prompt, completion], "usd_per_face": per_face,
+            "share_sent": share, "usd_per_hour_one_face": per_hour}
+
+
 def cascade_report(y_true: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers,
-                   threshold: float, seed: int = 0) -> dict[str, Any]:
-    """Every row of the comparison, the curve, and the held-out operating point."""
+                   threshold: float, config: LlmConfig, seed: int = 0,
+                   max_share: float = 1.0) -> dict[str, Any]:
+    """Every row of the comparison, the replace-policy curve, and the held-out comparison."""
     present = np.unique(y_true)
     cnn = metrics.summary(y_true, cnn_probs.argmax(1))
     default_share = threshold_share(cnn_probs, threshold)
     curve = [{"share_sent": share,
               **metrics.summary(y_true, cascade_predictions(cnn_probs, llm.labels, share))}
              for share in SHARES]
-    tune, held_out = split_halves(y_true, seed)
-    tune_scores = [metrics.accuracy(y_true[tune], cascade_predictions(cnn_probs[tune],
-                                                                      llm.labels[tune], s))
-                   for s in SHARES]
-    best_share = SHARES[int(np.argmax(tune_scores))]
-    held = {
-        "chosen_share_on_first_half": best_share,
-        "first_half_accuracy": float(max(tune_scores)),
-        "second_half_cnn": metrics.summary(y_true[held_out], cnn_probs[held_out].argmax(1)),
-        "second_half_cascade": metrics.summary(
-            y_true[held_out], cascade_predictions(cnn_probs[held_out], llm.labels[held_out],
-                                                  best_share)),
-    }
+    held = held_out_report(y_true, cnn_probs, llm, seed, max_share)
     return {
         "rows": {
             "cnn": cnn,
@@ -149,6 +329,7 @@ def cascade_report(y_true: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers,
         },
         "curve": curve,
         "held_out": held,
+        "cost": cost_report(held, config),
         "llm_stats": llm.stats.to_dict(),
-        "share_answered": float(np.mean(llm.labels >= 0)),
+        "share_answered": float(np.mean(llm.answered)),
     }

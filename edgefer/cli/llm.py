@@ -1,0 +1,139 @@
+"""``edgefer llm calibrate``: measure an LLM endpoint on labelled faces and fit the learned policy."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edgefer.types import EMOTIONS
+
+
+def add_commands(commands: Any) -> None:
+    from edgefer.cli.common import add_llm_arguments
+
+    parser = commands.add_parser("llm", help="the LLM second opinion: calibrate an endpoint")
+    sub = parser.add_subparsers(dest="llm_command", required=True, metavar="COMMAND")
+    calibrate = sub.add_parser(
+        "calibrate", help="measure the endpoint on labelled faces and fit the learned policy",
+        description="Asks the configured endpoint about every face crop of a labelled folder "
+                    "(cached: an interrupted run resumes; budgeted by --llm-rpm and the daily "
+                    "request budget), reports its accuracy and per-class figures against the "
+                    "CNN, fits the learned policy on one half and reports it on the other, then "
+                    "refits on all faces and stores it (with provenance) for --llm-policy learned.")
+    calibrate.add_argument("data_dir", type=Path, help="DIR/<class>/* face crops")
+    calibrate.add_argument("--glob", default="*", help="file-name pattern, e.g. 'PublicTest_*'")
+    calibrate.add_argument("--exclude-list", type=Path, metavar="CSV")
+    calibrate.add_argument("--ferplus-labels", type=Path, metavar="CSV",
+                           help="fit to the FER+ majority vote instead of folder labels")
+    calibrate.add_argument("--model", help="CNN model name in the manifest (default: its default)")
+    calibrate.add_argument("--limit", type=int, help="a stratified sample of N faces (budget)")
+    calibrate.add_argument("--max-share", type=float, default=0.3, metavar="S",
+                           help="the largest share of faces the learned policy may send "
+                                "(default 0.3)")
+    calibrate.add_argument("--out", type=Path, metavar="JSON",
+                           help="where to store the policy (default: --llm-fusion, else the "
+                                "user's fusion folder keyed by LLM model and prompt)")
+    calibrate.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON")
+    add_llm_arguments(calibrate)
+    calibrate.set_defaults(run=run_calibrate, llm=True)
+
+
+def default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "edgefer" / "llm-answers.sqlite"
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from edgefer.cli.common import llm_config
+    from edgefer.cli.eval import ask_llm_about
+    from edgefer.errors import InputError
+    from edgefer.files import write_json_atomic
+    from edgefer.llm.fusion import fusion_path
+    from edgefer.training import cascade
+    from edgefer.training.evaluate import EvalOptions, evaluate
+
+    if not 0 < args.max_share <= 1:
+        raise InputError(f"--max-share must be in (0, 1], got {args.max_share}")
+    if args.llm_cache is None:
+        args.llm_cache = str(default_cache())
+        default_cache().parent.mkdir(parents=True, exist_ok=True)
+    config = llm_config(args)
+    console = Console()
+    options = EvalOptions(data_dir=args.data_dir, glob=args.glob, exclude_list=args.exclude_list,
+                          ferplus_labels=args.ferplus_labels, model=args.model, limit=args.limit)
+    result = evaluate(options)
+    answers = ask_llm_about(result, options, config, console)
+    if answers.answered.sum() < 50:
+        raise InputError(f"only {int(answers.answered.sum())} of {len(answers.labels)} faces "
+                         "answered; at least 50 are needed to fit (check the endpoint, "
+                         "the budget or --llm-cache, and run again: answers so far are kept)")
+    figures = calibration_figures(result.y_true, result.probs, answers, config, args.max_share)
+    provenance = {"endpoint": config.resolved_base_url() or "https://api.openai.com/v1",
+                  "llm_model": config.model, "prompt": config.prompt,
+                  "prompt_version": figures["prompt_version"], "cnn_model": args.model or "default",
+                  "data": str(args.data_dir), "glob": args.glob,
+                  "labels": "ferplus" if args.ferplus_labels else "folders",
+                  "faces": len(result.y_true), "answered": int(answers.answered.sum()),
+                  "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "held_out": {k: figures["held_out"][k] for k in (
+                      "chosen_share_on_first_half", "llm_contribution")},
+                  "accuracy": figures["accuracy"]}
+    model = cascade.fit_fusion(result.y_true, result.probs, answers, args.max_share,
+                               provenance=provenance)
+    path = args.out or fusion_path(config.model, config.prompt, config.fusion_path)
+    model.save(path)
+    console.print(calibration_markdown(figures, config), markup=False, highlight=False,
+                  soft_wrap=True)
+    share = model.provenance["share_sent_on_fitting_data"]
+    console.print(f"learned policy stored in {path} (sends {share:.0%} "
+                  f"of these faces); use it with --llm-policy learned --llm-model {config.model} "
+                  f"--llm-prompt {config.prompt}", markup=False, highlight=False, soft_wrap=True)
+    if args.json:
+        write_json_atomic(args.json, {**figures, "fusion_file": str(path)})
+    return 0
+
+
+def calibration_figures(y: Any, cnn_probs: Any, answers: Any, config: Any,
+                        max_share: float) -> dict[str, Any]:
+    from edgefer.llm.constants import PROMPT_VERSION
+    from edgefer.training import cascade, metrics
+
+    held = cascade.held_out_report(y, cnn_probs, answers, seed=0, max_share=max_share)
+    return {
+        "prompt_version": PROMPT_VERSION,
+        "accuracy": {"cnn": metrics.accuracy(y, cnn_probs.argmax(1)),
+                     "llm": cascade.llm_alone(y, answers.labels)["accuracy"],
+                     "answered": float(answers.answered.mean())},
+        "per_class_accuracy": {"cnn": cascade.per_class_accuracy(y, cnn_probs.argmax(1)),
+                               "llm": cascade.per_class_accuracy(y, answers.labels)},
+        "llm_confusion": metrics.confusion_matrix(
+            y[answers.answered], answers.labels[answers.answered]).tolist(),
+        "held_out": held,
+        "cost": cascade.cost_report(held, config),
+        "llm_stats": answers.stats.to_dict(),
+    }
+
+
+def calibration_markdown(figures: dict[str, Any], config: Any) -> str:
+    from edgefer.cli.eval import cost_line, held_out_markdown
+
+    accuracy = figures["accuracy"]
+    lines = [f"LLM {config.model}, {config.prompt} prompt: accuracy {accuracy['llm']:.4f} "
+             f"(answered {accuracy['answered']:.1%}); CNN {accuracy['cnn']:.4f}", "",
+             "| class | CNN recall | LLM recall |", "|---|---:|---:|"]
+    per_class = figures["per_class_accuracy"]
+    for name in EMOTIONS:
+        cnn, llm = per_class["cnn"][name], per_class["llm"][name]
+        if cnn is not None:
+            lines.append(f"| {name} | {cnn:.3f} | {llm:.3f} |")
+    lines += ["", "LLM confusion (rows: true, columns: answered; answered faces only):", "",
+              "| | " + " | ".join(n[:4] for n in EMOTIONS) + " |", "|---" * (len(EMOTIONS) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(str(v) for v in row) + " |"
+              for name, row in zip(EMOTIONS, figures["llm_confusion"], strict=True)]
+    lines += ["", *held_out_markdown(figures["held_out"]), "", cost_line(figures["cost"])]
+    return "\n".join(lines)

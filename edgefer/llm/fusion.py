@@ -1,0 +1,146 @@
+"""The learned policy: a fusion model fitted on the endpoint's answers (``edgefer llm calibrate``).
+
+Three small linear models, applied here with NumPy and fitted offline (``training/cascade.py``):
+
+- ``recalibration``: multinomial logistic regression from the CNN's calibrated log-probabilities
+  to the label space of the calibration data (used for faces without an answer);
+- ``fusion``: the same, from the CNN's log-probabilities and the LLM's answer distribution
+  (used for faces with an answer);
+- ``benefit``: a linear estimate, from what is known before asking (the recalibrated
+  log-probabilities, the top-2 margin and the predicted class), of how much an answer improves
+  the decision; faces are asked about when it exceeds ``benefit_threshold``, the most
+  beneficial first.
+
+The file is keyed by LLM model and prompt (an answer distribution means something only for
+the endpoint and question it was fitted on) and carries its provenance and figures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefer.errors import ConfigError
+from edgefer.llm.constants import PROMPT_VERSION
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+CNN_FLOOR = 1e-4  # log-probabilities are clipped here (a saturated softmax carries no more)
+LLM_FLOOR = 1e-3
+
+
+def cnn_features(probs: np.ndarray) -> np.ndarray:
+    """[1, log p_cnn] per row."""
+    probs = np.atleast_2d(probs)
+    return np.hstack([np.ones((len(probs), 1)), np.log(np.clip(probs, CNN_FLOOR, 1.0))])
+
+
+def fused_features(probs: np.ndarray, llm_probs: np.ndarray) -> np.ndarray:
+    """[1, log p_cnn, log p_llm] per row."""
+    return np.hstack([cnn_features(probs), np.log(np.clip(np.atleast_2d(llm_probs), LLM_FLOOR, 1))])
+
+
+def benefit_features(recalibrated: np.ndarray) -> np.ndarray:
+    """[1, log p, top-2 margin, one-hot predicted class] from recalibrated probabilities."""
+    recalibrated = np.atleast_2d(recalibrated)
+    top2 = np.sort(recalibrated, axis=1)[:, -2:]
+    onehot = np.eye(recalibrated.shape[1])[recalibrated.argmax(1)]
+    return np.hstack([cnn_features(recalibrated), (top2[:, 1] - top2[:, 0])[:, None], onehot])
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(1, keepdims=True))
+    return shifted / shifted.sum(1, keepdims=True)
+
+
+def fusion_key(model: str, prompt: str) -> str:
+    """File name for an LLM model and prompt: ``<model>__<prompt>_v<prompt version>.json``."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_") or "model"
+    return f"{slug}__{prompt}_v{PROMPT_VERSION}.json"
+
+
+def default_fusion_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "edgefer" / "fusion"
+
+
+def fusion_path(model: str, prompt: str, configured: str | None = None) -> Path:
+    """``configured`` when given, else the user's fusion folder (``$XDG_CONFIG_HOME``)."""
+    return Path(configured) if configured else default_fusion_dir() / fusion_key(model, prompt)
+
+
+@dataclass(frozen=True)
+class FusionModel:
+    recalibration: np.ndarray  # (1 + C, C)
+    fusion: np.ndarray  # (1 + 2C, C)
+    benefit: np.ndarray  # (2 + 2C,)
+    benefit_threshold: float
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def recalibrate(self, probs: np.ndarray) -> np.ndarray:
+        return softmax_rows(cnn_features(probs) @ self.recalibration)
+
+    def fuse(self, probs: np.ndarray, llm_probs: np.ndarray) -> np.ndarray:
+        return softmax_rows(fused_features(probs, llm_probs) @ self.fusion)
+
+    def expected_benefit(self, probs: np.ndarray) -> np.ndarray:
+        """Estimated accuracy gain from asking, per face (before asking)."""
+        return benefit_features(self.recalibrate(probs)) @ self.benefit
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("recalibration", "fusion", "benefit"):
+            out[key] = np.round(out[key], 6).tolist()
+        return {"format": FORMAT, **out}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], classes: int = 7) -> FusionModel:
+        if raw.get("format") != FORMAT:
+            raise ConfigError(f"fusion file format {raw.get('format')!r} is not {FORMAT}; "
+                              "re-run `edgefer llm calibrate`")
+        model = cls(np.asarray(raw["recalibration"], np.float64),
+                    np.asarray(raw["fusion"], np.float64), np.asarray(raw["benefit"], np.float64),
+                    float(raw["benefit_threshold"]), dict(raw.get("provenance", {})))
+        shapes = {"recalibration": (1 + classes, classes), "fusion": (1 + 2 * classes, classes),
+                  "benefit": (2 + 2 * classes,)}
+        for key, shape in shapes.items():
+            if getattr(model, key).shape != shape:
+                raise ConfigError(f"fusion file: {key} has shape {getattr(model, key).shape}, "
+                                  f"expected {shape}")
+        return model
+
+    def save(self, path: Path) -> None:
+        from edgefer.files import write_json_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: Path) -> FusionModel:
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"cannot read the fusion file {path}: {err}") from err
+        try:
+            return cls.from_dict(raw)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"invalid fusion file {path}: {err}") from err
+
+
+def load_for(model: str, prompt: str, configured: str | None = None
+             ) -> tuple[FusionModel | None, Path]:
+    """The fitted model for this endpoint model and prompt, or None when there is none."""
+    path = fusion_path(model, prompt, configured)
+    if not path.is_file():
+        if configured:
+            raise ConfigError(f"fusion file {path} does not exist")
+        return None, path
+    return FusionModel.load(path), path
