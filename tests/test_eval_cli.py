@@ -67,3 +67,8 @@ def test_eval_cascade_against_a_stub_llm(folder, tmp_path):
     assert llm["llm_stats"]["requests"] == requests == 1  # 20 faces: one batch
     assert len(llm["curve"]) == 21 and llm["curve"][-1]["accuracy"] == pytest.approx(12 / 20)
     assert "share sent to LLM" in (tmp_path / "c.md").read_text()
+    held = llm["held_out"]
+    for key in ("second_half_cnn", "second_half_cnn_recalibrated", "second_half_cascade"):
+        assert 0 <= held[key]["accuracy"] <= 1
+    assert held["chosen_share_on_first_half"] in [row["share_sent"] for row in llm["curve"]]
+    assert held["chosen_policy_on_first_half"] in ("replace", "learned")

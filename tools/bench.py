@@ -110,7 +110,8 @@ def work_live(clip: str, seconds: float, llm_mode: str) -> dict[str, Any]:
         return run(None)
     if llm_mode == "down":
         return run("http://127.0.0.1:9/v1")  # the discard port: connection refused
-    with StubServer(StubState(delay_s=2.0)) as server:
+    state = StubState(mode="refuse", refuse_above=0) if llm_mode == "refuse" else StubState(delay_s=2.0)
+    with StubServer(state) as server:
         return run(server.base_url)
 
 
@@ -476,8 +477,9 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=4, help="ray: copies of each clip")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--llm-modes", default="none,slow,down",
-                        help="live: comma-separated LLM endpoints: none, slow (answers in 2 s), down")
+    parser.add_argument("--llm-modes", default="none,slow,refuse,down",
+                        help="live: comma-separated LLM endpoints: none, slow (answers in 2 s), "
+                             "refuse (refuses every face), down")
     parser.add_argument("--json", type=Path, help="write the raw results")
     parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md",
                         help="append a section here (default BENCHMARKS.md)")

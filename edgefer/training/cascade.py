@@ -109,27 +109,38 @@ def collect(queries: list[FaceQuery], answers: dict[str, Answer | None], stats: 
 
 
 # -- the learned policy ----------------------------------------------------------------------
-def fit_softmax(features: np.ndarray, y: np.ndarray, classes: int, l2: float = L2,
-                steps: int = 300) -> np.ndarray:
-    """Multinomial logistic regression (weights (d, classes)) by gradient descent with Nesterov
-    momentum on max-abs-scaled features; the bias column (0) is not penalised."""
-    weights = np.zeros((features.shape[1], classes))
-    velocity = np.zeros_like(weights)
+def fit_softmax(features: np.ndarray, y: np.ndarray, prior: np.ndarray, l2: float = L2,
+                steps: int = 25) -> np.ndarray:
+    """Multinomial logistic regression by Newton's method, shrunk towards ``prior`` (d, classes)
+    with a penalty ``l2 * n * |W - prior|^2 / 2``: with little data the fit stays near the prior
+    (for the recalibration: the CNN as it is; for the fusion: the CNN, ignoring the LLM)."""
+    n, d = features.shape
+    classes = prior.shape[1]
     onehot = np.eye(classes)[y]
-    scale = np.abs(features).max(0)
-    scale[scale == 0] = 1
-    x = features / scale  # comparable step sizes per feature
-    penalty = np.full((features.shape[1], 1), l2)
-    penalty[0] = 0
+    weights = prior.copy()
     for _ in range(steps):
-        ahead = weights + 0.9 * velocity
-        logits = x @ ahead
+        logits = features @ weights
         probs = np.exp(logits - logits.max(1, keepdims=True))
         probs /= probs.sum(1, keepdims=True)
-        gradient = x.T @ (probs - onehot) / len(x) + penalty * ahead
-        velocity = 0.9 * velocity - 0.5 * gradient
-        weights = weights + velocity
-    return weights / scale[:, None]
+        gradient = features.T @ (probs - onehot) + l2 * n * (weights - prior)
+        curvature = probs[:, :, None] * (np.eye(classes)[None] - probs[:, None, :])  # (n, K, K)
+        weighted = (curvature.reshape(n, -1, 1) * features[:, None, :]).reshape(n, -1)
+        # plain einsum, not BLAS: small products, and no thread pool to fight on a busy CPU
+        hessian = np.einsum("ia,ib->ab", features, weighted).reshape(d, classes, classes, d)
+        hessian = hessian.transpose(1, 0, 2, 3).reshape(classes * d, classes * d) \
+            + l2 * n * np.eye(classes * d)
+        step = np.linalg.solve(hessian, gradient.T.reshape(-1)).reshape(classes, d).T
+        weights = weights - step
+        if np.abs(step).max() < 1e-6:
+            break
+    return weights
+
+
+def identity_prior(d: int, classes: int) -> np.ndarray:
+    """Weights that reproduce the CNN: logits = log p_cnn (columns 1..classes of the features)."""
+    prior = np.zeros((d, classes))
+    prior[1:1 + classes] = np.eye(classes)
+    return prior
 
 
 def _crossfit_fused(cnn_probs: np.ndarray, llm_probs: np.ndarray, y: np.ndarray,
@@ -138,8 +149,9 @@ def _crossfit_fused(cnn_probs: np.ndarray, llm_probs: np.ndarray, y: np.ndarray,
     folds = np.random.default_rng(seed).permutation(len(y)) % 2
     out = np.zeros((len(y), classes))
     features = fused_features(cnn_probs, llm_probs)
+    prior = identity_prior(features.shape[1], classes)
     for fold in (0, 1):
-        weights = fit_softmax(features[folds != fold], y[folds != fold], classes)
+        weights = fit_softmax(features[folds != fold], y[folds != fold], prior)
         logits = features[folds == fold] @ weights
         out[folds == fold] = np.exp(logits - logits.max(1, keepdims=True))
     return out / out.sum(1, keepdims=True)
@@ -150,10 +162,10 @@ def fit_fusion(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, max_share:
     """Fit recalibration, fusion and benefit on these faces, and choose the benefit threshold:
     the share sent (at most ``max_share``) that scores best here."""
     classes = cnn_probs.shape[1]
-    recal = fit_softmax(cnn_features(cnn_probs), y, classes)
+    recal = fit_softmax(cnn_features(cnn_probs), y, identity_prior(1 + classes, classes))
     answered = llm.answered
     fusion = fit_softmax(fused_features(cnn_probs[answered], llm.probs[answered]), y[answered],
-                         classes)
+                         identity_prior(1 + 2 * classes, classes))
     recal_probs = FusionModel(recal, fusion, np.zeros(2 + 2 * classes), 0.0).recalibrate(cnn_probs)
     gain = np.zeros(len(y))
     oof = _crossfit_fused(cnn_probs[answered], llm.probs[answered], y[answered], classes, seed)
