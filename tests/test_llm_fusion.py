@@ -33,9 +33,9 @@ def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, cascade.LlmAns
 
 
 def test_fusion_learns_where_the_llm_is_reliable_and_routes_there():
-    y, probs, llm = synthetic(1400, 0)
+    y, probs, llm = synthetic(800, 0)
     model = cascade.fit_fusion(y, probs, llm, max_share=1.0)
-    y2, probs2, llm2 = synthetic(1400, 1)  # new faces
+    y2, probs2, llm2 = synthetic(800, 1)  # new faces
     recal = accuracy(y2, model.recalibrate(probs2).argmax(1))
     fused = accuracy(y2, cascade.learned_predictions(model, probs2, llm2, 1.0))
     replace = accuracy(y2, cascade.cascade_predictions(probs2, llm2.labels, 1.0))
@@ -50,7 +50,7 @@ def test_held_out_report_never_fits_on_the_faces_it_reports():
     held = cascade.held_out_report(y, probs, llm, seed=0, max_share=0.3)
     assert held["chosen_share_on_first_half"] <= 0.3
     assert held["second_half_learned"]["share"] <= 0.3
-    fit, rest = cascade.split_halves(y, 0)
+    _, rest = cascade.split_halves(y, 0)
     assert held["second_half_cnn"]["n"] == len(rest)
     curve = {row["share_sent"]: row for row in held["curve"]}
     assert curve[0.0]["learned"] == pytest.approx(held["second_half_cnn_recalibrated"]["accuracy"])

@@ -17,12 +17,15 @@ trap 'kill $SERVER 2>/dev/null' EXIT
 sleep 10
 LLM=(--llm-base-url "http://127.0.0.1:$PORT/v1" --llm-model gpt4v-replay --llm-rpm 100000
      --llm-cache "$OUT/answers.sqlite" --llm-price 2.50,10.00)
-for labels in fer2013 ferplus; do
-  extra=(--max-share 0.2)
-  [ $labels = ferplus ] && extra=(--ferplus-labels $D/ferplus/ferplus_labels.csv --max-share 0.3)
-  for prompt in open top2; do
-    python -m edgefer eval $D/fer2013/test --glob 'PrivateTest_*' "${extra[@]}" --cascade \
-        "${LLM[@]}" --llm-prompt $prompt --json "$OUT/cascade_${labels}_$prompt.json" \
-        --markdown "$OUT/cascade_${labels}_$prompt.md"
-  done
+run() {  # labels prompt
+  local extra=(--max-share 0.2)
+  [ "$1" = ferplus ] && extra=(--ferplus-labels $D/ferplus/ferplus_labels.csv --max-share 0.3)
+  python -m edgefer eval $D/fer2013/test --glob 'PrivateTest_*' "${extra[@]}" --cascade \
+      "${LLM[@]}" --llm-prompt "$2" --json "$OUT/cascade_$1_$2.json" \
+      --markdown "$OUT/cascade_$1_$2.md" > "$OUT/cascade_$1_$2.log" 2>&1
+}
+for prompt in open top2; do  # the first run per prompt fills the cache; the second reuses it
+  run fer2013 $prompt
+  run ferplus $prompt &
 done
+wait

@@ -117,21 +117,37 @@ def fit_softmax(features: np.ndarray, y: np.ndarray, prior: np.ndarray, l2: floa
     n, d = features.shape
     classes = prior.shape[1]
     onehot = np.eye(classes)[y]
-    weights = prior.copy()
+    penalty = l2 * n
+
+    def loss(weights: np.ndarray) -> float:
+        logits = features @ weights
+        top = logits.max(1, keepdims=True)
+        log_norm = (top + np.log(np.exp(logits - top).sum(1, keepdims=True)))[:, 0]
+        data = float(np.sum(log_norm - (logits * onehot).sum(1)))
+        return data + penalty / 2 * float(np.sum((weights - prior) ** 2))
+
+    weights, current = prior.copy(), loss(prior)
     for _ in range(steps):
         logits = features @ weights
         probs = np.exp(logits - logits.max(1, keepdims=True))
         probs /= probs.sum(1, keepdims=True)
-        gradient = features.T @ (probs - onehot) + l2 * n * (weights - prior)
+        gradient = features.T @ (probs - onehot) + penalty * (weights - prior)
         curvature = probs[:, :, None] * (np.eye(classes)[None] - probs[:, None, :])  # (n, K, K)
         weighted = (curvature.reshape(n, -1, 1) * features[:, None, :]).reshape(n, -1)
         # plain einsum, not BLAS: small products, and no thread pool to fight on a busy CPU
         hessian = np.einsum("ia,ib->ab", features, weighted).reshape(d, classes, classes, d)
         hessian = hessian.transpose(1, 0, 2, 3).reshape(classes * d, classes * d) \
-            + l2 * n * np.eye(classes * d)
+            + penalty * np.eye(classes * d)
         step = np.linalg.solve(hessian, gradient.T.reshape(-1)).reshape(classes, d).T
-        weights = weights - step
-        if np.abs(step).max() < 1e-6:
+        for _ in range(30):  # backtracking: a full Newton step can overshoot far from the optimum
+            candidate = loss(weights - step)
+            if candidate <= current:
+                break
+            step = step / 2
+        else:
+            break
+        weights, improvement, current = weights - step, current - candidate, candidate
+        if improvement < 1e-9 * max(1.0, abs(current)):
             break
     return weights
 
