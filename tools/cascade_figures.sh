@@ -24,8 +24,10 @@ run() {  # labels prompt
       "${LLM[@]}" --llm-prompt "$2" --json "$OUT/cascade_$1_$2.json" \
       --markdown "$OUT/cascade_$1_$2.md" > "$OUT/cascade_$1_$2.log" 2>&1
 }
+runs=()
 for prompt in open top2; do  # the first run per prompt fills the cache; the second reuses it
   run fer2013 $prompt
   run ferplus $prompt &
+  runs+=($!)
 done
-wait
+wait "${runs[@]}"
