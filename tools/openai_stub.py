@@ -53,6 +53,7 @@ class StubState:
     failures: int = 1
     refuse_above: int = 1
     answer: Callable[[FaceRequest], str | list[str]] = lambda face: ANSWER_LABEL
+    gate: threading.Event | None = None  # when set up, answers wait until it is set
     requests: list[dict[str, Any]] = field(default_factory=list)
     images_per_request: list[int] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -135,6 +136,8 @@ def make_handler(state: StubState) -> type[BaseHTTPRequestHandler]:
             failing = state.failures < 0 or number <= state.failures or state.mode == "flaky"
             if mode == "hang":
                 time.sleep(3600)
+            if state.gate is not None:
+                state.gate.wait(timeout=60)
             if mode in ("slow", "normal") and state.delay_s:
                 time.sleep(state.delay_s)
             if mode == "rate_limit" and failing:
