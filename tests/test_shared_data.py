@@ -69,9 +69,8 @@ def test_gpt4v_replay_answers_with_the_recorded_labels(shared_data):
     images = [load_gray(shared_data / "fer2013" / names[r["name"]], (48, 48)) for r in rows]
     expected = [canonical_label(r["gpt4v"].split(",")[0]) for r in rows]
     with replay_server(shared_data) as server:
-        config = LlmConfig(model="replay", base_url=server.base_url)
-        answers = ask_all(face_queries(images, np.full((len(images), 7), 1 / 7), "replay", False),
-                          config)
+        config = LlmConfig(model="replay", base_url=server.base_url, top2=False)
+        answers = ask_all(face_queries(images, np.full((len(images), 7), 1 / 7), config), config)
     got = [None if label < 0 else ("angry", "disgust", "fear", "happy", "sad", "surprise",
                                    "neutral")[label] for label in answers.labels]
     agree = np.mean([g == e for g, e in zip(got, expected, strict=False) if e is not None])
