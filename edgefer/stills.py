@@ -8,12 +8,14 @@ face, then the live ``Aligner`` cuts the crop from the picture.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from edgefer.align import Aligner
 from edgefer.detect import DetectorOptions, FaceDetector
 from edgefer.manifest import InputSpec
-from edgefer.sources import read_image
+from edgefer.sources import load_gray, read_image
 from edgefer.types import Faces, Frame
 
 DETECT_MIN_SIDE = 192  # small pictures are upscaled (and padded) so BlazeFace can see the face
@@ -31,6 +33,17 @@ def prepare_small_image(image: np.ndarray) -> np.ndarray:
     big = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
     pad = int(DETECT_PAD * min(big.shape[:2]))
     return cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+
+
+def crop_batch(paths: list[Path], spec: InputSpec) -> np.ndarray:
+    """Pre-cropped face pictures (FER2013, CK+48) as the model's normalized input batch.
+
+    The one preprocessing for crops that evaluation and TensorRT calibration share: resized to
+    the model's side, grey copied into three channels for RGB models."""
+    pixels = np.stack([load_gray(path, (spec.height, spec.width)) for path in paths])
+    if spec.color == "rgb":
+        pixels = np.repeat(pixels[..., None], 3, axis=3)
+    return spec.normalize(pixels)
 
 
 def largest(faces: Faces) -> int:

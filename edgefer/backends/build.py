@@ -29,7 +29,7 @@ import numpy as np
 from edgefer.backends.base import PRECISIONS
 from edgefer.errors import ConfigError, InputError, ModelError, require
 from edgefer.manifest import ModelEntry
-from edgefer.sources import IMAGE_SUFFIXES, load_gray
+from edgefer.sources import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +125,10 @@ def calibration_batches(entry: ModelEntry, folder: Path, count: int, batch_size:
 
 
 def _crop_samples(entry: ModelEntry, paths: list[Path]) -> Iterator[np.ndarray]:
-    spec = entry.input
+    from edgefer.stills import crop_batch
+
     for path in paths:
-        pixels = load_gray(path, (spec.height, spec.width))[None]
-        if spec.color == "rgb":
-            pixels = np.repeat(pixels[..., None], 3, axis=3)
-        yield spec.normalize(pixels)[0]
+        yield crop_batch([path], entry.input)[0]
 
 
 def _detected_samples(entry: ModelEntry, paths: list[Path]) -> Iterator[np.ndarray]:

@@ -18,7 +18,6 @@ import numpy as np
 from edgefer.backends import open_engine
 from edgefer.errors import InputError
 from edgefer.manifest import MANIFEST_PATH, ModelEntry, load_model_entry
-from edgefer.sources import load_gray
 from edgefer.training import datasets, metrics
 from edgefer.types import EMOTIONS
 
@@ -105,14 +104,11 @@ def _predict_crops(folder: datasets.ImageFolder, entry: ModelEntry,
                    run: Callable[[np.ndarray], np.ndarray],
                    progress: Callable[[int, int], None] | None, batch_size: int = 256
                    ) -> tuple[np.ndarray, np.ndarray]:
-    spec = entry.input
+    from edgefer.stills import crop_batch
+
     chunks = []
     for start in range(0, len(folder), batch_size):
-        paths = folder.paths[start:start + batch_size]
-        pixels = np.stack([load_gray(p, (spec.height, spec.width)) for p in paths])
-        if spec.color == "rgb":
-            pixels = np.repeat(pixels[..., None], 3, axis=3)
-        chunks.append(run(spec.normalize(pixels)))
+        chunks.append(run(crop_batch(list(folder.paths[start:start + batch_size]), entry.input)))
         if progress:
             progress(min(start + batch_size, len(folder)), len(folder))
     return np.concatenate(chunks), np.ones(len(folder), dtype=bool)

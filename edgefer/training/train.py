@@ -23,6 +23,7 @@ from edgefer.errors import InputError, require
 from edgefer.files import atomic_write, to_toml
 from edgefer.training import datasets, metrics
 from edgefer.training.recipe import Augment, Recipe
+from edgefer.types import EMOTIONS
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ def default_crop_cache() -> str:
 def soft_targets(folder: datasets.ImageFolder, votes: dict[str, np.ndarray],
                  recipe: Recipe) -> np.ndarray:
     """Label-smoothed one-hot targets, blended with FER+ vote shares where votes exist."""
-    classes = 7
+    classes = len(EMOTIONS)
     eps = recipe.label_smoothing
     targets = np.full((len(folder), classes), eps / classes, dtype=np.float32)
     targets[np.arange(len(folder)), folder.labels] += 1.0 - eps
@@ -197,7 +198,7 @@ def soft_targets(folder: datasets.ImageFolder, votes: dict[str, np.ndarray],
 def class_weights(labels: Any, scheme: str) -> Any:
     """Per-class loss weights, normalized so the average training sample weighs 1."""
     torch = require("torch", "torch")
-    counts = torch.bincount(labels, minlength=7).clamp(min=1).float()
+    counts = torch.bincount(labels, minlength=len(EMOTIONS)).clamp(min=1).float()
     power = {"none": 0.0, "sqrt_inverse": 0.5, "inverse": 1.0}[scheme]
     weights = counts.pow(-power)
     return weights / (weights[labels].mean())
@@ -364,7 +365,7 @@ def teacher_probs(teachers: tuple[str, ...], pixels: Any, recipe: Recipe, batch_
     torch = require("torch", "torch")
     from edgefer.backends.torch import load_checkpoint
 
-    total = torch.zeros(len(pixels), 7)
+    total = torch.zeros(len(pixels), len(EMOTIONS))
     for path in teachers:
         module, saved = load_checkpoint(Path(path))
         teacher_recipe = Recipe.from_dict(saved["recipe"])
