@@ -89,7 +89,8 @@ class Recognizer:
             from edgefer.llm.stage import SecondOpinionStage
 
             try:
-                self._second_opinion = SecondOpinionStage(options.llm, self.aligner)
+                self._second_opinion = SecondOpinionStage(options.llm, self.aligner,
+                                                           cnn_model=self.model.name)
             except BaseException:
                 self.close()
                 raise

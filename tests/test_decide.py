@@ -55,7 +55,8 @@ def biased_fusion(recalibrated_to: int, fused_to: int) -> FusionModel:
     recalibration[0, recalibrated_to] = 10
     fusion = np.zeros((1 + 2 * classes, classes))
     fusion[0, fused_to] = 10
-    return FusionModel(recalibration, fusion, np.zeros(2 + 2 * classes), 0.0)
+    never_answers = np.eye(classes + 1)[np.full(classes, classes)]
+    return FusionModel(recalibration, fusion, never_answers, np.eye(classes), 0.0)
 
 
 def test_learned_policy_decides_answered_and_unanswered_faces_by_its_model():

@@ -43,6 +43,25 @@ def test_fusion_learns_where_the_llm_is_reliable_and_routes_there():
     # faces the CNN calls class 0-2 (where the LLM is reliable) rank above the others
     benefit = model.expected_benefit(probs2)
     assert benefit[probs2.argmax(1) <= 2].mean() > benefit[probs2.argmax(1) > 2].mean()
+    # a face the CNN is sure of gains less from asking than one it cannot tell
+    sure, unsure = np.eye(7)[[1]] * 0.97 + 0.005, np.full((1, 7), 1 / 7)
+    assert model.expected_benefit(sure)[0] < model.expected_benefit(unsure)[0]
+
+
+def test_an_endpoint_that_only_guesses_costs_little_and_is_asked_little():
+    def guessing(seed: int) -> tuple[np.ndarray, np.ndarray, cascade.LlmAnswers]:
+        y, probs, _ = synthetic(800, seed)
+        guesses = np.random.default_rng(seed + 99).integers(0, 7, len(y))  # not y's seed
+        distribution = np.eye(7)[guesses] * 0.86 + 0.02
+        return y, probs, cascade.LlmAnswers(guesses, distribution, np.ones((len(y), 2)), None)
+
+    model = cascade.fit_fusion(*guessing(5), max_share=1.0)
+    share = model.provenance["share_sent_on_fitting_data"]
+    y2, probs2, llm2 = guessing(15)  # new faces
+    assert share <= 0.2
+    assert np.mean(model.expected_benefit(probs2) > model.benefit_threshold) <= 0.25
+    recalibrated = accuracy(y2, model.recalibrate(probs2).argmax(1))
+    assert accuracy(y2, cascade.learned_predictions(model, probs2, llm2, share)) >= recalibrated - 0.01
 
 
 def test_held_out_report_never_fits_on_the_faces_it_reports():
@@ -86,6 +105,11 @@ def test_learned_policy_falls_back_and_says_so(tmp_path, monkeypatch):
     policy, fusion, note = resolve_policy(LlmConfig(model="m", policy="learned"))
     assert policy == "learned" and fusion is not None and "learned" in note
     assert resolve_policy(LlmConfig(model="m", policy="fuse"))[0] == "fuse"
+    cascade.fit_fusion(y, probs, llm, provenance={"cnn_model": "vgg_s_int8"}).save(
+        fusion_path("m", "top2"))
+    assert resolve_policy(LlmConfig(model="m", policy="learned"), "vgg_s_int8")[0] == "learned"
+    policy, fusion, note = resolve_policy(LlmConfig(model="m", policy="learned"), "other_cnn")
+    assert (policy, fusion) == ("override", None) and "--model other_cnn" in note
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ and the medians go to JSON and to a markdown section appended to BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -84,19 +86,45 @@ def work_score(clip: str) -> dict[str, Any]:
             "peak_rss_mb": peak_rss_mb()}
 
 
-def work_live(clip: str, seconds: float, llm_mode: str) -> dict[str, Any]:
-    """The live loop, headless, on a file paced at its frame rate (30 frames/s)."""
+@contextlib.contextmanager
+def stub_endpoint(*args: str) -> Iterator[str]:
+    """The OpenAI-protocol test server in a process of its own (as a real endpoint would be: in
+    the measured process its request handling would take CPU and the GIL from the loop);
+    yields its base URL."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, str(ROOT / "tools" / "openai_stub.py"),
+                               "--port", str(port), *args], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("the stub server did not start")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def work_live(clip: str, seconds: float, llm_mode: str, paced: bool = True) -> dict[str, Any]:
+    """The live loop, headless, on a file paced at its frame rate (30 frames/s), or unpaced (as
+    fast as the CPU allows: what the second opinion's own work costs the loop)."""
     from edgefer.apps.live import LiveOptions, LiveSession
     from edgefer.apps.window import DisplayOptions
     from edgefer.capture import CaptureOptions
     from edgefer.llm.config import LlmConfig
     from edgefer.pipeline import RecognizerOptions
-    from tools.openai_stub import StubServer, StubState
 
     def run(base_url: str | None) -> dict[str, Any]:
         llm = LlmConfig(model="stub", base_url=base_url, threshold=1.0, cooldown_s=1.0,
                         timeout_s=5.0) if base_url else None
-        options = LiveOptions(capture=CaptureOptions(clip, realtime=True, loop=True),
+        options = LiveOptions(capture=CaptureOptions(clip, realtime=paced, loop=True),
                               recognizer=RecognizerOptions(llm=llm),
                               display=DisplayOptions(headless=True),
                               duration_s=seconds)
@@ -110,9 +138,10 @@ def work_live(clip: str, seconds: float, llm_mode: str) -> dict[str, Any]:
         return run(None)
     if llm_mode == "down":
         return run("http://127.0.0.1:9/v1")  # the discard port: connection refused
-    state = StubState(mode="refuse", refuse_above=0) if llm_mode == "refuse" else StubState(delay_s=2.0)
-    with StubServer(state) as server:
-        return run(server.base_url)
+    server_args = ("--mode", "refuse", "--refuse-above", "0") if llm_mode == "refuse" \
+        else ("--delay", "2")
+    with stub_endpoint(*server_args) as base_url:
+        return run(base_url)
 
 
 def work_soak(clip: str, minutes: float, sample_s: float = 10.0) -> dict[str, Any]:
@@ -126,7 +155,6 @@ def work_soak(clip: str, minutes: float, sample_s: float = 10.0) -> dict[str, An
     from edgefer.capture import CaptureOptions
     from edgefer.llm.config import LlmConfig
     from edgefer.pipeline import RecognizerOptions
-    from tools.openai_stub import StubServer, StubState
 
     def rss_mb() -> float:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -135,8 +163,8 @@ def work_soak(clip: str, minutes: float, sample_s: float = 10.0) -> dict[str, An
         return float("nan")
 
     samples: list[dict[str, float]] = []
-    with StubServer(StubState(mode="flaky")) as server:
-        llm = LlmConfig(model="stub", base_url=server.base_url, threshold=1.0, cooldown_s=2.0,
+    with stub_endpoint("--mode", "flaky") as base_url:
+        llm = LlmConfig(model="stub", base_url=base_url, threshold=1.0, cooldown_s=2.0,
                         timeout_s=5.0, max_retries=1)
         options = LiveOptions(capture=CaptureOptions(clip, realtime=True, loop=True),
                               recognizer=RecognizerOptions(llm=llm),
@@ -330,19 +358,25 @@ def suite_pipeline(clip: str, repeats: int) -> tuple[dict[str, Any], str]:
     return result, table
 
 
-def suite_live(clip: str, seconds: float, modes: list[str]) -> tuple[dict[str, Any], str]:
-    runs = {mode: in_subprocess("live", clip, seconds, mode) for mode in modes}
-    base = runs.get("none", {}).get("fps")
-    lines = [f"Live loop, headless, `{Path(clip).name}` paced at its frame rate and looped, "
-             f"{seconds:.0f} s per run.", "",
+def suite_live(clip: str, seconds: float, modes: list[str], repeats: int, paced: bool
+               ) -> tuple[dict[str, Any], str]:
+    """Each LLM endpoint mode ``repeats`` times, interleaved; frames/s relative to the run
+    without LLM of the same round (median over rounds)."""
+    rounds = [{mode: in_subprocess("live", clip, seconds, mode, paced) for mode in modes}
+              for _ in range(repeats)]
+    runs = {mode: median_run([r[mode] for r in rounds]) for mode in modes}
+    pacing = "paced at its frame rate" if paced else "unpaced (as fast as it runs)"
+    lines = [f"Live loop, headless, `{Path(clip).name}` {pacing} and looped, {seconds:.0f} s per "
+             f"run, median of {repeats} interleaved rounds.", "",
              "| LLM endpoint | frames/s | vs no LLM | latency p50 ms | latency p95 ms | dropped | "
              "LLM queue max | peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for mode, run in runs.items():
-        versus = f"{run['fps'] / base:.3f}" if base else "-"
+        ratios = [r[mode]["fps"] / r["none"]["fps"] for r in rounds if "none" in r]
+        versus = f"{float(np.median(ratios)):.3f}" if ratios else "-"
         lines.append(f"| {mode} | {run['fps']:.1f} | {versus} | {run['latency_ms']['p50']:.1f} | "
                      f"{run['latency_ms']['p95']:.1f} | {run['dropped']} | {run['llm_queue_max']} | "
                      f"{run['peak_rss_mb']:.0f} |")
-    return {"clip": clip, "seconds": seconds, "runs": runs}, "\n".join(lines)
+    return {"clip": clip, "seconds": seconds, "paced": paced, "rounds": rounds}, "\n".join(lines)
 
 
 def suite_model() -> tuple[dict[str, Any], str]:
@@ -480,6 +514,8 @@ def main() -> None:
     parser.add_argument("--llm-modes", default="none,slow,refuse,down",
                         help="live: comma-separated LLM endpoints: none, slow (answers in 2 s), "
                              "refuse (refuses every face), down")
+    parser.add_argument("--unpaced", action="store_true",
+                        help="live: read the clip as fast as the loop runs, not at its frame rate")
     parser.add_argument("--json", type=Path, help="write the raw results")
     parser.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md",
                         help="append a section here (default BENCHMARKS.md)")
@@ -497,7 +533,8 @@ def main() -> None:
         result, table = suite_pipeline(args.clip, args.repeats)
         title = "Pipeline throughput"
     elif args.suite == "live":
-        result, table = suite_live(args.clip, args.seconds, args.llm_modes.split(","))
+        result, table = suite_live(args.clip, args.seconds, args.llm_modes.split(","),
+                                   args.repeats, paced=not args.unpaced)
         title = "Live loop latency and the LLM second opinion"
     elif args.suite == "web":
         result, table = suite_web(args.clip, args.seconds, args.repeats)

@@ -228,8 +228,11 @@ def main() -> None:
     parser.add_argument("--mode", default="normal")
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--failures", type=int, default=1)
+    parser.add_argument("--refuse-above", type=int, default=1,
+                        help="refuse/policy_error: batches with more faces than this")
     args = parser.parse_args()
-    state = StubState(mode=args.mode, delay_s=args.delay, failures=args.failures)
+    state = StubState(mode=args.mode, delay_s=args.delay, failures=args.failures,
+                      refuse_above=args.refuse_above)
     with StubServer(state, args.port) as server:
         print(f"OpenAI-compatible stub on {server.base_url} (mode {args.mode}); Ctrl-C stops")
         with contextlib.suppress(KeyboardInterrupt):

@@ -197,7 +197,6 @@ class LiveSession:
     def run(self) -> LiveStats:
         """The loop; recognizer, monitor, outputs, capture and window are opened and closed here."""
         notifier = SystemdNotifier()
-        start = time.monotonic()
         with ExitStack() as stack:
             recognizer = stack.enter_context(Recognizer(self.options.recognizer))
             stack.enter_context(self.monitor)
@@ -211,6 +210,9 @@ class LiveSession:
                 stack.callback(window.close)
             notifier.ready()
             stack.callback(notifier.stopping)
+            # the clock starts with the loop: frames/s and duration_s are the loop's, not the
+            # time spent loading the model, the detector or the LLM client
+            start = time.monotonic()
             try:
                 self._loop(recognizer, reader, outputs, window, notifier, start)
             finally:

@@ -155,12 +155,14 @@ def held_out_markdown(held: dict[str, Any]) -> list[str]:
              f"{held['second_half_cnn_recalibrated']['accuracy']:.4f} |",
              f"| LLM alone | 100% | {held['second_half_llm']['accuracy']:.4f} |",
              f"| replace policy | {replace['share']:.0%} | {replace['accuracy']:.4f} |",
-             f"| learned fusion | {learned['share']:.0%} | {learned['accuracy']:.4f} |",
+             f"| learned fusion | {learned['sent']:.0%} (cap {learned['share']:.0%}) | "
+             f"{learned['accuracy']:.4f} |",
              "", f"Chosen on the first half: {held['chosen_policy_on_first_half']} at "
              f"{held['chosen_share_on_first_half']:.0%}. LLM contribution (learned fusion minus "
              f"recalibrated CNN): {100 * held['llm_contribution']:+.2f} points; learned minus CNN, "
              f"worst share: {100 * held['learned_minus_cnn_min_over_shares']:+.2f} points.", "",
-             "| share sent | replace | learned | LLM contribution |", "|---:|---:|---:|---:|"]
+             "| share sent (learned: at most) | replace | learned | LLM contribution |",
+             "|---:|---:|---:|---:|"]
     lines += [f"| {row['share_sent']:.0%} | {row['replace']:.4f} | {row['learned']:.4f} | "
               f"{100 * row['llm_contribution']:+.2f} |" for row in held["curve"]]
     return lines

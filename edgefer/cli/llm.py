@@ -54,6 +54,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from edgefer.errors import InputError
     from edgefer.files import write_json_atomic
     from edgefer.llm.fusion import fusion_path
+    from edgefer.manifest import load_model_entry
     from edgefer.training import cascade
     from edgefer.training.evaluate import EvalOptions, evaluate
 
@@ -75,7 +76,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     figures = calibration_figures(result.y_true, result.probs, answers, config, args.max_share)
     provenance = {"endpoint": config.resolved_base_url() or "https://api.openai.com/v1",
                   "llm_model": config.model, "prompt": config.prompt,
-                  "prompt_version": figures["prompt_version"], "cnn_model": args.model or "default",
+                  "prompt_version": figures["prompt_version"], "cnn_model": load_model_entry(args.model).name,
                   "data": str(args.data_dir), "glob": args.glob,
                   "labels": "ferplus" if args.ferplus_labels else "folders",
                   "faces": len(result.y_true), "answered": int(answers.answered.sum()),

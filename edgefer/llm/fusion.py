@@ -1,15 +1,17 @@
 """The learned policy: a fusion model fitted on the endpoint's answers (``edgefer llm calibrate``).
 
-Three small linear models, applied here with NumPy and fitted offline (``training/cascade.py``):
+Two small linear models and a table of the endpoint's answers, applied here with NumPy and
+fitted offline (``training/cascade.py``):
 
 - ``recalibration``: multinomial logistic regression from the CNN's calibrated log-probabilities
   to the label space of the calibration data (used for faces without an answer);
 - ``fusion``: the same, from the CNN's log-probabilities and the LLM's answer distribution
   (used for faces with an answer);
-- ``benefit``: a linear estimate, from what is known before asking (the recalibrated
-  log-probabilities, the top-2 margin and the predicted class), of how much an answer improves
-  the decision; faces are asked about when it exceeds ``benefit_threshold``, the most
-  beneficial first.
+- ``answer_confusion`` and ``typical_answers``: how often the endpoint's top answer is each
+  class given the true class, and its mean answer distribution for each top answer. With them
+  the expected benefit of asking about a face is computed before asking (see
+  ``FusionModel.expected_benefit``); faces are asked about when it exceeds ``benefit_threshold``
+  (never below zero), the most beneficial first.
 
 The file is keyed by LLM model and prompt (an answer distribution means something only for
 the endpoint and question it was fitted on) and carries its provenance and figures.
@@ -32,9 +34,10 @@ from edgefer.llm.constants import PROMPT_VERSION
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
 CNN_FLOOR = 1e-4  # log-probabilities are clipped here (a saturated softmax carries no more)
 LLM_FLOOR = 1e-3
+ARRAYS = ("recalibration", "fusion", "answer_confusion", "typical_answers")
 
 
 def cnn_features(probs: np.ndarray) -> np.ndarray:
@@ -46,14 +49,6 @@ def cnn_features(probs: np.ndarray) -> np.ndarray:
 def fused_features(probs: np.ndarray, llm_probs: np.ndarray) -> np.ndarray:
     """[1, log p_cnn, log p_llm] per row."""
     return np.hstack([cnn_features(probs), np.log(np.clip(np.atleast_2d(llm_probs), LLM_FLOOR, 1))])
-
-
-def benefit_features(recalibrated: np.ndarray) -> np.ndarray:
-    """[1, log p, top-2 margin, one-hot predicted class] from recalibrated probabilities."""
-    recalibrated = np.atleast_2d(recalibrated)
-    top2 = np.sort(recalibrated, axis=1)[:, -2:]
-    onehot = np.eye(recalibrated.shape[1])[recalibrated.argmax(1)]
-    return np.hstack([cnn_features(recalibrated), (top2[:, 1] - top2[:, 0])[:, None], onehot])
 
 
 def softmax_rows(logits: np.ndarray) -> np.ndarray:
@@ -81,7 +76,8 @@ def fusion_path(model: str, prompt: str, configured: str | None = None) -> Path:
 class FusionModel:
     recalibration: np.ndarray  # (1 + C, C)
     fusion: np.ndarray  # (1 + 2C, C)
-    benefit: np.ndarray  # (2 + 2C,)
+    answer_confusion: np.ndarray  # (C, C + 1): P(top answer | true class); last: no usable answer
+    typical_answers: np.ndarray  # (C, C): mean answer distribution per top answer
     benefit_threshold: float
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -92,12 +88,28 @@ class FusionModel:
         return softmax_rows(fused_features(probs, llm_probs) @ self.fusion)
 
     def expected_benefit(self, probs: np.ndarray) -> np.ndarray:
-        """Estimated accuracy gain from asking, per face (before asking)."""
-        return benefit_features(self.recalibrate(probs)) @ self.benefit
+        """Expected accuracy gain from asking, per face, before asking.
+
+        The true class is weighed by the recalibrated CNN, the endpoint's top answer for it by
+        its fitted confusion, and for each possible answer the fused decision (with that
+        answer's typical distribution) is compared with the recalibrated one. Assumes the answer
+        depends on the face through its true class only; a decision it cannot change scores 0,
+        so a face is worth asking only where some plausible answer would flip it for the better.
+        """
+        probs = np.atleast_2d(probs)
+        recalibrated = self.recalibrate(probs)
+        rows = np.arange(len(probs))
+        current = recalibrated.argmax(1)
+        gain = np.zeros(len(probs))
+        for answer, typical in enumerate(self.typical_answers):
+            fused = self.fuse(probs, np.broadcast_to(typical, probs.shape)).argmax(1)
+            gain += recalibrated[rows, fused] * self.answer_confusion[fused, answer] \
+                - recalibrated[rows, current] * self.answer_confusion[current, answer]
+        return gain
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for key in ("recalibration", "fusion", "benefit"):
+        for key in ARRAYS:
             out[key] = np.round(out[key], 6).tolist()
         return {"format": FORMAT, **out}
 
@@ -106,11 +118,12 @@ class FusionModel:
         if raw.get("format") != FORMAT:
             raise ConfigError(f"fusion file format {raw.get('format')!r} is not {FORMAT}; "
                               "re-run `edgefer llm calibrate`")
-        model = cls(np.asarray(raw["recalibration"], np.float64),
-                    np.asarray(raw["fusion"], np.float64), np.asarray(raw["benefit"], np.float64),
-                    float(raw["benefit_threshold"]), dict(raw.get("provenance", {})))
+        arrays = {key: np.asarray(raw[key], np.float64) for key in ARRAYS}
+        model = cls(**arrays, benefit_threshold=float(raw["benefit_threshold"]),
+                    provenance=dict(raw.get("provenance", {})))
         shapes = {"recalibration": (1 + classes, classes), "fusion": (1 + 2 * classes, classes),
-                  "benefit": (2 + 2 * classes,)}
+                  "answer_confusion": (classes, classes + 1),
+                  "typical_answers": (classes, classes)}
         for key, shape in shapes.items():
             if getattr(model, key).shape != shape:
                 raise ConfigError(f"fusion file: {key} has shape {getattr(model, key).shape}, "

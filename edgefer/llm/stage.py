@@ -44,14 +44,22 @@ class _TrackState:
     answered_at_s: float = -np.inf
 
 
-def resolve_policy(config: LlmConfig) -> tuple[str, FusionModel | None, str]:
-    """(policy in use, fusion model, one line saying which and why)."""
+def resolve_policy(config: LlmConfig, cnn_model: str | None = None
+                   ) -> tuple[str, FusionModel | None, str]:
+    """(policy in use, fusion model, one line saying which and why). A learned policy fitted
+    on another CNN model is not used: its recalibration and fusion read that model's
+    probabilities."""
     if config.policy != "learned":
         return config.policy, None, f"LLM policy: {config.policy}"
     fusion, path = load_for(config.model, config.prompt, config.fusion_path)
     if fusion is None:
         return "override", None, (f"LLM policy: override (no learned policy for {config.model}, "
                                   f"{config.prompt} prompt at {path}; run `edgefer llm calibrate`)")
+    fitted_on = fusion.provenance.get("cnn_model")
+    if cnn_model and fitted_on and fitted_on != cnn_model:
+        return "override", None, (f"LLM policy: override (the learned policy {path} was fitted "
+                                  f"with the CNN model {fitted_on}, this run uses {cnn_model}; "
+                                  f"run `edgefer llm calibrate --model {cnn_model}`)")
     fitted = fusion.provenance.get("date", "?")
     return "learned", fusion, f"LLM policy: learned ({path}, fitted {fitted})"
 
@@ -97,10 +105,11 @@ class SecondOpinionStage:
     ``policy`` and ``fusion`` are the policy in use and its fitted model (``learned`` only), for
     ``decide_labels``."""
 
-    def __init__(self, config: LlmConfig, aligner: Aligner, worker: Worker | None = None) -> None:
+    def __init__(self, config: LlmConfig, aligner: Aligner, worker: Worker | None = None,
+                 cnn_model: str | None = None) -> None:
         self.config = config
         self.aligner = aligner
-        self.policy, self.fusion, self.policy_note = resolve_policy(config)
+        self.policy, self.fusion, self.policy_note = resolve_policy(config, cnn_model)
         if config.policy == "learned":  # say which policy is in use: the fitted one, or not
             log.warning(self.policy_note)
         self._worker: Worker = worker or SecondOpinion(config)

@@ -14,6 +14,7 @@ call more faces neutral than FER2013's), which is not the LLM's doing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +25,14 @@ from edgefer.llm.cache import AnswerCache, cache_key
 from edgefer.llm.client import LlmClient, LlmStats
 from edgefer.llm.config import LlmConfig
 from edgefer.llm.constants import CROP_SIZE
-from edgefer.llm.fusion import FusionModel, benefit_features, cnn_features, fused_features
+from edgefer.llm.fusion import FusionModel, cnn_features, fused_features
 from edgefer.llm.parse import Answer
 from edgefer.llm.prompt import FaceQuery, encode_jpeg
 from edgefer.training import metrics
 from edgefer.types import EMOTIONS
 
 SHARES = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 21))
+ANSWER_PRIOR = 20.0  # pseudo-faces per class pulling the answer table towards "uninformative"
 L2 = 1e-2  # ridge penalty of the fusion models (per sample); small: a few hundred parameters
 # live, a face in view is asked at most once per cooldown (5 s): 720 questions per hour
 QUESTIONS_PER_HOUR_PER_FACE = 3600 / 5.0
@@ -159,64 +161,73 @@ def identity_prior(d: int, classes: int) -> np.ndarray:
     return prior
 
 
-def _crossfit_fused(cnn_probs: np.ndarray, llm_probs: np.ndarray, y: np.ndarray,
-                    classes: int, seed: int) -> np.ndarray:
-    """Out-of-fold fused probabilities (2 folds), so the benefit model sees honest gains."""
-    folds = np.random.default_rng(seed).permutation(len(y)) % 2
-    out = np.zeros((len(y), classes))
-    features = fused_features(cnn_probs, llm_probs)
-    prior = identity_prior(features.shape[1], classes)
-    for fold in (0, 1):
-        weights = fit_softmax(features[folds != fold], y[folds != fold], prior)
-        logits = features[folds == fold] @ weights
-        out[folds == fold] = np.exp(logits - logits.max(1, keepdims=True))
-    return out / out.sum(1, keepdims=True)
+def answer_table(y: np.ndarray, llm: LlmAnswers, classes: int,
+                 prior_strength: float = ANSWER_PRIOR) -> tuple[np.ndarray, np.ndarray]:
+    """The endpoint's top-answer confusion (true class x answer, last column: no usable answer)
+    and its mean answer distribution per top answer. Each row is shrunk towards the answers'
+    overall frequencies (``prior_strength`` pseudo-faces): an endpoint whose answers do not
+    depend on the true class then shows no benefit anywhere, instead of a sampling-noise one."""
+    answers = np.where(llm.answered, llm.labels, classes)
+    overall = np.bincount(answers, minlength=classes + 1) + 1.0
+    confusion = np.tile(prior_strength * overall / overall.sum(), (classes, 1))
+    np.add.at(confusion, (y, answers), 1)
+    typical = np.eye(classes)
+    for answer in range(classes):
+        given = llm.labels == answer
+        if given.any():
+            typical[answer] = llm.probs[given].mean(0)
+    return confusion / confusion.sum(1, keepdims=True), typical
 
 
-def fit_fusion(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, max_share: float = 1.0,
-               seed: int = 0, provenance: dict[str, Any] | None = None) -> FusionModel:
-    """Fit recalibration, fusion and benefit on these faces, and choose the benefit threshold:
-    the share sent (at most ``max_share``) that scores best here."""
+def fit_models(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers) -> FusionModel:
+    """Recalibration, fusion and answer table fitted on these faces (no threshold yet)."""
     classes = cnn_probs.shape[1]
     recal = fit_softmax(cnn_features(cnn_probs), y, identity_prior(1 + classes, classes))
     answered = llm.answered
-    fusion = fit_softmax(fused_features(cnn_probs[answered], llm.probs[answered]), y[answered],
-                         identity_prior(1 + 2 * classes, classes))
-    recal_probs = FusionModel(recal, fusion, np.zeros(2 + 2 * classes), 0.0).recalibrate(cnn_probs)
-    gain = np.zeros(len(y))
-    oof = _crossfit_fused(cnn_probs[answered], llm.probs[answered], y[answered], classes, seed)
-    gain[answered] = (oof.argmax(1) == y[answered]).astype(float) \
-        - (recal_probs[answered].argmax(1) == y[answered])
-    features = benefit_features(recal_probs)
-    ridge = L2 * len(y) * np.eye(features.shape[1])
-    ridge[0, 0] = 0
-    benefit = np.linalg.solve(features.T @ features + ridge, features.T @ gain)
-    model = FusionModel(recal, fusion, benefit, np.inf, provenance or {})
+    features = fused_features(cnn_probs[answered], llm.probs[answered])
+    fusion = fit_softmax(features, y[answered], identity_prior(features.shape[1], classes))
+    return FusionModel(recal, fusion, *answer_table(y, llm, classes), np.inf)
+
+
+def fit_fusion(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, max_share: float = 1.0,
+               provenance: dict[str, Any] | None = None, seed: int = 0) -> FusionModel:
+    """Fit the models on these faces and choose the benefit threshold: the share sent (at most
+    ``max_share``) that scores best out of fold (two folds, each scored by models fitted on the
+    other), so that sampling noise in the fit does not buy a share that only helps in-sample."""
+    model = fit_models(y, cnn_probs, llm)
     shares = [s for s in SHARES if s <= max_share + 1e-9]
-    scores = [metrics.accuracy(y, learned_predictions(model, cnn_probs, llm, s)) for s in shares]
-    share = shares[int(np.argmax(scores))]  # first maximum: the smallest share that does best
-    return FusionModel(recal, fusion, benefit, benefit_threshold(model, cnn_probs, share),
-                       {**(provenance or {}), "share_sent_on_fitting_data": share})
+    correct = np.zeros(len(shares))
+    folds = np.random.default_rng(seed).permutation(len(y)) % 2
+    for fold in (0, 1):
+        train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+        part = fit_models(y[train], cnn_probs[train], llm.subset(train))
+        correct += [np.sum(learned_predictions(part, cnn_probs[test], llm.subset(test), s)
+                           == y[test]) for s in shares]
+    share = shares[int(np.argmax(correct))]  # first maximum: the smallest share that does best
+    return dataclasses.replace(model, benefit_threshold=benefit_threshold(model, cnn_probs, share),
+                               provenance={**(provenance or {}), "share_sent_on_fitting_data": share})
 
 
 def benefit_threshold(model: FusionModel, cnn_probs: np.ndarray, share: float) -> float:
-    """The expected-benefit cut that sends ``share`` of these faces (inf for none)."""
+    """The expected-benefit cut that sends at most ``share`` of these faces, and only faces
+    with a positive expected benefit (inf for none)."""
     count = round(share * len(cnn_probs))
     if count == 0:
         return float("inf")
     benefits = np.sort(model.expected_benefit(cnn_probs))[::-1]
-    return float(benefits[count - 1]) - 1e-9
+    return max(float(benefits[count - 1]) - 1e-9, 0.0)
 
 
 def learned_predictions(model: FusionModel, cnn_probs: np.ndarray, llm: LlmAnswers,
                         share: float) -> np.ndarray:
-    """The recalibrated CNN's labels; the ``share`` of faces with the highest expected benefit
-    (those answered) take the fused label."""
+    """The recalibrated CNN's labels; of the ``share`` of faces with the highest expected
+    benefit, those with a positive one (and an answer) take the fused label."""
     predictions = model.recalibrate(cnn_probs).argmax(1)
     count = round(share * len(predictions))
     if count:
-        chosen = np.argsort(-model.expected_benefit(cnn_probs), kind="stable")[:count]
-        chosen = chosen[llm.answered[chosen]]
+        benefit = model.expected_benefit(cnn_probs)
+        chosen = np.argsort(-benefit, kind="stable")[:count]
+        chosen = chosen[(benefit[chosen] > 0) & llm.answered[chosen]]
         predictions[chosen] = model.fuse(cnn_probs[chosen], llm.probs[chosen]).argmax(1)
     return predictions
 
@@ -283,7 +294,7 @@ def held_out_report(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, seed:
                     max_share: float) -> dict[str, Any]:
     """Fit and choose on the first half; every figure on the second."""
     fit, held = split_halves(y, seed)
-    model = fit_fusion(y[fit], cnn_probs[fit], llm.subset(fit), max_share, seed)
+    model = fit_fusion(y[fit], cnn_probs[fit], llm.subset(fit), max_share, seed=seed)
     first = policy_curves(y[fit], cnn_probs[fit], llm.subset(fit), model)
     second = policy_curves(y[held], cnn_probs[held], llm.subset(held), model)
     chosen = {name: _best_share(scores, max_share) for name, scores in first.items()}
@@ -292,7 +303,9 @@ def held_out_report(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, seed:
     cnn = metrics.summary(y2, p2.argmax(1))
     recal = metrics.summary(y2, model.recalibrate(p2).argmax(1))
     learned_share = SHARES[chosen["learned"]]
-    sent = np.argsort(-model.expected_benefit(p2), kind="stable")[:round(learned_share * len(y2))]
+    benefit = model.expected_benefit(p2)
+    sent = np.argsort(-benefit, kind="stable")[:round(learned_share * len(y2))]
+    sent = sent[benefit[sent] > 0]  # the share is a cap: faces no answer can help are not sent
     return {
         "max_share": max_share,
         "chosen_policy_on_first_half": policy,
@@ -303,7 +316,7 @@ def held_out_report(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, seed:
         "second_half_llm": llm_alone(y2, llm2.labels),
         "second_half_replace": {"share": SHARES[chosen["replace"]],
                                 "accuracy": second["replace"][chosen["replace"]]},
-        "second_half_learned": {"share": learned_share,
+        "second_half_learned": {"share": learned_share, "sent": len(sent) / len(y2),
                                 "accuracy": second["learned"][chosen["learned"]]},
         "second_half_cascade": metrics.summary(y2, (
             learned_predictions(model, p2, llm2, learned_share) if policy == "learned"
@@ -328,7 +341,7 @@ def cost_report(held: dict[str, Any], config: LlmConfig) -> dict[str, Any]:
     prompt, completion = held["tokens_per_face_sent"]
     price_in, price_out = config.prices_per_million()
     per_face = (prompt * price_in + completion * price_out) / 1e6
-    share = held["second_half_learned"]["share"]
+    share = held["second_half_learned"]["sent"]
     per_hour = share * QUESTIONS_PER_HOUR_PER_FACE * per_face
     return {"model": config.model, "price_per_million": [price_in, price_out],
             "tokens_per_face": [prompt, completion], "usd_per_face": per_face,

@@ -62,6 +62,10 @@ class Recipe:
     # ``teacher_temperature``), computed once per image and framing before training.
     teacher_weight: float = 0.0
     teacher_temperature: float = 2.0
+    # Which framing the teachers score for a live-framed sample: "same" (its live crop) or
+    # "original" (FER2013's own crop of the same image, which teachers trained on FER2013 read
+    # better: the student learns to see through the live framing, not to copy its errors).
+    teacher_framing: str = "same"
     ema_decay: float = 0.999
     bf16: bool = True  # autocast on CPUs with AMX/AVX512-BF16 (ignored elsewhere); weights stay fp32
     seed: int = 0
@@ -77,6 +81,7 @@ class Recipe:
             "target_labels": self.target_labels in ("fer2013", "ferplus"),
             "teacher_weight": 0 <= self.teacher_weight <= 1,
             "teacher_temperature": self.teacher_temperature > 0,
+            "teacher_framing": self.teacher_framing in ("same", "original"),
             "ema_decay": 0 <= self.ema_decay < 1, "threads": self.threads >= 1,
             "class_weights": self.class_weights in ("none", "sqrt_inverse", "inverse"),
         }

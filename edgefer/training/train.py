@@ -356,7 +356,7 @@ def add_teacher_targets(split: Split, recipe: Recipe, teachers: tuple[str, ...])
         raise InputError("this recipe distils (teacher_weight > 0): name the teacher "
                          "checkpoints with --teacher PT")
     split.teacher = teacher_probs(teachers, split.pixels, recipe)
-    if split.live_pixels is not None:
+    if split.live_pixels is not None and recipe.teacher_framing == "same":
         split.live_teacher = teacher_probs(teachers, split.live_pixels, recipe)
 
 
