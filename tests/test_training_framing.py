@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgefer.errors import InputError  # noqa: E402
+from edgefer.errors import ConfigError, InputError  # noqa: E402
 from edgefer.training import datasets, live_crops, train  # noqa: E402
 from edgefer.training.recipe import Augment, Recipe  # noqa: E402
 from edgefer.types import EMOTIONS  # noqa: E402
@@ -140,3 +140,23 @@ def test_distillation_targets_are_the_teachers_softened_probabilities(face_folde
     assert torch.allclose(half, (split.targets + expected) / 2, atol=1e-5)
     with pytest.raises(InputError, match="--teacher"):
         train.add_teacher_targets(split, recipe, ())
+
+
+def test_live_framed_samples_can_learn_the_teachers_reading_of_the_original_crop(face_folder,
+                                                                                 tmp_path):
+    recipe = Recipe(epochs=1, batch_size=2, bf16=False, threads=1, teacher_weight=1.0)
+    split = train.load_splits(recipe, train.TrainData(str(face_folder), str(face_folder)))[0]
+    split.live_pixels = torch.flip(split.pixels, dims=[1])  # a different framing of each image
+    teacher = train.new_state(recipe.replace(seed=3), split).model.eval()
+    torch.save({"recipe": recipe.to_dict(), "model": teacher.state_dict()}, tmp_path / "t.pt")
+    live, batch = torch.ones(2, dtype=torch.bool), torch.arange(2)
+    targets = {}
+    for framing in ("same", "original"):
+        train.add_teacher_targets(split, recipe.replace(teacher_framing=framing),
+                                  (str(tmp_path / "t.pt"),))
+        targets[framing] = train.batch_targets(split, batch, live, 1.0)
+        split.live_teacher = None
+    assert torch.allclose(targets["original"], split.teacher)
+    assert not torch.allclose(targets["same"], split.teacher)
+    with pytest.raises(ConfigError, match="teacher_framing"):
+        recipe.replace(teacher_framing="live")
