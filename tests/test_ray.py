@@ -97,6 +97,18 @@ def test_dataset_equals_a_local_run(scored, reference, inputs) -> None:
 
 
 @pytest.mark.ray
+def test_pandas_and_duckdb_read_the_dataset_as_one_table(scored, reference) -> None:
+    pd = pytest.importorskip("pandas")
+    duckdb = pytest.importorskip("duckdb")
+    _, out, _ = scored
+    frame = pd.read_parquet(out)
+    assert len(frame) == sum(reference.values())
+    query = duckdb.sql(f"SELECT * FROM '{out}/*.parquet'")
+    assert len(query.fetchall()) == len(frame)
+    assert query.columns == list(frame.columns) == pq.read_table(out).column_names
+
+
+@pytest.mark.ray
 def test_rerun_skips_complete_parts(scored, reference, cluster, tmp_path) -> None:
     _, out, _ = scored
     again = tmp_path / "dataset"
