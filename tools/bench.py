@@ -93,9 +93,9 @@ def stub_endpoint(*args: str) -> Iterator[str]:
     yields its base URL."""
     import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from tools.ray_cluster import free_port
+
+    port = free_port("127.0.0.1")
     server = subprocess.Popen([sys.executable, str(ROOT / "tools" / "openai_stub.py"),
                                "--port", str(port), *args], stdout=subprocess.DEVNULL)
     try:

@@ -98,14 +98,18 @@ class FusionModel:
         """
         probs = np.atleast_2d(probs)
         recalibrated = self.recalibrate(probs)
-        rows = np.arange(len(probs))
+        classes = recalibrated.shape[1]
+        # fused logits are [1, log p_cnn] @ W_cnn + log p_llm @ W_llm: the CNN's part once per
+        # face, the answer's part once per typical answer, and argmax needs no softmax
+        cnn_part = cnn_features(probs) @ self.fusion[:1 + classes]
+        answer_part = np.log(np.clip(self.typical_answers, LLM_FLOOR, 1)) @ self.fusion[1 + classes:]
+        fused = (cnn_part[None] + answer_part[:, None]).argmax(2)  # (answer, face)
+        rows, answers = np.arange(len(probs)), np.arange(classes)[:, None]
         current = recalibrated.argmax(1)
-        gain = np.zeros(len(probs))
-        for answer, typical in enumerate(self.typical_answers):
-            fused = self.fuse(probs, np.broadcast_to(typical, probs.shape)).argmax(1)
-            gain += recalibrated[rows, fused] * self.answer_confusion[fused, answer] \
-                - recalibrated[rows, current] * self.answer_confusion[current, answer]
-        return gain
+        helped = recalibrated[rows, fused] * self.answer_confusion[fused, answers]
+        kept = recalibrated[rows, current] * self.answer_confusion[current, answers]
+        # an answer that leaves the decision as it is contributes exactly 0, not rounding noise
+        return np.where(fused == current, 0.0, helped - kept).sum(0)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -156,14 +156,18 @@ class SecondOpinionStage:
     def _maybe_ask(self, frame: Frame, faces: Faces, row: int) -> None:
         track_id = int(faces.track_ids[row])
         cnn_label = int(faces.cnn_labels[row])
-        priority = None if cnn_label < 0 else self._priority(faces.probs[row])
-        if priority is None:
+        if cnn_label < 0:
             return
         label = label_name(cnn_label)
-        state = self.tracks.setdefault(track_id, _TrackState())
-        cooled = frame.timestamp_s - state.asked_at_s >= self.config.cooldown_s
-        if not cooled and state.asked_label == label:
+        state = self.tracks.get(track_id)
+        cooling = state is not None and state.asked_label == label \
+            and frame.timestamp_s - state.asked_at_s < self.config.cooldown_s
+        if cooling:  # checked first: most faces on most frames stop here, before any model runs
             return
+        priority = self._priority(faces.probs[row])
+        if priority is None:
+            return
+        state = self.tracks.setdefault(track_id, _TrackState())
         state.asked_at_s, state.asked_label = frame.timestamp_s, label
         self._worker.submit(self._query(frame, faces, row), priority,
                             {"track_id": track_id, "cnn_label": label, "stream": self._stream,

@@ -223,13 +223,21 @@ def learned_predictions(model: FusionModel, cnn_probs: np.ndarray, llm: LlmAnswe
     """The recalibrated CNN's labels; of the ``share`` of faces with the highest expected
     benefit, those with a positive one (and an answer) take the fused label."""
     predictions = model.recalibrate(cnn_probs).argmax(1)
-    count = round(share * len(predictions))
-    if count:
-        benefit = model.expected_benefit(cnn_probs)
-        chosen = np.argsort(-benefit, kind="stable")[:count]
-        chosen = chosen[(benefit[chosen] > 0) & llm.answered[chosen]]
-        predictions[chosen] = model.fuse(cnn_probs[chosen], llm.probs[chosen]).argmax(1)
+    chosen = faces_to_ask(model, cnn_probs, share)
+    chosen = chosen[llm.answered[chosen]]
+    predictions[chosen] = model.fuse(cnn_probs[chosen], llm.probs[chosen]).argmax(1)
     return predictions
+
+
+def faces_to_ask(model: FusionModel, cnn_probs: np.ndarray, share: float) -> np.ndarray:
+    """Rows of the ``share`` of faces with the highest expected benefit, less those whose
+    benefit is not positive: the share is a cap, faces no answer can help are not sent."""
+    count = round(share * len(cnn_probs))
+    if count == 0:
+        return np.zeros(0, dtype=int)
+    benefit = model.expected_benefit(cnn_probs)
+    chosen = np.argsort(-benefit, kind="stable")[:count]
+    return chosen[benefit[chosen] > 0]
 
 
 # -- today's replace policy ------------------------------------------------------------------
@@ -303,9 +311,7 @@ def held_out_report(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, seed:
     cnn = metrics.summary(y2, p2.argmax(1))
     recal = metrics.summary(y2, model.recalibrate(p2).argmax(1))
     learned_share = SHARES[chosen["learned"]]
-    benefit = model.expected_benefit(p2)
-    sent = np.argsort(-benefit, kind="stable")[:round(learned_share * len(y2))]
-    sent = sent[benefit[sent] > 0]  # the share is a cap: faces no answer can help are not sent
+    sent = faces_to_ask(model, p2, learned_share)
     return {
         "max_share": max_share,
         "chosen_policy_on_first_half": policy,
