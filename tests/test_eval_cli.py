@@ -72,3 +72,6 @@ def test_eval_cascade_against_a_stub_llm(folder, tmp_path):
         assert 0 <= held[key]["accuracy"] <= 1
     assert held["chosen_share_on_first_half"] in [row["share_sent"] for row in llm["curve"]]
     assert held["chosen_policy_on_first_half"] in ("replace", "learned")
+    low, high = held["repeated_splits"]["llm_contribution_range"]
+    assert low <= held["llm_contribution"] <= high
+    assert f"Over {held['repeated_splits']['splits']} different halves" in (tmp_path / "c.md").read_text()

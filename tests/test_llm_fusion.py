@@ -64,6 +64,32 @@ def test_an_endpoint_that_only_guesses_costs_little_and_is_asked_little():
     assert accuracy(y2, cascade.learned_predictions(model, probs2, llm2, share)) >= recalibrated - 0.01
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_cnn_is_recalibrated_only_where_that_helps_out_of_fold(seed):
+    y, probs, llm = synthetic(800, seed)
+    # labels drawn from the CNN's own probabilities: nothing to learn, the CNN stays as it is
+    own = (np.random.default_rng(seed + 50).random((len(y), 1)) > probs.cumsum(1)).sum(1)
+    model = cascade.fit_fusion(own, probs, llm, max_share=1.0)
+    assert not model.provenance["recalibrated"]
+    np.testing.assert_allclose(model.recalibrate(probs), probs, atol=1e-6)
+    # annotators who call every class-3 face class 6 (as FER+ calls weak expressions neutral)
+    model = cascade.fit_fusion(np.where(y == 3, 6, y), probs, llm, max_share=1.0)
+    y2, probs2, _ = synthetic(800, seed + 100)
+    shifted = np.where(y2 == 3, 6, y2)
+    assert model.provenance["recalibrated"]
+    assert accuracy(shifted, model.recalibrate(probs2).argmax(1)) > accuracy(shifted, probs2.argmax(1)) + 0.02
+
+
+def test_held_out_figures_report_the_spread_over_splits():
+    y, probs, llm = synthetic(600, 4)
+    held = cascade.held_out_figures(y, probs, llm, max_share=0.3, splits=3)
+    spread = held["repeated_splits"]
+    assert held["llm_contribution"] == cascade.held_out_report(y, probs, llm, 0, 0.3)["llm_contribution"]
+    low, high = spread["llm_contribution_range"]
+    assert spread["splits"] == 3 and low <= held["llm_contribution"] <= high
+    assert low <= spread["llm_contribution_mean"] <= high and spread["llm_contribution_standard_error"] >= 0
+
+
 def test_held_out_report_never_fits_on_the_faces_it_reports():
     y, probs, llm = synthetic(600, 2)
     held = cascade.held_out_report(y, probs, llm, seed=0, max_share=0.3)

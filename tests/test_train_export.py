@@ -88,6 +88,15 @@ def test_resume_refuses_a_different_recipe(dataset, trained):
         train.train(RECIPE.replace(lr=0.5), dataset, trained[0], resume=True)
 
 
+def test_resume_accepts_another_thread_count(dataset, trained, tmp_path):
+    """A run started on one core may continue in a session with more (same recipe otherwise)."""
+    with pytest.raises(KeyboardInterrupt):
+        train.train(RECIPE, dataset, tmp_path, observer=StopAfter(2))
+    threads = RECIPE.threads + 1
+    resumed = train.train(RECIPE.replace(threads=threads, epochs=4), dataset, tmp_path, resume=True)
+    assert [s.epoch for s in resumed] == [3, 4]
+
+
 @pytest.fixture(scope="module")
 def exported(trained, dataset, tmp_path_factory) -> export.ExportReport:
     engines = tmp_path_factory.mktemp("engines")

@@ -160,12 +160,25 @@ def held_out_markdown(held: dict[str, Any]) -> list[str]:
              "", f"Chosen on the first half: {held['chosen_policy_on_first_half']} at "
              f"{held['chosen_share_on_first_half']:.0%}. LLM contribution (learned fusion minus "
              f"recalibrated CNN): {100 * held['llm_contribution']:+.2f} points; learned minus CNN, "
-             f"worst share: {100 * held['learned_minus_cnn_min_over_shares']:+.2f} points.", "",
+             f"worst share: {100 * held['learned_minus_cnn_min_over_shares']:+.2f} points.",
+             *repeated_splits_line(held.get("repeated_splits")), "",
              "| share sent (learned: at most) | replace | learned | LLM contribution |",
              "|---:|---:|---:|---:|"]
     lines += [f"| {row['share_sent']:.0%} | {row['replace']:.4f} | {row['learned']:.4f} | "
               f"{100 * row['llm_contribution']:+.2f} |" for row in held["curve"]]
     return lines
+
+
+def repeated_splits_line(spread: dict[str, Any] | None) -> list[str]:
+    if not spread or spread["splits"] < 2:
+        return []
+    low, high = spread["llm_contribution_range"]
+    return [f"Over {spread['splits']} different halves: LLM contribution "
+            f"{100 * spread['llm_contribution_mean']:+.2f} ± "
+            f"{100 * spread['llm_contribution_standard_error']:.2f} points (mean ± standard "
+            f"error; from {100 * low:+.2f} to {100 * high:+.2f}), {spread['sent_mean']:.0%} of "
+            f"faces sent; learned minus CNN {100 * spread['learned_minus_cnn_mean']:+.2f} on "
+            f"average, {100 * spread['learned_minus_cnn_min']:+.2f} at worst."]
 
 
 def cost_line(cost: dict[str, Any]) -> str:

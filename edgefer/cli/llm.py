@@ -104,7 +104,7 @@ def calibration_figures(y: Any, cnn_probs: Any, answers: Any, config: Any,
     from edgefer.llm.constants import PROMPT_VERSION
     from edgefer.training import cascade, metrics
 
-    held = cascade.held_out_report(y, cnn_probs, answers, seed=0, max_share=max_share)
+    held = cascade.held_out_figures(y, cnn_probs, answers, max_share)
     return {
         "prompt_version": PROMPT_VERSION,
         "accuracy": {"cnn": metrics.accuracy(y, cnn_probs.argmax(1)),

@@ -501,16 +501,22 @@ def save_checkpoint(state: RunState, recipe: Recipe, data: TrainData, out: Path,
         handle.write(json.dumps(stats.to_dict()) + "\n")
 
 
+# Recipe keys a resumed run may change: a longer schedule, or the machine's thread count.
+RESUMABLE_CHANGES = {"epochs", "threads"}
+
+
 def restore(state: RunState, checkpoint: Path, recipe: Recipe) -> None:
-    """Continue a run from ``last.pt``; the recipe must match the one the run started with."""
+    """Continue a run from ``last.pt``; the recipe must match the one the run started with,
+    except for ``RESUMABLE_CHANGES`` (a session on another machine may have more cores)."""
     torch = require("torch", "torch")
     if not checkpoint.is_file():
         raise InputError(f"nothing to resume: {checkpoint} does not exist")
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)  # tensors, no code
     if saved["recipe"] != recipe.to_dict():
         changed = sorted(k for k in saved["recipe"] if saved["recipe"][k] != recipe.to_dict().get(k))
-        if changed != ["epochs"]:
-            raise InputError(f"cannot resume {checkpoint}: recipe differs in {', '.join(changed)}")
+        if not set(changed) <= RESUMABLE_CHANGES:
+            fixed = [key for key in changed if key not in RESUMABLE_CHANGES]
+            raise InputError(f"cannot resume {checkpoint}: recipe differs in {', '.join(fixed)}")
     state.model.load_state_dict(saved["model"])
     state.ema.load_state_dict(saved["ema"])
     state.optimizer.load_state_dict(saved["optimizer"])
