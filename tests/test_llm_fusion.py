@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -35,6 +36,7 @@ def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, cascade.LlmAns
 def test_fusion_learns_where_the_llm_is_reliable_and_routes_there():
     y, probs, llm = synthetic(800, 0)
     model = cascade.fit_fusion(y, probs, llm, max_share=1.0)
+    assert model.provenance["share_cap"] == 1.0  # asking won its out-of-fold test
     y2, probs2, llm2 = synthetic(800, 1)  # new faces
     recal = accuracy(y2, model.recalibrate(probs2).argmax(1))
     fused = accuracy(y2, cascade.learned_predictions(model, probs2, llm2, 1.0))
@@ -58,6 +60,7 @@ def test_an_endpoint_that_only_guesses_costs_little_and_is_asked_little():
     model = cascade.fit_fusion(*guessing(5), max_share=1.0)
     share = model.provenance["share_sent_on_fitting_data"]
     y2, probs2, llm2 = guessing(15)  # new faces
+    assert model.provenance["share_cap"] == 0.0  # asking lost its out-of-fold test
     assert share <= 0.2
     assert np.mean(model.expected_benefit(probs2) > model.benefit_threshold) <= 0.25
     recalibrated = accuracy(y2, model.recalibrate(probs2).argmax(1))
@@ -131,6 +134,9 @@ def test_learned_policy_falls_back_and_says_so(tmp_path, monkeypatch):
     policy, fusion, note = resolve_policy(LlmConfig(model="m", policy="learned"))
     assert policy == "learned" and fusion is not None and "learned" in note
     assert resolve_policy(LlmConfig(model="m", policy="fuse"))[0] == "fuse"
+    never = dataclasses.replace(fusion, benefit_threshold=float("inf"))
+    never.save(fusion_path("m", "top2"))
+    assert "asks about no faces" in resolve_policy(LlmConfig(model="m", policy="learned"))[2]
     cascade.fit_fusion(y, probs, llm, provenance={"cnn_model": "vgg_s_int8"}).save(
         fusion_path("m", "top2"))
     assert resolve_policy(LlmConfig(model="m", policy="learned"), "vgg_s_int8")[0] == "learned"

@@ -60,8 +60,11 @@ def resolve_policy(config: LlmConfig, cnn_model: str | None = None
         return "override", None, (f"LLM policy: override (the learned policy {path} was fitted "
                                   f"with the CNN model {fitted_on}, this run uses {cnn_model}; "
                                   f"run `edgefer llm calibrate --model {cnn_model}`)")
-    fitted = fusion.provenance.get("date", "?")
-    return "learned", fusion, f"LLM policy: learned ({path}, fitted {fitted})"
+    note = f"LLM policy: learned ({path}, fitted {fusion.provenance.get('date', '?')})"
+    if not np.isfinite(fusion.benefit_threshold):
+        note += ("; it asks about no faces: asking did not beat the CNN out of fold on the "
+                 "calibration data")
+    return "learned", fusion, note
 
 
 def _downscale(image: np.ndarray, longest: int) -> np.ndarray:

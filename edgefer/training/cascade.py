@@ -34,7 +34,11 @@ from edgefer.types import EMOTIONS
 
 SHARES = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 21))
 ANSWER_PRIOR = 20.0  # pseudo-faces per class pulling the answer table towards "uninformative"
-FOLDS = 5  # out-of-fold choice of recalibration and share in fit_fusion
+FOLDS = 5  # out-of-fold choice, in fit_fusion, of recalibrating and of asking at all
+# out-of-fold one-sided sign tests in fit_fusion: recalibrating changes every face's decision
+# and must win at 95%; asking, limited to faces with a positive expected benefit, at 84%
+RECALIBRATE_Z = 1.645
+ASK_Z = 1.0
 SPLITS = 10  # held-out comparisons repeated over this many halves (seeds 0..SPLITS-1)
 L2 = 1e-2  # ridge penalty of the fusion models (per sample); small: a few hundred parameters
 # live, a face in view is asked at most once per cooldown (5 s): 720 questions per hour
@@ -195,28 +199,41 @@ def fit_models(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers) -> FusionM
 def fit_fusion(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, max_share: float = 1.0,
                provenance: dict[str, Any] | None = None, seed: int = 0,
                folds: int = FOLDS) -> FusionModel:
-    """Fit the models on these faces, then choose out of fold (each fold scored by models
-    fitted on the others) whether to recalibrate the CNN at all and which share to send (at
-    most ``max_share``): sampling noise in the fit must not buy a recalibration or a share
-    that only helps in-sample. Ties go to the CNN as it is and to the smaller share, so an
-    endpoint that does not help under these labels ends up asked about nothing."""
+    """Fit the models on these faces, then decide out of fold (each fold scored by models
+    fitted on the others) whether to recalibrate the CNN at all and whether to ask at all.
+    Each is kept only if it wins a one-sided sign test on the faces whose decision it changes
+    (``RECALIBRATE_Z``, ``ASK_Z``): a recalibration, or questions, that help only by sampling noise would
+    put the policy below the CNN on new faces as often as above it. So an endpoint that does
+    not help under these labels is asked about nothing. How many faces are asked is not chosen
+    from a grid of shares (on a few thousand faces that choice fits noise): every face with a
+    positive expected benefit is, up to the ``max_share`` cap."""
     model = fit_models(y, cnn_probs, llm)
-    shares = [s for s in SHARES if s <= max_share + 1e-9]
-    correct = np.zeros((2, len(shares)))  # rows: the CNN as it is, recalibrated
+    cap = max(s for s in SHARES if s <= max_share + 1e-9)
+    right = np.zeros((2, 2, len(y)), dtype=bool)  # recalibrated?, asked?, face
     assignment = np.random.default_rng(seed).permutation(len(y)) % folds
     for fold in range(folds):
         train, test = np.flatnonzero(assignment != fold), np.flatnonzero(assignment == fold)
         fitted = fit_models(y[train], cnn_probs[train], llm.subset(train))
-        for row, part in enumerate((without_recalibration(fitted), fitted)):
-            correct[row] += [np.sum(learned_predictions(part, cnn_probs[test], llm.subset(test),
-                                                        s) == y[test]) for s in shares]
-    recalibrate, best = np.unravel_index(np.argmax(correct), correct.shape)  # first maximum
+        for recalibrated, part in enumerate((without_recalibration(fitted), fitted)):
+            for asked, share in enumerate((0.0, cap)):
+                right[recalibrated, asked, test] = learned_predictions(
+                    part, cnn_probs[test], llm.subset(test), share) == y[test]
+    recalibrate = significantly_better(right[1, 0], right[0, 0], RECALIBRATE_Z)
+    ask = significantly_better(right[int(recalibrate), 1], right[int(recalibrate), 0], ASK_Z)
     if not recalibrate:
         model = without_recalibration(model)
-    share = shares[best]
+    share = cap if ask else 0.0
+    sent = len(faces_to_ask(model, cnn_probs, share)) / len(y)
     return dataclasses.replace(model, benefit_threshold=benefit_threshold(model, cnn_probs, share),
-                               provenance={**(provenance or {}), "share_sent_on_fitting_data": share,
-                                           "recalibrated": bool(recalibrate)})
+                               provenance={**(provenance or {}), "share_cap": share,
+                                           "share_sent_on_fitting_data": sent,
+                                           "recalibrated": recalibrate})
+
+
+def significantly_better(candidate: np.ndarray, baseline: np.ndarray, z: float) -> bool:
+    """One-sided sign test (normal approximation) on the faces where exactly one is right."""
+    wins, losses = int(np.sum(candidate & ~baseline)), int(np.sum(~candidate & baseline))
+    return wins - losses > z * np.sqrt(wins + losses)
 
 
 def without_recalibration(model: FusionModel) -> FusionModel:
@@ -324,7 +341,7 @@ def held_out_report(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, seed:
     second = policy_curves(y[held], cnn_probs[held], llm.subset(held), model)
     # the learned policy's operating point is the one its fit chose out of fold
     chosen = {"replace": _best_share(first["replace"], max_share),
-              "learned": SHARES.index(model.provenance["share_sent_on_fitting_data"])}
+              "learned": SHARES.index(model.provenance["share_cap"])}
     policy = max(chosen, key=lambda name: first[name][chosen[name]])
     y2, p2, llm2 = y[held], cnn_probs[held], llm.subset(held)
     cnn = metrics.summary(y2, p2.argmax(1))
