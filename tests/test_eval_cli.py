@@ -74,4 +74,7 @@ def test_eval_cascade_against_a_stub_llm(folder, tmp_path):
     assert held["chosen_policy_on_first_half"] in ("replace", "learned")
     low, high = held["repeated_splits"]["llm_contribution_range"]
     assert low <= held["llm_contribution"] <= high
-    assert f"Over {held['repeated_splits']['splits']} different halves" in (tmp_path / "c.md").read_text()
+    markdown = (tmp_path / "c.md").read_text()
+    assert f"Over {held['repeated_splits']['splits']} different halves" in markdown
+    assert "Every face asked and fused, out of fold" in markdown
+    assert 0 <= held["all_faces_out_of_fold"]["fused_accuracy"] <= 1

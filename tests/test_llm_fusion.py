@@ -93,6 +93,17 @@ def test_held_out_figures_report_the_spread_over_splits():
     assert low <= spread["llm_contribution_mean"] <= high and spread["llm_contribution_standard_error"] >= 0
 
 
+def test_all_faces_out_of_fold_measures_what_the_answers_hold():
+    y, probs, llm = synthetic(600, 6)
+    reliable = cascade.all_faces_out_of_fold(y, probs, llm, repeats=2)
+    noise = np.random.default_rng(7).integers(0, 7, len(y))
+    guesses = cascade.LlmAnswers(noise, np.eye(7)[noise] * 0.86 + 0.02, np.ones((len(y), 2)), None)
+    guessing = cascade.all_faces_out_of_fold(y, probs, guesses, repeats=2)
+    assert reliable["gain"] > 0.15  # the LLM is right on three classes the CNN often misses
+    assert abs(guessing["gain"]) < 0.02
+    assert reliable["recalibrated_accuracy"] == pytest.approx(guessing["recalibrated_accuracy"])
+
+
 def test_held_out_report_never_fits_on_the_faces_it_reports():
     y, probs, llm = synthetic(600, 2)
     held = cascade.held_out_report(y, probs, llm, seed=0, max_share=0.3)

@@ -161,7 +161,8 @@ def held_out_markdown(held: dict[str, Any]) -> list[str]:
              f"{held['chosen_share_on_first_half']:.0%}. LLM contribution (learned fusion minus "
              f"recalibrated CNN): {100 * held['llm_contribution']:+.2f} points; learned minus CNN, "
              f"worst share: {100 * held['learned_minus_cnn_min_over_shares']:+.2f} points.",
-             *repeated_splits_line(held.get("repeated_splits")), "",
+             *repeated_splits_line(held.get("repeated_splits")),
+             *all_faces_line(held.get("all_faces_out_of_fold")), "",
              "| share sent (learned: at most) | replace | learned | LLM contribution |",
              "|---:|---:|---:|---:|"]
     lines += [f"| {row['share_sent']:.0%} | {row['replace']:.4f} | {row['learned']:.4f} | "
@@ -179,6 +180,15 @@ def repeated_splits_line(spread: dict[str, Any] | None) -> list[str]:
             f"error; from {100 * low:+.2f} to {100 * high:+.2f}), {spread['sent_mean']:.0%} of "
             f"faces sent; learned minus CNN {100 * spread['learned_minus_cnn_mean']:+.2f} on "
             f"average, {100 * spread['learned_minus_cnn_min']:+.2f} at worst."]
+
+
+def all_faces_line(ceiling: dict[str, Any] | None) -> list[str]:
+    if not ceiling:
+        return []
+    return [f"Every face asked and fused, out of fold ({ceiling['folds']} folds x "
+            f"{ceiling['repeats']}): {ceiling['fused_accuracy']:.4f} vs the recalibrated CNN "
+            f"{ceiling['recalibrated_accuracy']:.4f}: the answers hold "
+            f"{100 * ceiling['gain']:+.2f} points beyond the CNN under these labels."]
 
 
 def cost_line(cost: dict[str, Any]) -> str:
