@@ -27,6 +27,7 @@ from edgefer.capture import CaptureOptions, LatestFrameReader
 from edgefer.errors import ConfigError, InputError
 from edgefer.sources import Source, open_source
 from edgefer.types import Faces, LabelSource
+from tools.ray_cluster import free_port
 
 HEADLESS = DisplayOptions(headless=True)
 
@@ -140,7 +141,7 @@ def test_reconnects_are_counted_in_metrics(demo_clip):
     import threading
 
     opener = FlakyOpener()
-    port = free_port()
+    port = free_port("127.0.0.1")
     options = LiveOptions(capture=CaptureOptions(str(demo_clip), reconnect=True,
                                                  reconnect_initial_s=0.05),
                           display=HEADLESS, http=HttpOptions(enabled=True, port=port),
@@ -188,16 +189,8 @@ def fetch(url: str) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_kiosk_process_health_metrics_events_and_sigterm(demo_clip, tmp_path):
-    port = free_port()
+    port = free_port("127.0.0.1")
     config = tmp_path / "kiosk.toml"
     config.write_text(f"""
 [capture]

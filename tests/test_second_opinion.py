@@ -141,3 +141,25 @@ def test_each_applied_answer_is_one_event(aligner):
     assert [(e["event"], e["track_id"], e["llm_label"], e["cnn_label"]) for e in events] == \
         [("llm_answer", 1, "surprise", "happy")]
     assert stage.take_events() == []
+
+
+def test_a_learned_policy_that_asks_about_nothing_runs_no_model_per_face(aligner, tmp_path,
+                                                                         monkeypatch):
+    from edgefer.llm.fusion import FusionModel
+
+    classes = len(EMOTIONS)
+    identity = np.vstack([np.zeros(classes), np.eye(classes)])
+    never = FusionModel(identity, np.vstack([identity, np.zeros((classes, classes))]),
+                        np.full((classes, classes + 1), 1 / (classes + 1)), np.eye(classes),
+                        float("inf"))
+    never.save(tmp_path / "fusion.json")
+
+    def refuse(*_: Any) -> np.ndarray:
+        raise AssertionError("expected_benefit ran for a policy that never asks")
+
+    monkeypatch.setattr(FusionModel, "expected_benefit", refuse)
+    stage, worker = make_stage(aligner, policy="learned", fusion_path=str(tmp_path / "fusion.json"))
+    assert stage.policy == "learned" and not stage.fusion.asks
+    for time_s in (0.0, 1.0, 10.0):
+        step(stage, time_s, HAPPY)
+    assert worker.asked == []

@@ -91,7 +91,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     console.print(calibration_markdown(figures, config), markup=False, highlight=False,
                   soft_wrap=True)
     share = model.provenance["share_sent_on_fitting_data"]
-    why = "" if share else ": asking did not beat the CNN out of fold"
+    why = "" if model.asks else ": asking did not beat the CNN out of fold"
     console.print(f"learned policy stored in {path} (sends {share:.0%} "
                   f"of these faces{why}); use it with --llm-policy learned --llm-model {config.model} "
                   f"--llm-prompt {config.prompt}", markup=False, highlight=False, soft_wrap=True)

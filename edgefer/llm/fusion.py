@@ -81,6 +81,11 @@ class FusionModel:
     benefit_threshold: float
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def asks(self) -> bool:
+        """False when the fit found that asking does not beat the CNN: no face is ever sent."""
+        return bool(np.isfinite(self.benefit_threshold))
+
     def recalibrate(self, probs: np.ndarray) -> np.ndarray:
         return softmax_rows(cnn_features(probs) @ self.recalibration)
 

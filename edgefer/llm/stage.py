@@ -61,7 +61,7 @@ def resolve_policy(config: LlmConfig, cnn_model: str | None = None
                                   f"with the CNN model {fitted_on}, this run uses {cnn_model}; "
                                   f"run `edgefer llm calibrate --model {cnn_model}`)")
     note = f"LLM policy: learned ({path}, fitted {fusion.provenance.get('date', '?')})"
-    if not np.isfinite(fusion.benefit_threshold):
+    if not fusion.asks:
         note += ("; it asks about no faces: asking did not beat the CNN out of fold on the "
                  "calibration data")
     return "learned", fusion, note
@@ -180,6 +180,8 @@ class SecondOpinionStage:
         """Queue priority (lower is asked first), or None when this face is not worth asking:
         the learned policy ranks by expected benefit, the others by confidence."""
         if self.fusion is not None:
+            if not self.fusion.asks:  # no face is ever worth asking: no model runs per face
+                return None
             benefit = float(self.fusion.expected_benefit(probs)[0])
             return -benefit if benefit > self.fusion.benefit_threshold else None
         if not is_uncertain(probs, self.config.threshold, self.config.margin):

@@ -196,9 +196,15 @@ def fit_models(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers) -> FusionM
     return FusionModel(recal, fusion, *answer_table(y, llm, classes), np.inf)
 
 
+def fold_splits(n: int, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fitting rows, scored rows) per fold: every row scored once, by a fit without it."""
+    assignment = np.random.default_rng(seed).permutation(n) % folds
+    return [(np.flatnonzero(assignment != fold), np.flatnonzero(assignment == fold))
+            for fold in range(folds)]
+
+
 def fit_fusion(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, max_share: float = 1.0,
-               provenance: dict[str, Any] | None = None, seed: int = 0,
-               folds: int = FOLDS) -> FusionModel:
+               provenance: dict[str, Any] | None = None, seed: int = 0) -> FusionModel:
     """Fit the models on these faces, then decide out of fold (each fold scored by models
     fitted on the others) whether to recalibrate the CNN at all and whether to ask at all.
     Each is kept only if it wins a one-sided sign test on the faces whose decision it changes
@@ -210,9 +216,7 @@ def fit_fusion(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, max_share:
     model = fit_models(y, cnn_probs, llm)
     cap = max(s for s in SHARES if s <= max_share + 1e-9)
     right = np.zeros((2, 2, len(y)), dtype=bool)  # recalibrated?, asked?, face
-    assignment = np.random.default_rng(seed).permutation(len(y)) % folds
-    for fold in range(folds):
-        train, test = np.flatnonzero(assignment != fold), np.flatnonzero(assignment == fold)
+    for train, test in fold_splits(len(y), FOLDS, seed):
         fitted = fit_models(y[train], cnn_probs[train], llm.subset(train))
         for recalibrated, part in enumerate((without_recalibration(fitted), fitted)):
             for asked, share in enumerate((0.0, cap)):
@@ -381,9 +385,7 @@ def all_faces_out_of_fold(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers,
     labels, whatever the share sent."""
     recalibrated, fused = np.zeros(repeats), np.zeros(repeats)
     for repeat in range(repeats):
-        assignment = np.random.default_rng(repeat).permutation(len(y)) % folds
-        for fold in range(folds):
-            train, test = np.flatnonzero(assignment != fold), np.flatnonzero(assignment == fold)
+        for train, test in fold_splits(len(y), folds, seed=repeat):
             model = fit_models(y[train], cnn_probs[train], llm.subset(train))
             predictions = model.recalibrate(cnn_probs[test]).argmax(1)
             recalibrated[repeat] += np.sum(predictions == y[test])

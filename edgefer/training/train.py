@@ -512,11 +512,11 @@ def restore(state: RunState, checkpoint: Path, recipe: Recipe) -> None:
     if not checkpoint.is_file():
         raise InputError(f"nothing to resume: {checkpoint} does not exist")
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)  # tensors, no code
-    if saved["recipe"] != recipe.to_dict():
-        changed = sorted(k for k in saved["recipe"] if saved["recipe"][k] != recipe.to_dict().get(k))
-        if not set(changed) <= RESUMABLE_CHANGES:
-            fixed = [key for key in changed if key not in RESUMABLE_CHANGES]
-            raise InputError(f"cannot resume {checkpoint}: recipe differs in {', '.join(fixed)}")
+    now = recipe.to_dict()
+    fixed = sorted(key for key, value in saved["recipe"].items()
+                   if value != now.get(key) and key not in RESUMABLE_CHANGES)
+    if fixed:
+        raise InputError(f"cannot resume {checkpoint}: recipe differs in {', '.join(fixed)}")
     state.model.load_state_dict(saved["model"])
     state.ema.load_state_dict(saved["ema"])
     state.optimizer.load_state_dict(saved["optimizer"])
