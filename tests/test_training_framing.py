@@ -160,3 +160,23 @@ def test_live_framed_samples_can_learn_the_teachers_reading_of_the_original_crop
     assert not torch.allclose(targets["same"], split.teacher)
     with pytest.raises(ConfigError, match="teacher_framing"):
         recipe.replace(teacher_framing="live")
+
+
+def test_framing_figures_score_each_checkpoint_in_both_framings_and_their_ensemble(face_folder,
+                                                                                   tmp_path):
+    from tools.framing_figures import framing_figures
+
+    recipe = Recipe(epochs=1, batch_size=2, bf16=False, threads=1)
+    split = train.load_splits(recipe, train.TrainData(str(face_folder), str(face_folder)))[0]
+    model = train.new_state(recipe.replace(seed=3), split).model
+    for name in ("a.pt", "b.pt"):
+        torch.save({"recipe": recipe.to_dict(), "model": model.state_dict()}, tmp_path / name)
+    checkpoints = [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
+    rows = framing_figures(checkpoints, str(face_folder), "*", str(tmp_path / "crops"))
+    assert [row.name for row in rows] == [*checkpoints, "ensemble"]
+    assert rows[0].own == rows[1].own == rows[2].own  # one model twice: the ensemble is that model
+    assert rows[2].mean == (rows[2].own + rows[2].live) / 2
+    assert all(value in (0.0, 0.5, 1.0) for row in rows for value in (row.own, row.live))
+    assert list((tmp_path / "crops").glob("live_crops_*.npz"))  # the live framing was computed
+    with pytest.raises(InputError, match="'ema'"):
+        framing_figures(checkpoints, str(face_folder), "*", str(tmp_path / "crops"), weights="ema")

@@ -143,14 +143,16 @@ def load_splits(recipe: Recipe, data: TrainData) -> tuple[Split, Split]:
     votes = datasets.read_ferplus_votes(data.ferplus_csv) if data.ferplus_csv else {}
     majority = datasets.ferplus_majority(data.ferplus_csv) \
         if recipe.target_labels == "ferplus" and data.ferplus_csv else None
-    train = _load_split(data.train_dir, data.train_glob, recipe, votes, majority, data.crop_cache)
-    val = _load_split(data.val_dir, data.val_glob, recipe, votes, majority, data.crop_cache)
+    train = load_split(data.train_dir, data.train_glob, recipe, votes, majority, data.crop_cache)
+    val = load_split(data.val_dir, data.val_glob, recipe, votes, majority, data.crop_cache)
     log.info("train %d images, validation %d images", len(train.labels), len(val.labels))
     return train, val
 
 
-def _load_split(root: str, glob: str, recipe: Recipe, votes: dict[str, np.ndarray],
-                majority: dict[str, str] | None, crop_cache: str | None) -> Split:
+def load_split(root: str, glob: str, recipe: Recipe, votes: dict[str, np.ndarray],
+               majority: dict[str, str] | None, crop_cache: str | None) -> Split:
+    """One image folder as a ``Split``: pixels, labels, targets and, when the recipe trains on
+    the live framing, the live-framed crops (``majority`` relabels to the FER+ majority)."""
     torch = require("torch", "torch")
     scanned = datasets.scan_image_folder(root, glob)
     folder = scanned
