@@ -46,38 +46,25 @@ def framing_figures(checkpoints: list[str], val_dir: str, glob: str, crop_cache:
     """One row per checkpoint, then one for their ensemble when there are several."""
     import torch
 
-    from edgefer import models
-    from edgefer.errors import InputError
     from edgefer.training import datasets
     from edgefer.training.recipe import Recipe
-    from edgefer.training.train import load_split, predict_split
+    from edgefer.training.train import checkpoint_probs, load_split
 
-    loaded = [torch.load(path, map_location="cpu", weights_only=True) for path in checkpoints]
-    recipes = [Recipe.from_dict(saved["recipe"]) for saved in loaded]
-    if len({recipe.input_size for recipe in recipes}) > 1:
-        raise InputError("the checkpoints take faces of different sizes")
+    # The first checkpoint's face size frames the images; checkpoint_probs refuses other sizes.
+    size = torch.load(checkpoints[0], map_location="cpu", weights_only=True)["recipe"]["input_size"]
     majority = datasets.ferplus_majority(ferplus_csv) if ferplus_csv else None
-    split = load_split(val_dir, glob, recipes[0].replace(live_framing=1.0), {}, majority,
+    split = load_split(val_dir, glob, Recipe(input_size=size, live_framing=1.0), {}, majority,
                        crop_cache)
+    both = torch.cat([split.pixels, split.live_pixels])  # own framing, then live: one pass
     labels = split.labels.numpy()
-    rows, totals = [], {framing: 0.0 for framing in FRAMINGS}
-    for path, saved, recipe in zip(checkpoints, loaded, recipes, strict=True):
-        if weights not in saved:
-            raise InputError(f"{path} holds no {weights!r} weights")
-        net = models.build(recipe.arch)
-        net.load_state_dict(saved[weights])
-        flipped = models.with_flip_average(net)
-        accuracy = {}
-        for framing, pixels in zip(FRAMINGS, (split.pixels, split.live_pixels), strict=True):
-            _, probs = predict_split(flipped, split, recipe, pixels=pixels)
-            totals[framing] = totals[framing] + probs
-            accuracy[framing] = float(np.mean(probs.argmax(1) == labels))
-        rows.append(FramingFigures(path, **accuracy))
+    probs = [checkpoint_probs(path, both, size, weights=weights).numpy() for path in checkpoints]
+    names = list(checkpoints)
     if len(checkpoints) > 1:
-        rows.append(FramingFigures("ensemble", **{
-            framing: float(np.mean(np.argmax(total, 1) == labels))
-            for framing, total in totals.items()}))
-    return rows
+        probs.append(np.mean(probs, axis=0))
+        names.append("ensemble")
+    return [FramingFigures(name, *(float(np.mean(half.argmax(1) == labels))
+                                   for half in np.split(p, len(FRAMINGS))))
+            for name, p in zip(names, probs, strict=True)]
 
 
 def main() -> None:

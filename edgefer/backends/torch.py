@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgefer.backends.base import Engine
-from edgefer.errors import ModelError, require
+from edgefer.errors import InputError, ModelError, require
 from edgefer.manifest import InputSpec, ModelEntry
 
 
@@ -44,8 +44,12 @@ def load_module(path: Path) -> Any:
     return load_checkpoint(path)[0]
 
 
-def load_checkpoint(path: Path) -> tuple[Any, dict[str, Any]]:
-    """The model in eval mode and the whole saved dictionary (recipe, data, epoch...)."""
+def load_checkpoint(path: Path, weights: str = "model") -> tuple[Any, dict[str, Any]]:
+    """The model in eval mode and the whole saved dictionary (recipe, data, epoch...).
+
+    ``weights = "ema"`` loads a training ``last.pt``'s weight average instead of its final
+    weights (``best.pt`` and shipped files hold only the average, as ``model``).
+    """
     torch = require("torch", "torch")
     from edgefer import models
 
@@ -54,8 +58,10 @@ def load_checkpoint(path: Path) -> tuple[Any, dict[str, Any]]:
     try:
         # weights_only: unpickling anything else would run code from the file
         saved = torch.load(path, map_location="cpu", weights_only=True)
+        if weights not in saved:
+            raise InputError(f"{path} holds no {weights!r} weights")
         module = models.build(saved["recipe"]["arch"], input_size=saved["recipe"]["input_size"])
-        module.load_state_dict(saved["model"])
+        module.load_state_dict(saved[weights])
     except (KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         raise ModelError(f"{path} is not an edgefer checkpoint: {err}") from err
     return module.eval(), saved

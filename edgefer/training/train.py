@@ -362,27 +362,33 @@ def add_teacher_targets(split: Split, recipe: Recipe, teachers: tuple[str, ...])
         split.live_teacher = teacher_probs(teachers, split.live_pixels, recipe)
 
 
-def teacher_probs(teachers: tuple[str, ...], pixels: Any, recipe: Recipe, batch_size: int = 512
-                  ) -> Any:
+def teacher_probs(teachers: tuple[str, ...], pixels: Any, recipe: Recipe) -> Any:
+    """The teachers' mean probabilities of ``pixels`` at ``recipe.teacher_temperature``."""
+    total = sum(checkpoint_probs(path, pixels, recipe.input_size, recipe.teacher_temperature)
+                for path in teachers)
+    return total / len(teachers)
+
+
+def checkpoint_probs(path: str, pixels: Any, input_size: int, temperature: float = 1.0,
+                     weights: str = "model", batch_size: int = 512) -> Any:
+    """A checkpoint's mirror-averaged probabilities of ``pixels`` (torch uint8 ``(N, H, W)``),
+    softened by ``temperature``; ``weights`` as in ``load_checkpoint``."""
     torch = require("torch", "torch")
     from edgefer.backends.torch import load_checkpoint
 
-    total = torch.zeros(len(pixels), len(EMOTIONS))
-    for path in teachers:
-        module, saved = load_checkpoint(Path(path))
-        teacher_recipe = Recipe.from_dict(saved["recipe"])
-        if teacher_recipe.input_size != recipe.input_size:
-            raise InputError(f"teacher {path} takes {teacher_recipe.input_size}px faces, "
-                             f"the student {recipe.input_size}px")
-        with torch.no_grad():
-            for start in range(0, len(pixels), batch_size):
-                images = pixels[start:start + batch_size].unsqueeze(1).float() / 255.0
-                inputs = (images - teacher_recipe.mean) / teacher_recipe.std
-                logits = (module(inputs) + module(torch.flip(inputs, dims=[3]))) / 2
-                total[start:start + batch_size] += torch.softmax(
-                    logits.float() / recipe.teacher_temperature, dim=1)
-        log.info("teacher %s scored %d images", path, len(pixels))
-    return total / len(teachers)
+    module, saved = load_checkpoint(Path(path), weights)
+    own = Recipe.from_dict(saved["recipe"])
+    if own.input_size != input_size:
+        raise InputError(f"{path} takes {own.input_size}px faces, not {input_size}px")
+    probs = torch.zeros(len(pixels), len(EMOTIONS))
+    with torch.no_grad():
+        for start in range(0, len(pixels), batch_size):
+            images = pixels[start:start + batch_size].unsqueeze(1).float() / 255.0
+            inputs = (images - own.mean) / own.std
+            logits = (module(inputs) + module(torch.flip(inputs, dims=[3]))) / 2
+            probs[start:start + batch_size] = torch.softmax(logits.float() / temperature, dim=1)
+    log.info("%s scored %d images", path, len(pixels))
+    return probs
 
 
 def degrade(images: Any, cfg: Augment, generator: Any) -> Any:
