@@ -185,6 +185,18 @@ def test_manifest_schema_rejects(exported, change, match):
         validate_model_entry(entry)
 
 
+def test_export_of_the_weight_average_ships_the_average(trained, dataset, tmp_path):
+    """``--weights ema`` exports a last.pt's weight average, not its final weights."""
+    report = export.export_checkpoint(trained[0] / "last.pt", "avg", dataset.val_dir, "*",
+                                      tmp_path, weights="ema")
+    saved = torch.load(trained[0] / "last.pt", weights_only=True)
+    shipped = torch.load(report.weights_path, weights_only=True)["model"]
+    assert any(not torch.equal(saved["ema"][k], saved["model"][k]) for k in shipped)
+    for key, value in shipped.items():
+        torch.testing.assert_close(value, saved["ema"][key], rtol=0, atol=0)
+    assert report.parity_max_abs_diff <= export.PARITY_TOLERANCE
+
+
 def test_flip_averaged_export_is_mirror_invariant(trained, dataset, tmp_path):
     import onnxruntime as ort
 

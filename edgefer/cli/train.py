@@ -120,6 +120,9 @@ def add_export_command(commands: Any) -> None:
     parser.add_argument("--recipe", required=True, help="the recipe file the run used")
     parser.add_argument("--tta", choices=("none", "flip"), default="none",
                         help="flip: average the model with its mirror image inside the ONNX graph")
+    parser.add_argument("--weights", choices=("model", "ema"), default="model",
+                        help="a last.pt's final weights (model) or its weight average (ema); "
+                             "best.pt holds the weight average as model")
     parser.add_argument("--ferplus-labels", metavar="CSV",
                         help="judge and calibrate against the FER+ majority (models trained to FER+)")
     parser.add_argument("--default", action="store_true", help="make it the manifest's default")
@@ -175,7 +178,8 @@ def run_export(args: argparse.Namespace) -> int:
     console = Console()
     with console.status("exporting, checking parity and calibrating"):
         report = export.export_checkpoint(args.checkpoint, args.name, args.val, args.val_glob,
-                                          tta=args.tta, ferplus_csv=args.ferplus_labels)
+                                          tta=args.tta, ferplus_csv=args.ferplus_labels,
+                                          weights=args.weights)
         entry = export.manifest_entry(report, args.recipe, args.val, args.val_glob,
                                       command_line(), train_command(args.checkpoint))
         update_manifest(args.name, entry, make_default=args.default)

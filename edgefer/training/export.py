@@ -88,18 +88,19 @@ def validation_folder(val_dir: str, val_glob: str, ferplus_csv: str | None
 
 def export_checkpoint(checkpoint: Path, name: str, val_dir: str, val_glob: str,
                       engines_dir: Path = MANIFEST_PATH.parent, tta: str = "none",
-                      ferplus_csv: str | None = None) -> ExportReport:
+                      ferplus_csv: str | None = None, weights: str = "model") -> ExportReport:
     """Export ``checkpoint`` as ``engines/<name>.onnx`` (+ ``.pt`` weights) and calibrate it.
 
-    ``tta="flip"`` exports the model averaged with its mirror image (twice the compute).
-    Models trained to FER+ (``target_labels = "ferplus"``) are calibrated against the FER+
-    majority, which ``ferplus_csv`` must then provide.
+    ``weights`` picks a ``last.pt``'s final weights or its weight average (``"ema"``), as in
+    ``edgefer.backends.torch.load_checkpoint``. ``tta="flip"`` exports the model averaged with
+    its mirror image (twice the compute). Models trained to FER+ (``target_labels = "ferplus"``)
+    are calibrated against the FER+ majority, which ``ferplus_csv`` must then provide.
     """
     torch = require("torch", "torch")
     from edgefer.backends.torch import load_checkpoint
     from edgefer.models import with_flip_average
 
-    base, saved = load_checkpoint(checkpoint)
+    base, saved = load_checkpoint(checkpoint, weights)
     if saved["recipe"].get("target_labels") == "ferplus" and not ferplus_csv:
         raise ModelError(f"{checkpoint} learned FER+ labels: calibrate it against them with "
                          "--ferplus-labels ferplus_labels.csv")
