@@ -171,6 +171,15 @@ def test_a_checkpoint_with_code_is_refused(tmp_path):
         load_checkpoint(path)
 
 
+def test_a_file_without_weights_is_not_a_checkpoint(tmp_path):
+    from edgefer.backends.torch import load_checkpoint
+
+    path = tmp_path / "empty.pt"
+    torch.save({"recipe": {"arch": "vgg_s", "input_size": 48}}, path)
+    with pytest.raises(ModelError, match="not an edgefer checkpoint"):
+        load_checkpoint(path, "ema")
+
+
 @pytest.mark.parametrize(("change", "match"), [
     (lambda e: e.pop("sha256"), "lacks 'sha256'"),
     (lambda e: e["input"].pop("std"), "lacks 'std'"),

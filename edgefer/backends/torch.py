@@ -58,8 +58,9 @@ def load_checkpoint(path: Path, weights: str = "model") -> tuple[Any, dict[str, 
     try:
         # weights_only: unpickling anything else would run code from the file
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        if weights not in saved:
-            raise InputError(f"{path} holds no {weights!r} weights")
+        if weights not in saved and "model" in saved:  # a checkpoint, without what was asked
+            raise InputError(f"{path} holds no {weights!r} weights (best.pt and shipped .pt "
+                             "files hold only the weight average, as 'model')")
         module = models.build(saved["recipe"]["arch"], input_size=saved["recipe"]["input_size"])
         module.load_state_dict(saved[weights])
     except (KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
