@@ -6,7 +6,7 @@ input channels and classes and returns an ``nn.Module`` mapping ``(N, C, H, W)``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from edgefer.errors import ConfigError, require
@@ -57,6 +57,25 @@ def with_flip_average(module: nn.Module) -> nn.Module:
             return (logits[:n] + logits[n:]) / 2
 
     return FlipAverage(module)
+
+
+def average_of(members: Sequence[nn.Module]) -> nn.Module:
+    """Several networks that read the same input, as one model: their logits averaged.
+
+    Two different networks without mirror averaging cost what one costs with it, and they err
+    more differently than a network and its own mirror view do (see engines/MODEL_CARD.md).
+    """
+    torch = require("torch", "torch")
+
+    class LogitAverage(torch.nn.Module):
+        def __init__(self, inner: Sequence[nn.Module]) -> None:
+            super().__init__()
+            self.members = torch.nn.ModuleList(inner)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return torch.stack([member(x) for member in self.members]).mean(dim=0)
+
+    return LogitAverage(members)
 
 
 def _ensure_builtins() -> None:

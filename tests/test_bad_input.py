@@ -119,6 +119,8 @@ def test_unwritable_output_folder(corpus, tmp_path):
      "not found"),
     (["train", "{corpus}", "--val", "{corpus}", "--out", "{tmp}/run", "--recipe", "{tmp}/r.toml"],
      EXIT_INPUT, "config file not found"),
+    (["export", "{tmp}/a.pt", "{tmp}/b.pt", "--name", "pair", "--val", "{corpus}", "--recipe",
+      "{tmp}/r.toml"], EXIT_INPUT, "2 checkpoints need 2 recipe files"),
     (["live", "--source", "{tmp}/missing.mp4", "--headless"], EXIT_INPUT, "no such file"),
     (["kiosk", "--config", "{tmp}/missing.toml"], EXIT_INPUT, "config file not found"),
 ])

@@ -100,7 +100,7 @@ def test_resume_accepts_another_thread_count(dataset, trained, tmp_path):
 @pytest.fixture(scope="module")
 def exported(trained, dataset, tmp_path_factory) -> export.ExportReport:
     engines = tmp_path_factory.mktemp("engines")
-    return export.export_checkpoint(trained[0] / "best.pt", "toy", dataset.val_dir, "*", engines)
+    return export.export_checkpoint([trained[0] / "best.pt"], "toy", dataset.val_dir, "*", engines)
 
 
 def test_onnx_export_parity_and_dynamic_batch(exported):
@@ -123,7 +123,7 @@ def test_onnx_export_parity_and_dynamic_batch(exported):
 def test_manifest_entry_is_valid_and_reloads(exported, tmp_path):
     from edgefer.manifest import load_model_entry
 
-    entry = export.manifest_entry(exported, "recipes/x.toml", "val", "*")
+    entry = export.manifest_entry(exported, ["recipes/x.toml"], "val", "*")
     validate_model_entry(entry)
     manifest = exported.onnx_path.parent / "manifest.json"
     update_manifest("toy", entry, manifest)
@@ -139,7 +139,7 @@ def test_manifest_entry_is_valid_and_reloads(exported, tmp_path):
 
 
 def exported_data(report: export.ExportReport) -> train.TrainData:
-    return train.TrainData(**report.train_data)
+    return train.TrainData(**report.members[0].data)
 
 
 def test_checkpoints_hold_only_plain_types(trained):
@@ -188,7 +188,7 @@ def test_a_file_without_weights_is_not_a_checkpoint(tmp_path):
     (lambda e: e["metrics"].update(bad={"value": 1}), "command"),
 ])
 def test_manifest_schema_rejects(exported, change, match):
-    entry = export.manifest_entry(exported, "recipes/x.toml", "val", "*")
+    entry = export.manifest_entry(exported, ["recipes/x.toml"], "val", "*")
     change(entry)
     with pytest.raises(ModelError, match=match):
         validate_model_entry(entry)
@@ -196,7 +196,7 @@ def test_manifest_schema_rejects(exported, change, match):
 
 def test_export_of_the_weight_average_ships_the_average(trained, dataset, tmp_path):
     """``--weights ema`` exports a last.pt's weight average, not its final weights."""
-    report = export.export_checkpoint(trained[0] / "last.pt", "avg", dataset.val_dir, "*",
+    report = export.export_checkpoint([trained[0] / "last.pt"], "avg", dataset.val_dir, "*",
                                       tmp_path, weights="ema")
     saved = torch.load(trained[0] / "last.pt", weights_only=True)
     shipped = torch.load(report.weights_path, weights_only=True)["model"]
@@ -209,7 +209,7 @@ def test_export_of_the_weight_average_ships_the_average(trained, dataset, tmp_pa
 def test_flip_averaged_export_is_mirror_invariant(trained, dataset, tmp_path):
     import onnxruntime as ort
 
-    report = export.export_checkpoint(trained[0] / "best.pt", "flip", dataset.val_dir, "*",
+    report = export.export_checkpoint([trained[0] / "best.pt"], "flip", dataset.val_dir, "*",
                                       tmp_path, tta="flip")
     assert report.parity_max_abs_diff <= export.PARITY_TOLERANCE and report.tta == "flip"
     session = ort.InferenceSession(str(report.onnx_path), providers=["CPUExecutionProvider"])
@@ -217,3 +217,51 @@ def test_flip_averaged_export_is_mirror_invariant(trained, dataset, tmp_path):
     direct = session.run(None, {"input": x})[0]
     mirrored = session.run(None, {"input": x[..., ::-1].copy()})[0]
     np.testing.assert_allclose(direct, mirrored, atol=1e-5)
+
+
+def test_ensemble_export_averages_its_members_and_reloads(trained, dataset, tmp_path):
+    """Two networks export as one graph whose logits are the mean of theirs; the shipped .pt
+    reloads as the same ensemble and the manifest names how each member was trained."""
+    import onnxruntime as ort
+
+    from edgefer.backends.torch import load_checkpoint
+
+    members = [trained[0] / "best.pt", trained[0] / "last.pt"]  # the weight average, the final
+    report = export.export_checkpoint(members, "pair", dataset.val_dir, "*", tmp_path)
+    assert report.parity_max_abs_diff <= export.PARITY_TOLERANCE and len(report.members) == 2
+    x = np.random.default_rng(0).normal(size=(5, 1, 48, 48)).astype(np.float32)
+    with torch.inference_mode():
+        alone = [load_checkpoint(path)[0](torch.from_numpy(x)).numpy() for path in members]
+        reloaded = load_checkpoint(report.weights_path)[0](torch.from_numpy(x)).numpy()
+    assert not np.allclose(alone[0], alone[1], atol=1e-3)  # two different networks
+    session = ort.InferenceSession(str(report.onnx_path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], np.mean(alone, axis=0),
+                               atol=1e-4)
+    np.testing.assert_allclose(reloaded, np.mean(alone, axis=0), atol=1e-5)
+    entry = export.manifest_entry(report, ["recipes/a.toml", "recipes/b.toml"], "val", "*")
+    validate_model_entry(entry)
+    assert [m["recipe"] for m in entry["train"]["members"]] == ["recipes/a.toml", "recipes/b.toml"]
+    assert entry["arch"] == f"{RECIPE.arch} + {RECIPE.arch}"
+
+
+def test_ensemble_of_networks_that_read_differently_is_refused(trained, dataset, tmp_path):
+    from edgefer.errors import InputError
+
+    saved = torch.load(trained[0] / "best.pt", weights_only=True)
+    other = tmp_path / "other.pt"
+    torch.save({**saved, "recipe": {**saved["recipe"], "std": 0.3}}, other)
+    with pytest.raises(InputError, match="cannot form one ensemble"):
+        export.export_checkpoint([trained[0] / "best.pt", other], "mix", dataset.val_dir, "*",
+                                 tmp_path)
+
+
+def test_an_exported_ensemble_is_not_a_member_or_a_starting_point(trained, dataset, tmp_path):
+    from edgefer.errors import InputError
+
+    pair = export.export_checkpoint([trained[0] / "best.pt", trained[0] / "last.pt"], "pair",
+                                    dataset.val_dir, "*", tmp_path).weights_path
+    with pytest.raises(InputError, match="already an ensemble"):
+        export.export_checkpoint([pair], "again", dataset.val_dir, "*", tmp_path)
+    with pytest.raises(InputError, match="ensemble of 2 networks"):
+        train.train(RECIPE, train.TrainData(dataset.train_dir, dataset.val_dir, init_from=str(pair)),
+                    tmp_path / "run")

@@ -41,8 +41,8 @@ class FramingFigures:
 
 
 def framing_figures(checkpoints: list[str], val_dir: str, glob: str, crop_cache: str | None,
-                    weights: str = "model", ferplus_csv: str | None = None
-                    ) -> list[FramingFigures]:
+                    weights: str = "model", ferplus_csv: str | None = None,
+                    mirror: bool = True) -> list[FramingFigures]:
     """One row per checkpoint, then one for their ensemble when there are several."""
     import torch
 
@@ -57,7 +57,8 @@ def framing_figures(checkpoints: list[str], val_dir: str, glob: str, crop_cache:
                        crop_cache)
     both = torch.cat([split.pixels, split.live_pixels])  # own framing, then live: one pass
     labels = split.labels.numpy()
-    probs = [checkpoint_probs(path, both, size, weights=weights).numpy() for path in checkpoints]
+    probs = [checkpoint_probs(path, both, size, weights=weights, mirror=mirror).numpy()
+             for path in checkpoints]
     names = list(checkpoints)
     if len(checkpoints) > 1:
         probs.append(np.mean(probs, axis=0))
@@ -76,13 +77,16 @@ def main() -> None:
     parser.add_argument("--weights", choices=("model", "ema"), default="model",
                         help="a last.pt's final weights (model) or weight average (ema)")
     parser.add_argument("--ferplus", metavar="CSV", help="score against the FER+ majority")
+    parser.add_argument("--no-mirror", dest="mirror", action="store_false",
+                        help="score each checkpoint without averaging it with the mirror image "
+                             "(half the compute: two models unmirrored cost one mirrored)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     for row in framing_figures(args.checkpoints, args.val, args.glob, args.crop_cache,
-                               args.weights, args.ferplus):
+                               args.weights, args.ferplus, args.mirror):
         print(row.line())
 
 

@@ -48,7 +48,8 @@ def load_checkpoint(path: Path, weights: str = "model") -> tuple[Any, dict[str, 
     """The model in eval mode and the whole saved dictionary (recipe, data, epoch...).
 
     ``weights = "ema"`` loads a training ``last.pt``'s weight average instead of its final
-    weights (``best.pt`` and shipped files hold only the average, as ``model``).
+    weights (``best.pt`` and shipped files hold only the average, as ``model``). An exported
+    ensemble holds its networks as ``members``, each with its recipe and ``model`` weights.
     """
     torch = require("torch", "torch")
     from edgefer import models
@@ -58,11 +59,21 @@ def load_checkpoint(path: Path, weights: str = "model") -> tuple[Any, dict[str, 
     try:
         # weights_only: unpickling anything else would run code from the file
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        if weights not in saved and "model" in saved:  # a checkpoint, without what was asked
+        members = saved.get("members", [saved])
+        if any(weights not in member and "model" in member for member in members):
             raise InputError(f"{path} holds no {weights!r} weights (best.pt and shipped .pt "
                              "files hold only the weight average, as 'model')")
-        module = models.build(saved["recipe"]["arch"], input_size=saved["recipe"]["input_size"])
-        module.load_state_dict(saved[weights])
-    except (KeyError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        networks = [network(member, weights) for member in members]
+    except (KeyError, AttributeError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         raise ModelError(f"{path} is not an edgefer checkpoint: {err}") from err
+    module = networks[0] if "members" not in saved else models.average_of(networks)
     return module.eval(), saved
+
+
+def network(saved: dict[str, Any], weights: str) -> Any:
+    """One network built from its recipe and loaded with the ``weights`` state."""
+    from edgefer import models
+
+    module = models.build(saved["recipe"]["arch"], input_size=saved["recipe"]["input_size"])
+    module.load_state_dict(saved[weights])
+    return module

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefer.cli.common import command_line
+from edgefer.errors import InputError
 from edgefer.manifest import update_manifest
 from edgefer.training.recipe import Recipe
 from edgefer.training.train import EpochStats, TrainData
@@ -113,11 +114,14 @@ def add_export_command(commands: Any) -> None:
         description="Writes engines/NAME.onnx (opset 17, dynamic batch) and NAME.pt, checks "
                     "onnx.checker and PyTorch parity on the validation images, fits the "
                     "temperature on them, and records the model in engines/manifest.json.")
-    parser.add_argument("checkpoint", type=Path, help="best.pt or last.pt from 'edgefer train'")
+    parser.add_argument("checkpoints", type=Path, nargs="+", metavar="CHECKPOINT",
+                        help="best.pt or last.pt from 'edgefer train'; several export one "
+                             "ensemble, their logits averaged (each with its --recipe)")
     parser.add_argument("--name", required=True, help="model name in the manifest")
     parser.add_argument("--val", required=True, help="validation images, DIR/<class>/*")
     parser.add_argument("--val-glob", default="*", help="e.g. 'PublicTest_*'")
-    parser.add_argument("--recipe", required=True, help="the recipe file the run used")
+    parser.add_argument("--recipe", required=True, nargs="+", dest="recipes",
+                        help="the recipe file the run used (one per checkpoint, in order)")
     parser.add_argument("--tta", choices=("none", "flip"), default="none",
                         help="flip: average the model with its mirror image inside the ONNX graph")
     parser.add_argument("--weights", choices=("model", "ema"), default="model",
@@ -175,13 +179,17 @@ def run_export(args: argparse.Namespace) -> int:
 
     from edgefer.training import export
 
+    if len(args.recipes) != len(args.checkpoints):
+        raise InputError(f"{len(args.checkpoints)} checkpoints need {len(args.checkpoints)} "
+                         f"recipe files (--recipe), in the same order; got {len(args.recipes)}")
     console = Console()
     with console.status("exporting, checking parity and calibrating"):
-        report = export.export_checkpoint(args.checkpoint, args.name, args.val, args.val_glob,
+        report = export.export_checkpoint(args.checkpoints, args.name, args.val, args.val_glob,
                                           tta=args.tta, ferplus_csv=args.ferplus_labels,
                                           weights=args.weights)
-        entry = export.manifest_entry(report, args.recipe, args.val, args.val_glob,
-                                      command_line(), train_command(args.checkpoint))
+        entry = export.manifest_entry(report, args.recipes, args.val, args.val_glob,
+                                      command_line(),
+                                      [train_command(path) for path in args.checkpoints])
         update_manifest(args.name, entry, make_default=args.default)
     console.print(f"wrote {report.onnx_path} ({report.size_bytes / 1e6:.1f} MB, "
                   f"{report.parameters:,} parameters) and {report.weights_path}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgefer.errors import ModelError, require
+from edgefer.errors import InputError, ModelError, require
 from edgefer.manifest import MANIFEST_PATH, CropSpec, InputSpec, ModelEntry, sha256_file
 from edgefer.training import datasets, metrics
 from edgefer.types import EMOTIONS
@@ -27,6 +28,16 @@ OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 PARITY_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class Member:
+    """A trained network inside an exported model, and what it learned from (for the manifest)."""
+
+    checkpoint: Path
+    recipe: dict[str, Any]
+    data: dict[str, Any]
+    epoch: int
 
 
 @dataclass(frozen=True)
@@ -41,10 +52,13 @@ class ExportReport:
     val_ece_after: float
     size_bytes: int
     parameters: int
-    recipe: dict[str, Any]
-    train_data: dict[str, Any]
-    epoch: int
+    members: tuple[Member, ...]
     tta: str = "none"
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """The first network's recipe: the input and labels every member shares."""
+        return self.members[0].recipe
 
 
 def export_onnx(module: Any, path: Path, spec: InputSpec, opset: int = OPSET) -> None:
@@ -86,31 +100,32 @@ def validation_folder(val_dir: str, val_glob: str, ferplus_csv: str | None
     return folder
 
 
-def export_checkpoint(checkpoint: Path, name: str, val_dir: str, val_glob: str,
+def export_checkpoint(checkpoints: Sequence[Path], name: str, val_dir: str, val_glob: str,
                       engines_dir: Path = MANIFEST_PATH.parent, tta: str = "none",
                       ferplus_csv: str | None = None, weights: str = "model") -> ExportReport:
-    """Export ``checkpoint`` as ``engines/<name>.onnx`` (+ ``.pt`` weights) and calibrate it.
+    """Export ``checkpoints`` as ``engines/<name>.onnx`` (+ ``.pt`` weights) and calibrate it.
 
+    Several checkpoints export as one ensemble: their logits averaged inside the graph.
     ``weights`` picks a ``last.pt``'s final weights or its weight average (``"ema"``), as in
     ``edgefer.backends.torch.load_checkpoint``. ``tta="flip"`` exports the model averaged with
     its mirror image (twice the compute). Models trained to FER+ (``target_labels = "ferplus"``)
     are calibrated against the FER+ majority, which ``ferplus_csv`` must then provide.
     """
     torch = require("torch", "torch")
-    from edgefer.backends.torch import load_checkpoint
-    from edgefer.models import with_flip_average
+    from edgefer.models import average_of, with_flip_average
 
-    base, saved = load_checkpoint(checkpoint, weights)
-    if saved["recipe"].get("target_labels") == "ferplus" and not ferplus_csv:
-        raise ModelError(f"{checkpoint} learned FER+ labels: calibrate it against them with "
+    networks, members = load_members(checkpoints, weights)
+    if members[0].recipe.get("target_labels") == "ferplus" and not ferplus_csv:
+        raise ModelError(f"{checkpoints[0]} learned FER+ labels: calibrate it against them with "
                          "--ferplus-labels ferplus_labels.csv")
-    module = with_flip_average(base).eval() if tta == "flip" else base
-    spec = input_spec(saved["recipe"])
+    base = networks[0] if len(networks) == 1 else average_of(networks)
+    module = with_flip_average(base).eval() if tta == "flip" else base.eval()
+    spec = input_spec(members[0].recipe)
     engines_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = engines_dir / f"{name}.onnx"
     weights_path = engines_dir / f"{name}.pt"
     export_onnx(module, onnx_path, spec)
-    torch.save({"model": base.state_dict(), "recipe": saved["recipe"]}, weights_path)
+    torch.save(shipped_weights(networks, members), weights_path)
     folder = validation_folder(val_dir, val_glob, ferplus_csv)
     batch = spec.normalize(datasets.load_pixels(folder, (spec.height, spec.width)))
     max_diff = parity(module, onnx_path, batch)
@@ -128,8 +143,42 @@ def export_checkpoint(checkpoint: Path, name: str, val_dir: str, val_glob: str,
         val_ece_after=metrics.expected_calibration_error(
             metrics.softmax(logits, temperature), folder.labels),
         size_bytes=onnx_path.stat().st_size,
-        parameters=sum(p.numel() for p in base.parameters()), tta=tta,
-        recipe=saved["recipe"], train_data=saved.get("data", {}), epoch=saved.get("epoch", 0))
+        parameters=sum(p.numel() for p in base.parameters()), tta=tta, members=members)
+
+
+def load_members(checkpoints: Sequence[Path], weights: str) -> tuple[list[Any], tuple[Member, ...]]:
+    """Each checkpoint's network and provenance; refuses networks that read faces differently
+    or learned different labels (their logits could not be averaged), and exported ensembles."""
+    from edgefer.backends.torch import load_checkpoint
+
+    networks, members = [], []
+    for path in checkpoints:
+        network, saved = load_checkpoint(path, weights)
+        if "members" in saved:
+            raise InputError(f"{path} is already an ensemble: export from its members' checkpoints")
+        networks.append(network)
+        members.append(Member(path, saved["recipe"], saved.get("data", {}), saved.get("epoch", 0)))
+    for member in members[1:]:
+        if reads(member.recipe) != reads(members[0].recipe):
+            raise InputError(f"{member.checkpoint} and {checkpoints[0]} differ in input size, "
+                             "normalization or labels: they cannot form one ensemble")
+    return networks, tuple(members)
+
+
+def reads(recipe: dict[str, Any]) -> tuple[Any, ...]:
+    """What a network's logits mean: its input size and normalization, and its labels."""
+    return (recipe["input_size"], recipe["mean"], recipe["std"],
+            recipe.get("target_labels", "fer2013"))
+
+
+def shipped_weights(networks: Sequence[Any], members: Sequence[Member]) -> dict[str, Any]:
+    """What ``NAME.pt`` holds: the weights and recipe, or each network's for an ensemble (read
+    back by ``edgefer.backends.torch.load_checkpoint``)."""
+    states = [{"model": network.state_dict(), "recipe": member.recipe}
+              for network, member in zip(networks, members, strict=True)]
+    if len(states) == 1:
+        return states[0]
+    return {"recipe": members[0].recipe, "members": states}
 
 
 def repo_relative(path: str, root: Path) -> str:
@@ -151,19 +200,25 @@ def relative_data(data: dict[str, Any], root: Path) -> dict[str, Any]:
     return {key: convert(value) if key in DATA_PATHS else value for key, value in data.items()}
 
 
-def manifest_entry(report: ExportReport, recipe_file: str, val_dir: str, val_glob: str,
-                   command: str = "", train_command: str = "") -> dict[str, Any]:
+def manifest_entry(report: ExportReport, recipe_files: Sequence[str], val_dir: str,
+                   val_glob: str, command: str = "", train_commands: Sequence[str] = ()
+                   ) -> dict[str, Any]:
     """The manifest entry for an export; metrics start with the validation figures.
 
+    ``recipe_files`` and ``train_commands`` name each member's recipe and training command;
     ``command`` is the export command line, recorded beside each figure it produced.
     """
     engines_dir = report.onnx_path.parent
+    commands = list(train_commands) or [""] * len(report.members)
+    train = [train_record(member, recipe_file, train_command, engines_dir)
+             for member, recipe_file, train_command
+             in zip(report.members, recipe_files, commands, strict=True)]
     return {
         "file": report.onnx_path.name,
         "sha256": sha256_file(report.onnx_path),
         "pytorch_file": report.weights_path.name,
         "pytorch_sha256": sha256_file(report.weights_path),
-        "arch": report.recipe["arch"],
+        "arch": " + ".join(member.recipe["arch"] for member in report.members),
         "parameters": report.parameters,
         "size_bytes": report.size_bytes,
         "opset": OPSET,
@@ -185,14 +240,22 @@ def manifest_entry(report: ExportReport, recipe_file: str, val_dir: str, val_glo
         },
         # The truth the model learned: "fer2013" (folder labels) or "ferplus" (FER+ majority).
         "labels": report.recipe.get("target_labels", "fer2013"),
-        "train": {
-            "data": relative_data(report.train_data, engines_dir.parent),
-            "recipe": str(Path(recipe_file).resolve().relative_to(engines_dir.resolve()))
-            if Path(recipe_file).resolve().is_relative_to(engines_dir.resolve()) else recipe_file,
-            "epochs": report.epoch,
-            "date": date.today().isoformat(),
-            "command": train_command,
-        },
+        # An ensemble's members, logits averaged in this order.
+        "train": train[0] if len(train) == 1 else {"members": train},
+    }
+
+
+def train_record(member: Member, recipe_file: str, train_command: str, engines_dir: Path
+                 ) -> dict[str, Any]:
+    """How one network was trained: data (repository-relative), recipe, epochs, command."""
+    recipe = Path(recipe_file).resolve()
+    return {
+        "data": relative_data(member.data, engines_dir.parent),
+        "recipe": str(recipe.relative_to(engines_dir.resolve()))
+        if recipe.is_relative_to(engines_dir.resolve()) else recipe_file,
+        "epochs": member.epoch,
+        "date": date.today().isoformat(),
+        "command": train_command,
     }
 
 

@@ -244,6 +244,9 @@ def load_initial_weights(state: RunState, path: Path, recipe: Recipe) -> None:
     if not path.is_file():
         raise InputError(f"initial weights not found: {path}")
     saved = torch.load(path, map_location="cpu", weights_only=True)
+    if "members" in saved:
+        raise InputError(f"{path} is an ensemble of {len(saved['members'])} networks: "
+                         "fine-tune from one of their checkpoints")
     arch = saved.get("recipe", {}).get("arch")
     if arch != recipe.arch:
         raise InputError(f"{path} holds a {arch!r} model; this recipe trains {recipe.arch!r}")
@@ -370,9 +373,10 @@ def teacher_probs(teachers: tuple[str, ...], pixels: Any, recipe: Recipe) -> Any
 
 
 def checkpoint_probs(path: str, pixels: Any, input_size: int, temperature: float = 1.0,
-                     weights: str = "model", batch_size: int = 512) -> Any:
-    """A checkpoint's mirror-averaged probabilities of ``pixels`` (torch uint8 ``(N, H, W)``),
-    softened by ``temperature``; ``weights`` as in ``load_checkpoint``."""
+                     weights: str = "model", mirror: bool = True, batch_size: int = 512) -> Any:
+    """A checkpoint's probabilities of ``pixels`` (torch uint8 ``(N, H, W)``), averaged with the
+    mirror image's logits unless ``mirror`` is False, softened by ``temperature``; ``weights``
+    as in ``load_checkpoint``."""
     torch = require("torch", "torch")
     from edgefer.backends.torch import load_checkpoint
 
@@ -385,7 +389,9 @@ def checkpoint_probs(path: str, pixels: Any, input_size: int, temperature: float
         for start in range(0, len(pixels), batch_size):
             images = pixels[start:start + batch_size].unsqueeze(1).float() / 255.0
             inputs = (images - own.mean) / own.std
-            logits = (module(inputs) + module(torch.flip(inputs, dims=[3]))) / 2
+            logits = module(inputs)
+            if mirror:
+                logits = (logits + module(torch.flip(inputs, dims=[3]))) / 2
             probs[start:start + batch_size] = torch.softmax(logits.float() / temperature, dim=1)
     log.info("%s scored %d images", path, len(pixels))
     return probs
