@@ -62,8 +62,8 @@ def with_flip_average(module: nn.Module) -> nn.Module:
 def average_of(members: Sequence[nn.Module]) -> nn.Module:
     """Several networks that read the same input, as one model: their logits averaged.
 
-    Two different networks without mirror averaging cost what one costs with it, and they err
-    more differently than a network and its own mirror view do (see engines/MODEL_CARD.md).
+    An ensemble gains as far as its networks err differently; two networks without mirror
+    averaging cost what one costs with it, and engines/MODEL_CARD.md measures which pays more.
     """
     torch = require("torch", "torch")
 

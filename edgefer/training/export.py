@@ -240,7 +240,7 @@ def manifest_entry(report: ExportReport, recipe_files: Sequence[str], val_dir: s
         },
         # The truth the model learned: "fer2013" (folder labels) or "ferplus" (FER+ majority).
         "labels": report.recipe.get("target_labels", "fer2013"),
-        # An ensemble's members, logits averaged in this order.
+        # How it was trained; for an ensemble, each network in the order its logits are averaged.
         "train": train[0] if len(train) == 1 else {"members": train},
     }
 
