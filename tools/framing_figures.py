@@ -3,8 +3,8 @@
 The "own / live / mean" figures of engines/MODEL_CARD.md ("What was tried"): each checkpoint,
 mirror-averaged as exported models are, scored on FER2013's own crops and on the same images
 framed by BlazeFace and the aligner (the crops `edgefer train` validates on, from its crop
-cache); with several checkpoints, also their averaged probabilities (an ensemble, the kind of
-teacher `--teacher` distils from).
+cache); with several checkpoints, also their ensemble: their logits averaged, as
+`edgefer export A.pt B.pt` writes it (`--no-mirror` scores each network without its mirror view).
 
     python tools/framing_figures.py engines/vgg_s.pt runs/vgg_s_live/last.pt \
         --val ../shared/data/fer2013/test --glob 'PublicTest_*' --crop-cache runs/crop-cache
@@ -48,24 +48,24 @@ def framing_figures(checkpoints: list[str], val_dir: str, glob: str, crop_cache:
 
     from edgefer.training import datasets
     from edgefer.training.recipe import Recipe
-    from edgefer.training.train import checkpoint_probs, load_split
+    from edgefer.training.train import checkpoint_logits, load_split
 
-    # The first checkpoint's face size frames the images; checkpoint_probs refuses other sizes.
+    # The first checkpoint's face size frames the images; checkpoint_logits refuses other sizes.
     size = torch.load(checkpoints[0], map_location="cpu", weights_only=True)["recipe"]["input_size"]
     majority = datasets.ferplus_majority(ferplus_csv) if ferplus_csv else None
     split = load_split(val_dir, glob, Recipe(input_size=size, live_framing=1.0), {}, majority,
                        crop_cache)
     both = torch.cat([split.pixels, split.live_pixels])  # own framing, then live: one pass
     labels = split.labels.numpy()
-    probs = [checkpoint_probs(path, both, size, weights=weights, mirror=mirror).numpy()
-             for path in checkpoints]
+    logits = [checkpoint_logits(path, both, size, weights=weights, mirror=mirror).numpy()
+              for path in checkpoints]
     names = list(checkpoints)
     if len(checkpoints) > 1:
-        probs.append(np.mean(probs, axis=0))
+        logits.append(np.mean(logits, axis=0))
         names.append("ensemble")
     return [FramingFigures(name, *(float(np.mean(half.argmax(1) == labels))
                                    for half in np.split(p, len(FRAMINGS))))
-            for name, p in zip(names, probs, strict=True)]
+            for name, p in zip(names, logits, strict=True)]
 
 
 def main() -> None:

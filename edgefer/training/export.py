@@ -34,7 +34,6 @@ PARITY_TOLERANCE = 1e-4
 class Member:
     """A trained network inside an exported model, and what it learned from (for the manifest)."""
 
-    checkpoint: Path
     recipe: dict[str, Any]
     data: dict[str, Any]
     epoch: int
@@ -157,10 +156,10 @@ def load_members(checkpoints: Sequence[Path], weights: str) -> tuple[list[Any], 
         if "members" in saved:
             raise InputError(f"{path} is already an ensemble: export from its members' checkpoints")
         networks.append(network)
-        members.append(Member(path, saved["recipe"], saved.get("data", {}), saved.get("epoch", 0)))
-    for member in members[1:]:
+        members.append(Member(saved["recipe"], saved.get("data", {}), saved.get("epoch", 0)))
+    for path, member in zip(checkpoints[1:], members[1:], strict=True):
         if reads(member.recipe) != reads(members[0].recipe):
-            raise InputError(f"{member.checkpoint} and {checkpoints[0]} differ in input size, "
+            raise InputError(f"{path} and {checkpoints[0]} differ in input size, "
                              "normalization or labels: they cannot form one ensemble")
     return networks, tuple(members)
 

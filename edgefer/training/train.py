@@ -367,34 +367,33 @@ def add_teacher_targets(split: Split, recipe: Recipe, teachers: tuple[str, ...])
 
 def teacher_probs(teachers: tuple[str, ...], pixels: Any, recipe: Recipe) -> Any:
     """The teachers' mean probabilities of ``pixels`` at ``recipe.teacher_temperature``."""
-    total = sum(checkpoint_probs(path, pixels, recipe.input_size, recipe.teacher_temperature)
-                for path in teachers)
+    torch = require("torch", "torch")
+    total = sum(torch.softmax(checkpoint_logits(path, pixels, recipe.input_size)
+                              / recipe.teacher_temperature, dim=1) for path in teachers)
     return total / len(teachers)
 
 
-def checkpoint_probs(path: str, pixels: Any, input_size: int, temperature: float = 1.0,
-                     weights: str = "model", mirror: bool = True, batch_size: int = 512) -> Any:
-    """A checkpoint's probabilities of ``pixels`` (torch uint8 ``(N, H, W)``), averaged with the
-    mirror image's logits unless ``mirror`` is False, softened by ``temperature``; ``weights``
-    as in ``load_checkpoint``."""
+def checkpoint_logits(path: str, pixels: Any, input_size: int, weights: str = "model",
+                      mirror: bool = True, batch_size: int = 512) -> Any:
+    """A checkpoint's logits for ``pixels`` (torch uint8 ``(N, H, W)``), averaged with the mirror
+    image's as ``--tta flip`` exports them unless ``mirror`` is False; ``weights`` as in
+    ``load_checkpoint``."""
     torch = require("torch", "torch")
     from edgefer.backends.torch import load_checkpoint
+    from edgefer.models import with_flip_average
 
     module, saved = load_checkpoint(Path(path), weights)
+    module = (with_flip_average(module) if mirror else module).eval()
     own = Recipe.from_dict(saved["recipe"])
     if own.input_size != input_size:
         raise InputError(f"{path} takes {own.input_size}px faces, not {input_size}px")
-    probs = torch.zeros(len(pixels), len(EMOTIONS))
+    logits = torch.zeros(len(pixels), len(EMOTIONS))
     with torch.no_grad():
         for start in range(0, len(pixels), batch_size):
             images = pixels[start:start + batch_size].unsqueeze(1).float() / 255.0
-            inputs = (images - own.mean) / own.std
-            logits = module(inputs)
-            if mirror:
-                logits = (logits + module(torch.flip(inputs, dims=[3]))) / 2
-            probs[start:start + batch_size] = torch.softmax(logits.float() / temperature, dim=1)
+            logits[start:start + batch_size] = module((images - own.mean) / own.std).float()
     log.info("%s scored %d images", path, len(pixels))
-    return probs
+    return logits
 
 
 def degrade(images: Any, cfg: Augment, generator: Any) -> Any:
