@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edgefer.errors import ConfigError, InputError  # noqa: E402
-from edgefer.training import datasets, live_crops, train  # noqa: E402
+from edgefer.training import datasets, live_crops, train, widen  # noqa: E402
 from edgefer.training.recipe import Augment, Recipe  # noqa: E402
 from edgefer.types import EMOTIONS  # noqa: E402
 
@@ -106,27 +106,56 @@ def test_ferplus_recipe_learns_and_is_selected_on_the_ferplus_majority(face_fold
         train.load_splits(recipe, train.TrainData(str(face_folder), str(face_folder)))
 
 
-def test_fine_tuning_starts_from_the_given_weights(face_folder, tmp_path):
+def test_fine_tuning_starts_from_the_given_weights(tmp_path):
     recipe = Recipe(epochs=1, batch_size=2, bf16=False, threads=1)
-    split = train.load_splits(recipe, train.TrainData(str(face_folder), str(face_folder)))[0]
-    source = train.new_state(recipe.replace(seed=7), split)
+    source = train.new_state(recipe.replace(seed=7))
     torch.save({"recipe": recipe.to_dict(), "model": source.model.state_dict()}, tmp_path / "w.pt")
-    state = train.new_state(recipe, split)
+    state = train.new_state(recipe)
     train.load_initial_weights(state, tmp_path / "w.pt", recipe)
     for mine, theirs in zip(state.ema.state_dict().values(), source.model.state_dict().values(),
                             strict=True):
         assert torch.equal(mine, theirs)
-    with pytest.raises(InputError, match="vgg_m"):
-        train.load_initial_weights(state, tmp_path / "w.pt", recipe.replace(arch="vgg_m"))
     with pytest.raises(InputError, match="not found"):
         train.load_initial_weights(state, tmp_path / "missing.pt", recipe)
+
+
+def test_a_wider_network_starts_from_a_narrower_ones_function(face_folder, tmp_path):
+    narrow = Recipe(epochs=1, batch_size=2, bf16=False, threads=1)
+    wide = narrow.replace(arch="vgg_m")
+    split = train.load_splits(narrow, train.TrainData(str(face_folder), str(face_folder)))[0]
+    source = train.new_state(narrow.replace(seed=7)).model.eval()
+    torch.save({"recipe": narrow.to_dict(), "model": source.state_dict()}, tmp_path / "s.pt")
+    state = train.new_state(wide)
+    train.load_initial_weights(state, tmp_path / "s.pt", wide)
+    inputs = (split.pixels.unsqueeze(1).float() / 255 - narrow.mean) / narrow.std
+    with torch.no_grad():
+        expected, got = source(inputs), state.ema(inputs)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=0.05 * float(expected.abs().max()))
+    torch.save({"recipe": wide.to_dict(), "model": state.model.state_dict()}, tmp_path / "w.pt")
+    with pytest.raises(InputError, match="cannot start this recipe's 'vgg_s'"):
+        train.load_initial_weights(train.new_state(narrow), tmp_path / "w.pt", narrow)
+
+
+def test_widening_keeps_the_function_exactly_without_noise_and_refuses_other_layouts():
+    from edgefer import models
+
+    source, target = models.build("vgg_s").eval(), models.build("vgg_m").eval()
+    widen.widen_into(source, target, noise=0.0)
+    inputs = torch.randn(4, 1, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(target(inputs), source(inputs), atol=1e-4)
+    assert not widen.can_widen(target, source)  # narrower
+    assert not widen.can_widen(source, models.build("vgg_s", num_classes=8))  # other labels
+    with pytest.raises(InputError, match="cannot widen"):
+        widen.widen_into(target, source)
 
 
 def test_distillation_targets_are_the_teachers_softened_probabilities(face_folder, tmp_path):
     recipe = Recipe(epochs=1, batch_size=2, bf16=False, threads=1, teacher_weight=1.0,
                     teacher_temperature=3.0)
     split = train.load_splits(recipe, train.TrainData(str(face_folder), str(face_folder)))[0]
-    teacher = train.new_state(recipe.replace(seed=3), split).model.eval()
+    teacher = train.new_state(recipe.replace(seed=3)).model.eval()
     torch.save({"recipe": recipe.to_dict(), "model": teacher.state_dict()}, tmp_path / "t.pt")
     train.add_teacher_targets(split, recipe, (str(tmp_path / "t.pt"),))
     inputs = (split.pixels.unsqueeze(1).float() / 255 - recipe.mean) / recipe.std
@@ -147,7 +176,7 @@ def test_live_framed_samples_can_learn_the_teachers_reading_of_the_original_crop
     recipe = Recipe(epochs=1, batch_size=2, bf16=False, threads=1, teacher_weight=1.0)
     split = train.load_splits(recipe, train.TrainData(str(face_folder), str(face_folder)))[0]
     split.live_pixels = torch.flip(split.pixels, dims=[1])  # a different framing of each image
-    teacher = train.new_state(recipe.replace(seed=3), split).model.eval()
+    teacher = train.new_state(recipe.replace(seed=3)).model.eval()
     torch.save({"recipe": recipe.to_dict(), "model": teacher.state_dict()}, tmp_path / "t.pt")
     live, batch = torch.ones(2, dtype=torch.bool), torch.arange(2)
     targets = {}
@@ -167,8 +196,7 @@ def test_framing_figures_score_each_checkpoint_in_both_framings_and_their_ensemb
     from tools.framing_figures import framing_figures
 
     recipe = Recipe(epochs=1, batch_size=2, bf16=False, threads=1)
-    split = train.load_splits(recipe, train.TrainData(str(face_folder), str(face_folder)))[0]
-    model = train.new_state(recipe.replace(seed=3), split).model
+    model = train.new_state(recipe.replace(seed=3)).model
     for name in ("a.pt", "b.pt"):
         torch.save({"recipe": recipe.to_dict(), "model": model.state_dict()}, tmp_path / name)
     checkpoints = [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]

@@ -32,8 +32,9 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--out", required=True, help="run folder for checkpoints and history")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--init", metavar="PT",
-                        help="start from these weights (a checkpoint or a shipped .pt of the same "
-                             "architecture): fine-tuning")
+                        help="start from these weights (a checkpoint or a shipped .pt): the same "
+                             "architecture fine-tunes; a narrower one of the same layout (vgg_s "
+                             "for vgg_m) is widened first, keeping what it computes")
     parser.add_argument("--teacher", metavar="PT", action="append", default=[],
                         help="a checkpoint to distil from (repeat for an ensemble; recipes with "
                              "teacher_weight > 0)")

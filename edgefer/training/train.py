@@ -119,7 +119,7 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
     train_split, val_split = load_splits(recipe, data)
     if recipe.teacher_weight > 0:
         add_teacher_targets(train_split, recipe, data.teachers)
-    state = new_state(recipe, train_split)
+    state = new_state(recipe)
     if data.init_from and not resume:
         load_initial_weights(state, Path(data.init_from), recipe)
     if resume:
@@ -206,7 +206,7 @@ def class_weights(labels: Any, scheme: str) -> Any:
     return weights / (weights[labels].mean())
 
 
-def new_state(recipe: Recipe, train_split: Split) -> RunState:
+def new_state(recipe: Recipe) -> RunState:
     torch = require("torch", "torch")
     from edgefer import models
 
@@ -239,21 +239,32 @@ def native_bf16() -> bool:
 
 
 def load_initial_weights(state: RunState, path: Path, recipe: Recipe) -> None:
-    """Start a fine-tune from a checkpoint or shipped ``.pt`` of the same architecture."""
+    """Start a fine-tune from a checkpoint or shipped ``.pt`` of the same architecture, or of a
+    narrower one of the same layout, widened so that the run starts from its function."""
     torch = require("torch", "torch")
+    from edgefer import models
+    from edgefer.training import widen
+
     if not path.is_file():
         raise InputError(f"initial weights not found: {path}")
     saved = torch.load(path, map_location="cpu", weights_only=True)
     if "members" in saved:
         raise InputError(f"{path} is an ensemble of {len(saved['members'])} networks: "
                          "fine-tune from one of their checkpoints")
-    arch = saved.get("recipe", {}).get("arch")
-    if arch != recipe.arch:
-        raise InputError(f"{path} holds a {arch!r} model; this recipe trains {recipe.arch!r}")
+    own = Recipe.from_dict(saved.get("recipe", {}))
     weights = saved.get("ema", saved["model"])
-    state.model.load_state_dict(weights)
-    state.ema.load_state_dict(weights)
-    log.info("fine-tuning from %s", path)
+    if own.arch == recipe.arch:
+        state.model.load_state_dict(weights)
+        log.info("fine-tuning from %s", path)
+    else:
+        source = models.build(own.arch, in_channels=1, input_size=own.input_size)
+        source.load_state_dict(weights)
+        if own.input_size != recipe.input_size or not widen.can_widen(source, state.model):
+            raise InputError(f"{path} holds a {own.arch!r} model, which cannot start this "
+                             f"recipe's {recipe.arch!r}: same layout, as wide or narrower, needed")
+        widen.widen_into(source, state.model, seed=recipe.seed)
+        log.info("starting from %s widened from %s to %s", path, own.arch, recipe.arch)
+    state.ema.load_state_dict(state.model.state_dict())
 
 
 def learning_rate(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
