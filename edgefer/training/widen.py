@@ -53,13 +53,12 @@ def widen_into(source: nn.Module, target: nn.Module, noise: float = 0.01, seed: 
     with torch.no_grad():
         for old, new in zip(source.children(), target.children(), strict=True):
             kind = type(old).__name__
-            if kind == "Conv2d":
-                origin, shares = _widen_weight(old, new, origin, shares, noise, generator)
-            elif kind == "BatchNorm2d":
+            if kind == "BatchNorm2d":
                 _copy_units(old, new, origin)
-            elif kind == "Linear":
-                if origin is not None and len(origin) != new.in_features:
-                    origin, shares = _spread_over_pixels(origin, shares, new.in_features)
+            elif kind in ("Conv2d", "Linear"):
+                inputs = new.weight.shape[1]
+                if origin is not None and len(origin) != inputs:  # after Flatten
+                    origin, shares = _spread_over_pixels(origin, shares, inputs)
                 origin, shares = _widen_weight(old, new, origin, shares, noise, generator)
 
 
