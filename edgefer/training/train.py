@@ -240,30 +240,29 @@ def native_bf16() -> bool:
 
 def load_initial_weights(state: RunState, path: Path, recipe: Recipe) -> None:
     """Start a fine-tune from a checkpoint or shipped ``.pt`` of the same architecture, or of a
-    narrower one of the same layout, widened so that the run starts from its function."""
-    torch = require("torch", "torch")
-    from edgefer import models
+    narrower one of the same layout, widened so that the run starts from its function. A
+    ``last.pt`` starts from its weight average."""
+    from edgefer.backends.torch import load_checkpoint, network
     from edgefer.training import widen
 
     if not path.is_file():
         raise InputError(f"initial weights not found: {path}")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    source, saved = load_checkpoint(path)
     if "members" in saved:
         raise InputError(f"{path} is an ensemble of {len(saved['members'])} networks: "
                          "fine-tune from one of their checkpoints")
-    own = Recipe.from_dict(saved.get("recipe", {}))
-    weights = saved.get("ema", saved["model"])
+    if "ema" in saved:
+        source = network(saved, "ema")
+    own = Recipe.from_dict(saved["recipe"])
     if own.arch == recipe.arch:
-        state.model.load_state_dict(weights)
+        state.model.load_state_dict(source.state_dict())
         log.info("fine-tuning from %s", path)
-    else:
-        source = models.build(own.arch, in_channels=1, input_size=own.input_size)
-        source.load_state_dict(weights)
-        if own.input_size != recipe.input_size or not widen.can_widen(source, state.model):
-            raise InputError(f"{path} holds a {own.arch!r} model, which cannot start this "
-                             f"recipe's {recipe.arch!r}: same layout, as wide or narrower, needed")
+    elif own.input_size == recipe.input_size and widen.can_widen(source, state.model):
         widen.widen_into(source, state.model, seed=recipe.seed)
         log.info("starting from %s widened from %s to %s", path, own.arch, recipe.arch)
+    else:
+        raise InputError(f"{path} holds a {own.arch!r} model, which cannot start this "
+                         f"recipe's {recipe.arch!r}: same layout, as wide or narrower, needed")
     state.ema.load_state_dict(state.model.state_dict())
 
 
