@@ -1,8 +1,11 @@
 """Face alignment: one similarity transform per face from its eye and mouth keypoints.
 
-The transform levels the eyes, centres their midpoint where the model's training crops have it,
-and scales by the larger of the eye distance and the eye-to-mouth distance relative to the
-training framing (``CropSpec``), so a turned or tilted head is not over-zoomed.
+The transform centres the eyes' midpoint where the model's training crops have it, scales by the
+larger of the eye distance and the eye-to-mouth distance relative to the training framing
+(``CropSpec``), so a turned or tilted head is not over-zoomed, and levels only the roll beyond
+what the training crops themselves show (``CropSpec.roll_tolerance``): the model has learnt that
+much roll, and levelling it anyway resamples the face and, near a picture's edge, brings in
+border where the training crops had face and background.
 """
 
 from __future__ import annotations
@@ -32,15 +35,16 @@ def _transforms(keypoints: np.ndarray, crop: CropSpec, size: int) -> np.ndarray:
     mouth = keypoints[:, Keypoint.MOUTH]
     eye_vector = left - right
     eye_distance = np.linalg.norm(eye_vector, axis=1)
-    angle = np.arctan2(eye_vector[:, 1], eye_vector[:, 0])
-    cos, sin = np.cos(angle), np.sin(angle)
+    roll = np.arctan2(eye_vector[:, 1], eye_vector[:, 0])
     middle = (left + right) / 2
     # Mouth offset measured perpendicular to the eye line, i.e. in the levelled face.
     offset = mouth - middle
-    eye_to_mouth = np.abs(-sin * offset[:, 0] + cos * offset[:, 1])
+    eye_to_mouth = np.abs(-np.sin(roll) * offset[:, 0] + np.cos(roll) * offset[:, 1])
     scale = np.maximum(eye_distance / crop.eye_distance, eye_to_mouth / crop.eye_to_mouth) / size
     scale = np.where(np.maximum(eye_distance, eye_to_mouth) >= MIN_EYE_DISTANCE_PX, scale, np.nan)
     zoom = 1.0 / scale
+    angle = levelling_angle(roll, crop.roll_tolerance)
+    cos, sin = np.cos(angle), np.sin(angle)
     matrices = np.empty((len(keypoints), 2, 3))
     matrices[:, 0, 0] = zoom * cos
     matrices[:, 0, 1] = zoom * sin
@@ -49,6 +53,12 @@ def _transforms(keypoints: np.ndarray, crop: CropSpec, size: int) -> np.ndarray:
     target = np.array([0.5 * size, crop.eye_center_y * size])
     matrices[:, :, 2] = target - np.einsum("nij,nj->ni", matrices[:, :, :2], middle)
     return matrices
+
+
+def levelling_angle(roll: np.ndarray, tolerance_degrees: float) -> np.ndarray:
+    """The rotation (radians) that brings a ``roll`` within the tolerance, and no further."""
+    tolerance = np.radians(tolerance_degrees)
+    return np.sign(roll) * np.maximum(np.abs(roll) - tolerance, 0.0)
 
 
 def valid_rows(matrices: np.ndarray) -> np.ndarray:

@@ -27,6 +27,12 @@ ENGINES_DIR = Path(__file__).resolve().parent.parent / "engines"
 MANIFEST_PATH = Path(os.environ.get("EDGEFER_MANIFEST", ENGINES_DIR / "manifest.json"))
 
 
+# Head roll left unlevelled for networks trained on FER2013's own crops only: those crops show
+# that much roll (90th percentile of |roll| over 1,449 training crops: 18 degrees,
+# tools/measure_crop.py), and 20 scored best on the validation split (tools/framing_sweep.py).
+FER2013_ROLL_TOLERANCE = 20.0
+
+
 @dataclass(frozen=True)
 class CropSpec:
     """Where the eyes and mouth sit in the model's input, as fractions of its side.
@@ -35,11 +41,14 @@ class CropSpec:
     (``tools/measure_crop.py``), so live crops are framed like the training images.
     ``edgefer.align`` scales by whichever of the eye distance and the eye-to-mouth distance
     is larger relative to these, which keeps the scale right under yaw and under pitch.
+    ``roll_tolerance`` is the head roll (degrees) left as it is: only the roll beyond it is
+    levelled (0 levels every face).
     """
 
     eye_distance: float = 0.362
     eye_center_y: float = 0.402
     eye_to_mouth: float = 0.376
+    roll_tolerance: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,25 @@ def test_eyes_land_on_the_template(angle, eye_distance):
     np.testing.assert_allclose(eyes[1], [24 + half, CROP.eye_center_y * 48], atol=1e-6)
 
 
+def roll_in_crop(matrix, keypoints):
+    eyes = apply(matrix, keypoints[[Keypoint.RIGHT_EYE, Keypoint.LEFT_EYE]])
+    return math.degrees(math.atan2(*(eyes[1] - eyes[0])[::-1]))
+
+
+@pytest.mark.parametrize("angle, kept", [(12.0, 12.0), (-19.0, -19.0), (35.0, 20.0),
+                                         (-60.0, -20.0), (170.0, 20.0)])
+def test_roll_within_the_tolerance_is_kept_and_only_the_excess_levelled(angle, kept):
+    tolerant = CropSpec(roll_tolerance=20.0)
+    keypoints = face_keypoints(angle_deg=angle)
+    matrix = similarity_transforms(keypoints[None], tolerant, 48)[0]
+    assert roll_in_crop(matrix, keypoints) == pytest.approx(kept, abs=1e-6)
+    # the eyes' midpoint and the scale are those of a levelled crop
+    levelled = similarity_transforms(keypoints[None], CROP, 48)[0]
+    middle = keypoints[[Keypoint.RIGHT_EYE, Keypoint.LEFT_EYE]].mean(0)
+    np.testing.assert_allclose(apply(matrix, middle), apply(levelled, middle), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(matrix[:, 0]), np.linalg.norm(levelled[:, 0]))
+
+
 def test_turned_head_scales_by_eye_to_mouth():
     # yaw: eyes look closer together, the eye-to-mouth distance is unchanged
     frontal = similarity_transforms(face_keypoints()[None], CROP, 48)[0]

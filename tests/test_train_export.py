@@ -10,7 +10,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edgefer.errors import ModelError  # noqa: E402
-from edgefer.manifest import update_manifest, validate_model_entry  # noqa: E402
+from edgefer.manifest import (  # noqa: E402
+    FER2013_ROLL_TOLERANCE,
+    update_manifest,
+    validate_model_entry,
+)
 from edgefer.training import export, train  # noqa: E402
 from edgefer.training.recipe import Augment, Recipe  # noqa: E402
 from edgefer.types import EMOTIONS  # noqa: E402
@@ -136,6 +140,13 @@ def test_manifest_entry_is_valid_and_reloads(exported, tmp_path):
         recorded = entry["train"]["data"][key]
         assert not Path(recorded).is_absolute()
         assert (root / recorded).resolve() == Path(getattr(exported_data(exported), key)).resolve()
+
+
+@pytest.mark.parametrize("live_framing, roll", [(0.0, FER2013_ROLL_TOLERANCE), (0.5, 0.0)])
+def test_the_framing_follows_what_the_network_learnt(live_framing, roll):
+    # own crops only: the roll FER2013's crops show is read as is; live crops are levelled
+    spec = export.input_spec(RECIPE.replace(live_framing=live_framing).to_dict())
+    assert spec.crop.roll_tolerance == roll
 
 
 def exported_data(report: export.ExportReport) -> train.TrainData:

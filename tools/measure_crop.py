@@ -48,6 +48,8 @@ def main() -> None:
     print(f"eye_distance = {np.median(np.linalg.norm(left - right, axis=1)):.3f}")
     print(f"eye_center_y = {np.median(center_y):.3f}")
     print(f"eye_to_mouth = {np.median(points[:, Keypoint.MOUTH, 1] - center_y):.3f}")
+    roll = np.degrees(np.abs(np.arctan2(*(left - right)[:, ::-1].T)))
+    print(f"roll_tolerance = {np.percentile(roll, 90):.1f}  (90th percentile of |roll|, degrees)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 
 from edgefer.errors import InputError, ModelError, require
-from edgefer.manifest import MANIFEST_PATH, CropSpec, InputSpec, ModelEntry, sha256_file
+from edgefer.manifest import (
+    FER2013_ROLL_TOLERANCE,
+    MANIFEST_PATH,
+    CropSpec,
+    InputSpec,
+    ModelEntry,
+    sha256_file,
+)
 from edgefer.training import datasets, metrics
 from edgefer.types import EMOTIONS
 
@@ -84,9 +91,15 @@ def parity(module: Any, onnx_path: Path, batch: np.ndarray) -> float:
 
 
 def input_spec(recipe: dict[str, Any]) -> InputSpec:
+    """The input contract of a network trained with ``recipe``. Its live framing follows what the
+    network learnt: one trained on FER2013's own crops alone reads faces at the roll those crops
+    show, one that also saw live crops (levelled, see edgefer.training.live_crops) reads them
+    levelled."""
     size = recipe["input_size"]
+    roll = 0.0 if recipe.get("live_framing") else FER2013_ROLL_TOLERANCE
     return InputSpec(name=INPUT_NAME, height=size, width=size, channels=1, color="gray",
-                     scale=1 / 255, mean=(recipe["mean"],), std=(recipe["std"],), crop=CropSpec())
+                     scale=1 / 255, mean=(recipe["mean"],), std=(recipe["std"],),
+                     crop=CropSpec(roll_tolerance=roll))
 
 
 def validation_folder(val_dir: str, val_glob: str, ferplus_csv: str | None
