@@ -19,10 +19,14 @@ from edgefer.sources import load_gray, read_image
 from edgefer.types import Faces, Frame
 
 DETECT_MIN_SIDE = 192  # small pictures are upscaled (and padded) so BlazeFace can see the face
-DETECT_PAD = 0.5  # padding around small pictures, as a share of their side
+# Padding around small pictures, as a share of their side. The detector sees the face larger
+# with less: 0.25 finds a face in 3,554 of FER2013's 3,589 PublicTest crops where 0.5 found 3,536,
+# and the default's live-path accuracy there rose from 67.71% to 68.21% (0.2: 3,541 faces;
+# tools/framing_sweep.py --pad).
+DETECT_PAD = 0.25
 
 
-def prepare_small_image(image: np.ndarray) -> np.ndarray:
+def prepare_small_image(image: np.ndarray, pad: float = DETECT_PAD) -> np.ndarray:
     """Upscale and pad tiny face crops (FER2013 is 48x48) so the detector can find the face."""
     import cv2
 
@@ -31,8 +35,9 @@ def prepare_small_image(image: np.ndarray) -> np.ndarray:
         return image
     factor = int(np.ceil(DETECT_MIN_SIDE / side))
     big = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
-    pad = int(DETECT_PAD * min(big.shape[:2]))
-    return cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    border = int(pad * min(big.shape[:2]))
+    return cv2.copyMakeBorder(big, border, border, border, border, cv2.BORDER_CONSTANT,
+                              value=(0, 0, 0))
 
 
 def crop_batch(paths: list[Path], spec: InputSpec) -> np.ndarray:
@@ -57,14 +62,15 @@ class StillCropper:
     A context manager over one BlazeFace detector in image mode.
     """
 
-    def __init__(self, spec: InputSpec, detector: str = "short") -> None:
+    def __init__(self, spec: InputSpec, detector: str = "short", pad: float = DETECT_PAD) -> None:
         self.aligner = Aligner(spec)
+        self._pad = pad
         self._detector = FaceDetector(DetectorOptions(model=detector, mode="image"))
         self._count = 0
 
     def faces(self, path: str) -> tuple[np.ndarray, Faces]:
         """The prepared picture and its detected faces."""
-        image = prepare_small_image(read_image(path))
+        image = prepare_small_image(read_image(path), self._pad)
         self._count += 1
         return image, self._detector.detect(Frame(self._count, 0.0, image, path))
 

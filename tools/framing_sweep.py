@@ -7,6 +7,7 @@ re-cuts the crop for every candidate framing (``--zoom`` multiplies the eye dist
 eye-to-mouth distance a crop holds, ``--eye-y`` moves the eyes' height, ``--roll-tolerance`` sets
 how much head roll is left unlevelled) and scores the model on them, as
 ``edgefer eval --mode detect`` would (an image without a usable face counts as wrong).
+``--pad`` repeats it all for other paddings of the small pictures the detector reads.
 Run it on the validation split: the framing is part of the model and is chosen like one.
 
     python tools/framing_sweep.py vgg_s2_int8 --val ../shared/data/fer2013/test \
@@ -24,6 +25,7 @@ import numpy as np
 
 from edgefer.align import convert_color, similarity_transforms, warp_crops
 from edgefer.manifest import CropSpec, ModelEntry, load_model_entry
+from edgefer.stills import DETECT_PAD
 from edgefer.types import Keypoint
 
 
@@ -36,7 +38,7 @@ class DetectedFaces:
     labels: np.ndarray
 
 
-def detect_once(entry: ModelEntry, val: str, glob: str, detector: str,
+def detect_once(entry: ModelEntry, val: str, glob: str, detector: str, pad: float,
                 ferplus_csv: str | None) -> DetectedFaces:
     from edgefer.stills import StillCropper, largest
     from edgefer.training import datasets
@@ -45,7 +47,7 @@ def detect_once(entry: ModelEntry, val: str, glob: str, detector: str,
     if ferplus_csv:
         folder, _ = datasets.relabel_ferplus(folder, datasets.ferplus_majority(ferplus_csv))
     images, keypoints = [], np.full((len(folder), len(Keypoint), 2), np.nan)
-    with StillCropper(entry.input, detector) as cropper:
+    with StillCropper(entry.input, detector, pad) as cropper:
         for row, path in enumerate(folder.paths):
             image, faces = cropper.faces(str(path))
             images.append(convert_color(image, entry.input.color))
@@ -77,22 +79,27 @@ def main() -> None:
                         help="default: the model's own")
     parser.add_argument("--ferplus", metavar="CSV", help="score against the FER+ majority")
     parser.add_argument("--detector", default="short")
+    parser.add_argument("--pad", type=float, nargs="+", default=[DETECT_PAD],
+                        help="padding of small pictures, as a share of their side")
     args = parser.parse_args()
 
     from edgefer.backends import open_engine
 
     entry = load_model_entry(args.model)
     own = entry.input.crop
-    faces = detect_once(entry, args.val, args.glob, args.detector, args.ferplus)
-    print(f"{args.model}: {len(faces.labels)} images, a face in "
-          f"{int(np.isfinite(faces.keypoints).all(axis=(1, 2)).sum())}")
     with open_engine(entry, threads=2) as engine:
-        for zoom, eye_y, roll in itertools.product(args.zoom, args.eye_y or [own.eye_center_y],
-                                                   args.roll_tolerance or [own.roll_tolerance]):
-            crop = CropSpec(own.eye_distance * zoom, eye_y, own.eye_to_mouth * zoom, roll)
-            print(f"zoom {zoom:.3f}  eye_y {eye_y:.3f}  roll_tolerance {roll:4.1f}  "
-                  f"(eye_distance {crop.eye_distance:.3f}, eye_to_mouth {crop.eye_to_mouth:.3f}): "
-                  f"{live_accuracy(faces, entry, crop, engine.run):.2%}", flush=True)
+        for pad in args.pad:
+            faces = detect_once(entry, args.val, args.glob, args.detector, pad, args.ferplus)
+            print(f"{args.model}, pad {pad}: {len(faces.labels)} images, a face in "
+                  f"{int(np.isfinite(faces.keypoints).all(axis=(1, 2)).sum())}")
+            for zoom, eye_y, roll in itertools.product(
+                    args.zoom, args.eye_y or [own.eye_center_y],
+                    args.roll_tolerance or [own.roll_tolerance]):
+                crop = CropSpec(own.eye_distance * zoom, eye_y, own.eye_to_mouth * zoom, roll)
+                print(f"zoom {zoom:.3f}  eye_y {eye_y:.3f}  roll_tolerance {roll:4.1f}  "
+                      f"(eye_distance {crop.eye_distance:.3f}, "
+                      f"eye_to_mouth {crop.eye_to_mouth:.3f}): "
+                      f"{live_accuracy(faces, entry, crop, engine.run):.2%}", flush=True)
 
 
 if __name__ == "__main__":

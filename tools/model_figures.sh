@@ -35,4 +35,7 @@ for M in $MODELS; do
   # The live path: full images through BlazeFace and the aligner (48x48 crops upscaled first).
   edgefer eval $D/fer2013/test --glob 'PrivateTest_*' --mode detect "${E[@]}" \
       --json "$OUT/$M-privatetest_detect.json" --record fer2013_privatetest_detect
+  edgefer eval $D/fer2013/test --glob 'PrivateTest_*' --mode detect "${E[@]}" \
+      --ferplus-labels $D/ferplus/ferplus_labels.csv \
+      --json "$OUT/$M-ferplus_privatetest_detect.json" --record ferplus_privatetest_detect
 done
