@@ -142,11 +142,12 @@ def test_manifest_entry_is_valid_and_reloads(exported, tmp_path):
         assert (root / recorded).resolve() == Path(getattr(exported_data(exported), key)).resolve()
 
 
-@pytest.mark.parametrize("live_framing, roll", [(0.0, FER2013_ROLL_TOLERANCE), (0.5, 0.0)])
-def test_the_framing_follows_what_the_network_learnt(live_framing, roll):
-    # own crops only: the roll FER2013's crops show is read as is; live crops are levelled
-    spec = export.input_spec(RECIPE.replace(live_framing=live_framing).to_dict())
-    assert spec.crop.roll_tolerance == roll
+@pytest.mark.parametrize("live_framing, live_roll, roll", [
+    (0.0, 0.0, FER2013_ROLL_TOLERANCE), (0.5, 0.0, 0.0), (0.5, 15.0, 15.0)])
+def test_the_framing_follows_what_the_network_learnt(live_framing, live_roll, roll):
+    # own crops only: the roll FER2013's crops show is read as is; live crops as they were framed
+    recipe = RECIPE.replace(live_framing=live_framing, live_roll_tolerance=live_roll)
+    assert export.input_spec(recipe.to_dict()).crop.roll_tolerance == roll
 
 
 def exported_data(report: export.ExportReport) -> train.TrainData:

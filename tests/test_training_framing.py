@@ -57,6 +57,22 @@ def test_live_crops_are_cached_and_keyed_by_framing(face_folder, tmp_path, monke
         live_crops.live_framed_pixels(folder, live_crops.gray_spec(40), tmp_path)
 
 
+def test_the_recipe_sets_the_roll_live_crops_keep(face_folder, tmp_path):
+    from edgefer.manifest import CropSpec
+
+    def live(roll: float) -> np.ndarray:
+        recipe = Recipe(live_framing=1.0, live_roll_tolerance=roll)
+        return train.load_split(str(face_folder), "*", recipe, {}, None,
+                                str(tmp_path)).live_pixels.numpy()
+
+    kept = live(90.0)
+    expected, _ = live_crops.live_framed_pixels(
+        datasets.scan_image_folder(face_folder),
+        live_crops.gray_spec(48, CropSpec(roll_tolerance=90.0)), tmp_path)
+    assert np.array_equal(kept, expected)
+    assert not np.array_equal(kept, live(0.0))  # the portrait's slight roll levelled
+
+
 def test_degradations_off_change_nothing_and_on_change_images():
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(8, 1, 48, 48, generator=generator)

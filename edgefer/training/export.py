@@ -93,10 +93,11 @@ def parity(module: Any, onnx_path: Path, batch: np.ndarray) -> float:
 def input_spec(recipe: dict[str, Any]) -> InputSpec:
     """The input contract of a network trained with ``recipe``. Its live framing follows what the
     network learnt: one trained on FER2013's own crops alone reads faces at the roll those crops
-    show, one that also saw live crops (levelled, see edgefer.training.live_crops) reads them
-    levelled."""
+    show, one that also saw live crops reads faces as those crops were framed (levelled beyond
+    the recipe's ``live_roll_tolerance``)."""
     size = recipe["input_size"]
-    roll = 0.0 if recipe.get("live_framing") else FER2013_ROLL_TOLERANCE
+    roll = recipe.get("live_roll_tolerance", 0.0) if recipe.get("live_framing") \
+        else FER2013_ROLL_TOLERANCE
     return InputSpec(name=INPUT_NAME, height=size, width=size, channels=1, color="gray",
                      scale=1 / 255, mean=(recipe["mean"],), std=(recipe["std"],),
                      crop=CropSpec(roll_tolerance=roll))

@@ -57,6 +57,9 @@ class Recipe:
     # cached live crops, see edgefer.training.live_crops); model selection then averages the
     # validation accuracy of both framings.
     live_framing: float = 0.0
+    # Head roll (degrees) the live-framed crops keep unlevelled, as the aligner will keep it for
+    # the exported model; 0 levels every face, as the recipes before session 10 did.
+    live_roll_tolerance: float = 0.0
     # Knowledge distillation: share of the target taken from the teachers' probabilities
     # (``edgefer train --teacher PT``, averaged over teachers and mirror images, softened by
     # ``teacher_temperature``), computed once per image and framing before training.
@@ -78,6 +81,7 @@ class Recipe:
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "ferplus_weight": 0 <= self.ferplus_weight <= 1,
             "live_framing": 0 <= self.live_framing <= 1,
+            "live_roll_tolerance": 0 <= self.live_roll_tolerance <= 180,
             "target_labels": self.target_labels in ("fer2013", "ferplus"),
             "teacher_weight": 0 <= self.teacher_weight <= 1,
             "teacher_temperature": self.teacher_temperature > 0,

@@ -21,6 +21,7 @@ import numpy as np
 
 from edgefer.errors import InputError, require
 from edgefer.files import atomic_write, to_toml
+from edgefer.manifest import CropSpec
 from edgefer.training import datasets, metrics
 from edgefer.training.recipe import Augment, Recipe
 from edgefer.types import EMOTIONS
@@ -168,7 +169,8 @@ def load_split(root: str, glob: str, recipe: Recipe, votes: dict[str, np.ndarray
         from edgefer.training.live_crops import gray_spec, live_framed_pixels
 
         # Computed (and cached) for the whole folder, so label subsets share one cache.
-        live, found = live_framed_pixels(scanned, gray_spec(recipe.input_size),
+        framing = CropSpec(roll_tolerance=recipe.live_roll_tolerance)
+        live, found = live_framed_pixels(scanned, gray_spec(recipe.input_size, framing),
                                          crop_cache or default_crop_cache())
         row = {path: i for i, path in enumerate(scanned.paths)}
         rows = np.array([row[path] for path in folder.paths])
