@@ -2,9 +2,10 @@
 
 The "own / live / mean" figures of engines/MODEL_CARD.md ("What was tried"): each checkpoint,
 mirror-averaged as exported models are, scored on FER2013's own crops and on the same images
-framed by BlazeFace and the aligner (the crops `edgefer train` validates on, from its crop
-cache); with several checkpoints, also their ensemble: their logits averaged, as
-`edgefer export A.pt B.pt` writes it (`--no-mirror` scores each network without its mirror view).
+framed by BlazeFace and the aligner as they will frame them for the exported model (its head
+roll tolerance included; from `edgefer train`'s crop cache); with several checkpoints, also
+their ensemble: their logits averaged, as `edgefer export A.pt B.pt` writes it (`--no-mirror`
+scores each network without its mirror view).
 
     python tools/framing_figures.py engines/vgg_s.pt runs/vgg_s_live/last.pt \
         --val ../shared/data/fer2013/test --glob 'PublicTest_*' --crop-cache runs/crop-cache
@@ -47,14 +48,18 @@ def framing_figures(checkpoints: list[str], val_dir: str, glob: str, crop_cache:
     import torch
 
     from edgefer.training import datasets
+    from edgefer.training.export import input_spec
     from edgefer.training.recipe import Recipe
     from edgefer.training.train import checkpoint_logits, load_split
 
-    # The first checkpoint's face size frames the images; checkpoint_logits refuses other sizes.
-    size = torch.load(checkpoints[0], map_location="cpu", weights_only=True)["recipe"]["input_size"]
+    # The first checkpoint's face size and framing frame the images, as `edgefer export A B`
+    # frames an ensemble; checkpoint_logits refuses other sizes.
+    recipe = torch.load(checkpoints[0], map_location="cpu", weights_only=True)["recipe"]
+    size = recipe["input_size"]
+    framing = Recipe(input_size=size, live_framing=1.0,
+                     live_roll_tolerance=input_spec(recipe).crop.roll_tolerance)
     majority = datasets.ferplus_majority(ferplus_csv) if ferplus_csv else None
-    split = load_split(val_dir, glob, Recipe(input_size=size, live_framing=1.0), {}, majority,
-                       crop_cache)
+    split = load_split(val_dir, glob, framing, {}, majority, crop_cache)
     both = torch.cat([split.pixels, split.live_pixels])  # own framing, then live: one pass
     labels = split.labels.numpy()
     logits = [checkpoint_logits(path, both, size, weights=weights, mirror=mirror).numpy()
