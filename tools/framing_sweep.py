@@ -20,10 +20,11 @@ import argparse
 import dataclasses
 import itertools
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from edgefer.align import convert_color, similarity_transforms, warp_crops
+from edgefer.align import convert_color, similarity_transforms, valid_rows, warp_crops
 from edgefer.manifest import CropSpec, ModelEntry, load_model_entry
 from edgefer.stills import DETECT_PAD
 from edgefer.types import Keypoint
@@ -37,15 +38,18 @@ class DetectedFaces:
     keypoints: np.ndarray  # (N, 6, 2), NaN where no face was found
     labels: np.ndarray
 
+    @property
+    def found(self) -> int:
+        return int(np.isfinite(self.keypoints).all(axis=(1, 2)).sum())
+
 
 def detect_once(entry: ModelEntry, val: str, glob: str, detector: str, pad: float,
                 ferplus_csv: str | None) -> DetectedFaces:
     from edgefer.stills import StillCropper, largest
-    from edgefer.training import datasets
+    from edgefer.training.evaluate import EvalOptions, load_dataset
 
-    folder = datasets.scan_image_folder(val, glob)
-    if ferplus_csv:
-        folder, _ = datasets.relabel_ferplus(folder, datasets.ferplus_majority(ferplus_csv))
+    labels = Path(ferplus_csv) if ferplus_csv else None
+    folder = load_dataset(EvalOptions(Path(val), glob, ferplus_labels=labels)).folder
     images, keypoints = [], np.full((len(folder), len(Keypoint), 2), np.nan)
     with StillCropper(entry.input, detector, pad) as cropper:
         for row, path in enumerate(folder.paths):
@@ -64,8 +68,7 @@ def live_accuracy(faces: DetectedFaces, entry: ModelEntry, crop: CropSpec,
                             for image, matrix in zip(faces.images, matrices, strict=True)])
     predictions = np.concatenate([run(entry.input.normalize(crops[start:start + 256])).argmax(1)
                                   for start in range(0, len(crops), 256)])
-    found = np.isfinite(matrices).all(axis=(1, 2))
-    return float(np.mean(found & (predictions == faces.labels)))
+    return float(np.mean(valid_rows(matrices) & (predictions == faces.labels)))
 
 
 def main() -> None:
@@ -90,8 +93,7 @@ def main() -> None:
     with open_engine(entry, threads=2) as engine:
         for pad in args.pad:
             faces = detect_once(entry, args.val, args.glob, args.detector, pad, args.ferplus)
-            print(f"{args.model}, pad {pad}: {len(faces.labels)} images, a face in "
-                  f"{int(np.isfinite(faces.keypoints).all(axis=(1, 2)).sum())}")
+            print(f"{args.model}, pad {pad}: {len(faces.labels)} images, a face in {faces.found}")
             for zoom, eye_y, roll in itertools.product(
                     args.zoom, args.eye_y or [own.eye_center_y],
                     args.roll_tolerance or [own.roll_tolerance]):
