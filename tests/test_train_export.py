@@ -59,6 +59,18 @@ def test_loss_falls_and_checkpoints_are_written(trained):
     assert Recipe.load(out / "recipe.toml") == RECIPE
 
 
+def test_command_line_overrides_reach_the_run_recipe(dataset, tmp_path):
+    from edgefer.cli.main import main
+    from edgefer.files import to_toml
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(to_toml(RECIPE.to_dict()))
+    out = tmp_path / "run"
+    assert main(["train", dataset.train_dir, "--val", dataset.val_dir, "--recipe", str(recipe),
+                 "--epochs", "1", "--seed", "7", "--out", str(out)]) == 0
+    assert Recipe.load(out / "recipe.toml") == RECIPE.replace(epochs=1, seed=7)
+
+
 class StopAfter:
     def __init__(self, epochs: int) -> None:
         self.epochs = epochs

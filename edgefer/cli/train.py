@@ -29,6 +29,8 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     parser.add_argument("--arch", help="override the recipe's architecture")
     parser.add_argument("--threads", type=int, help="override the recipe's torch thread count")
+    parser.add_argument("--seed", type=int, help="override the recipe's random seed (another "
+                        "cycle of the same recipe draws different batches and augmentations)")
     parser.add_argument("--out", required=True, help="run folder for checkpoints and history")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--init", metavar="PT",
@@ -51,7 +53,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     recipe = Recipe.load(args.recipe) if args.recipe else Recipe()
     overrides = {k: v for k, v in (("epochs", args.epochs), ("arch", args.arch),
-                                   ("threads", args.threads)) if v is not None}
+                                   ("threads", args.threads), ("seed", args.seed))
+                 if v is not None}
     recipe = recipe.replace(**overrides)
     data = TrainData(args.train_dir, args.val, args.train_glob, args.val_glob, args.ferplus,
                      args.crop_cache, args.init, tuple(args.teacher))
