@@ -97,6 +97,33 @@ def test_resume_is_exact(dataset, trained, tmp_path):
         torch.testing.assert_close(again[key], straight[key], rtol=0, atol=0)
 
 
+def test_device_cuda_without_a_gpu_is_a_clear_error(dataset, tmp_path):
+    from edgefer.errors import InputError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    with pytest.raises(InputError, match="sees no CUDA GPU"):
+        train.train(RECIPE, dataset, tmp_path, device="cuda")
+    assert not (tmp_path / "last.pt").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA build of torch and a GPU")
+def test_a_run_started_on_the_gpu_resumes_on_the_cpu(dataset, trained, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train.train(RECIPE, dataset, tmp_path, observer=StopAfter(2), device="cuda")
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)  # no map_location needed
+    assert all(tensor.device.type == "cpu" for tensor in saved["model"].values())
+    resumed = train.train(RECIPE, dataset, tmp_path, resume=True, device="cpu")
+    assert [s.epoch for s in resumed] == [3]
+    history = [line for line in (tmp_path / "history.jsonl").read_text().splitlines() if line]
+    assert len(history) == RECIPE.epochs
+    # The same batches and augmentations on both devices: the GPU run learns what the CPU run
+    # learned, up to floating-point order (not bit for bit).
+    cpu_stats = trained[1]
+    assert abs(resumed[-1].train_loss - cpu_stats[-1].train_loss) < 0.1
+
+
 def test_resume_refuses_a_different_recipe(dataset, trained):
     from edgefer.errors import InputError
 

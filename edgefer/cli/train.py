@@ -31,6 +31,10 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--threads", type=int, help="override the recipe's torch thread count")
     parser.add_argument("--seed", type=int, help="override the recipe's random seed (another "
                         "cycle of the same recipe draws different batches and augmentations)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to train: cuda needs a CUDA build of torch; auto (default) "
+                             "uses the GPU when PyTorch sees one. Not part of the recipe: a run "
+                             "resumes on either device")
     parser.add_argument("--out", required=True, help="run folder for checkpoints and history")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     parser.add_argument("--init", metavar="PT",
@@ -63,7 +67,8 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.resume:
         (out / "command.txt").write_text(command_line() + "\n")
     with RichObserver() as observer:
-        train.train(recipe, data, args.out, resume=args.resume, observer=observer)
+        train.train(recipe, data, args.out, resume=args.resume, observer=observer,
+                    device=args.device)
     return 0
 
 

@@ -1,13 +1,17 @@
 """Training loop for the emotion CNN (CPU-friendly; needs the ``torch`` extra).
 
 The whole training set lives in memory as one uint8 tensor (FER2013 is 66 MB) and augmentation
-runs batched on tensors, so no data-loader workers compete with the two compute threads.
+runs batched on tensors, so no data-loader workers compete with the two compute threads; on a
+CUDA GPU (``device="cuda"``) the tensors live on the GPU and the same code runs there. Random
+draws always come from one CPU generator, so a run draws the same batches and augmentations on
+either device and resumes on the other.
 Every epoch writes ``last.pt`` (enough to resume bit-for-bit: weights, EMA, optimizer, RNG) and,
 when validation accuracy improves, ``best.pt``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -98,6 +102,11 @@ class Split:
     teacher: Any = None  # torch float32 (N, 7): the teachers' probabilities, original framing
     live_teacher: Any = None  # the same for the live framing
 
+    def to(self, device: str) -> Split:
+        """The same split with every tensor on ``device``."""
+        values = (getattr(self, item.name) for item in dataclasses.fields(self))
+        return Split(*(None if value is None else value.to(device) for value in values))
+
 
 @dataclass
 class RunState:
@@ -108,11 +117,29 @@ class RunState:
     best_accuracy: float = -1.0
     history: list[dict[str, Any]] = field(default_factory=list)
 
+    def to(self, device: str) -> None:
+        """Move both networks and the optimizer's momentum to ``device``."""
+        self.model.to(device)
+        self.ema.to(device)
+        for values in self.optimizer.state.values():
+            for key, value in values.items():
+                if hasattr(value, "to"):
+                    values[key] = value.to(device)
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
 
 def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = False,
-          observer: TrainObserver | None = None) -> list[EpochStats]:
-    """Train ``recipe`` on ``data``, writing checkpoints into ``out_dir``; return this call's epochs."""
+          observer: TrainObserver | None = None, device: str = "cpu") -> list[EpochStats]:
+    """Train ``recipe`` on ``data``, writing checkpoints into ``out_dir``; return this call's epochs.
+
+    ``device`` is "cpu", "cuda" or "auto" (CUDA when PyTorch sees a GPU): where the tensors and
+    the network live. It is not part of the recipe: a run may resume on the other device.
+    """
     torch = require("torch", "torch")
+    device = resolve_device(device)
     observer = observer or SilentObserver()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,6 +147,7 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
     train_split, val_split = load_splits(recipe, data)
     if recipe.teacher_weight > 0:
         add_teacher_targets(train_split, recipe, data.teachers)
+    train_split, val_split = train_split.to(device), val_split.to(device)
     state = new_state(recipe)
     if data.init_from and not resume:
         load_initial_weights(state, Path(data.init_from), recipe)
@@ -127,6 +155,7 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
         restore(state, out / "last.pt", recipe)
     else:
         (out / "recipe.toml").write_text(to_toml(recipe.to_dict()))
+    state.to(device)
     class_weight = class_weights(train_split.labels, recipe.class_weights)
     done: list[EpochStats] = []
     while state.epoch < recipe.epochs:
@@ -135,6 +164,21 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
         observer.epoch_done(stats)
         done.append(stats)
     return done
+
+
+def resolve_device(name: str) -> str:
+    """``name`` checked against what this PyTorch build can run ("auto": CUDA when available)."""
+    torch = require("torch", "torch")
+    if name not in ("auto", "cpu", "cuda"):
+        raise InputError(f"device must be auto, cpu or cuda, got {name!r}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    elif name == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device cuda: PyTorch {torch.__version__} sees no CUDA GPU "
+                         "(a CPU build of torch, or no driver); use --device cpu")
+    if name == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed 48x48 batches: pick the fastest kernels once
+    return name
 
 
 def load_splits(recipe: Recipe, data: TrainData) -> tuple[Split, Split]:
@@ -229,10 +273,13 @@ def new_state(recipe: Recipe) -> RunState:
 
 
 @functools.cache
-def native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX). Elsewhere autocast
-    emulates it many times slower than float32, so recipes' ``bf16`` is ignored there."""
+def native_bf16(device_type: str = "cpu") -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), or this GPU does
+    (Ampere and later). Elsewhere autocast emulates it many times slower than float32, so
+    recipes' ``bf16`` is ignored there."""
     torch = require("torch", "torch")
+    if device_type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     native = any(getattr(torch.cpu, name, lambda: False)() for name in checks)
     if not native:
@@ -286,7 +333,7 @@ def run_epoch(state: RunState, recipe: Recipe, train_split: Split, val_split: Sp
     # resumed run identical to an uninterrupted one.
     generator = torch.Generator().manual_seed(recipe.seed * 1000 + state.epoch)
     torch.manual_seed(recipe.seed * 1000 + state.epoch)
-    order = torch.randperm(len(train_split.labels), generator=generator)
+    order = torch.randperm(len(train_split.labels), generator=generator).to(state.device)
     steps = len(order) // recipe.batch_size  # drop the ragged last batch: BatchNorm dislikes tiny ones
     observer.epoch_started(state.epoch + 1, recipe.epochs, steps)
     state.model.train()
@@ -302,7 +349,7 @@ def run_epoch(state: RunState, recipe: Recipe, train_split: Split, val_split: Sp
     state.epoch += 1
     val_loss, val_probs = predict_split(state.ema, val_split, recipe)
     val_pred = val_probs.argmax(1)
-    val_labels = val_split.labels.numpy()
+    val_labels = val_split.labels.cpu().numpy()
     live_accuracy = None
     if val_split.live_pixels is not None:
         _, live_probs = predict_split(state.ema, val_split, recipe, pixels=val_split.live_pixels)
@@ -330,7 +377,9 @@ def train_step(state: RunState, recipe: Recipe, split: Split, batch: Any, class_
     inputs = ((images - recipe.mean) / recipe.std).contiguous(memory_format=torch.channels_last)
     inputs = random_erase(inputs, recipe.augment, generator)
     labels = split.labels[batch]
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16 and native_bf16()):
+    device_type = state.device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16,
+                        enabled=recipe.bf16 and native_bf16(device_type)):
         logits = state.model(inputs)
     log_probs = torch.log_softmax(logits.float(), dim=1)
     per_sample = -(batch_targets(split, batch, live, recipe.teacher_weight) * log_probs).sum(1)
@@ -349,8 +398,8 @@ def training_pixels(split: Split, batch: Any, live_framing: float, generator: An
     torch = require("torch", "torch")
     pixels = split.pixels[batch]
     if split.live_pixels is None or live_framing <= 0:
-        return pixels, torch.zeros(len(batch), dtype=torch.bool)
-    chosen = (torch.rand(len(batch), generator=generator) < live_framing) & split.live_found[batch]
+        return pixels, torch.zeros(len(batch), dtype=torch.bool, device=pixels.device)
+    chosen = (draws(len(batch), generator, pixels.device) < live_framing) & split.live_found[batch]
     return torch.where(chosen.view(-1, 1, 1), split.live_pixels[batch], pixels), chosen
 
 
@@ -408,24 +457,30 @@ def checkpoint_logits(path: str, pixels: Any, input_size: int, weights: str = "m
     return logits
 
 
+def draws(n: int, generator: Any, device: Any) -> Any:
+    """``n`` uniform draws in [0, 1) from the CPU ``generator``, placed on ``device``."""
+    torch = require("torch", "torch")
+    return torch.rand(n, generator=generator).to(device)
+
+
 def degrade(images: Any, cfg: Augment, generator: Any) -> Any:
     """Low resolution, exposure (gamma) and sensor noise, on ``(N, 1, H, W)`` images in 0-1."""
     torch = require("torch", "torch")
     functional = require("torch.nn.functional", "torch")
     n, _, height, width = images.shape
     if cfg.gamma > 0:
-        gamma = torch.exp((torch.rand(n, generator=generator) * 2 - 1) * cfg.gamma)
+        gamma = torch.exp((draws(n, generator, images.device) * 2 - 1) * cfg.gamma)
         images = images.clamp(min=1e-4).pow(gamma.view(n, 1, 1, 1))
     if cfg.blur_prob > 0:
         side = int(torch.randint(cfg.blur_min_side, height, (1,), generator=generator))
         small = functional.interpolate(images, size=(side, side * width // height), mode="area")
         blurred = functional.interpolate(small, size=(height, width), mode="bilinear",
                                          align_corners=False)
-        chosen = (torch.rand(n, generator=generator) < cfg.blur_prob).view(n, 1, 1, 1)
+        chosen = (draws(n, generator, images.device) < cfg.blur_prob).view(n, 1, 1, 1)
         images = torch.where(chosen, blurred, images)
     if cfg.noise_std > 0:
-        std = torch.rand(n, generator=generator).view(n, 1, 1, 1) * cfg.noise_std
-        images = images + torch.randn(images.shape, generator=generator) * std
+        std = draws(n, generator, images.device).view(n, 1, 1, 1) * cfg.noise_std
+        images = images + torch.randn(images.shape, generator=generator).to(images.device) * std
     return images.clamp(0.0, 1.0)
 
 
@@ -436,12 +491,12 @@ def augment(images: Any, cfg: Augment, generator: Any) -> Any:
     n = images.shape[0]
 
     def uniform(magnitude: float) -> Any:
-        return (torch.rand(n, generator=generator) * 2 - 1) * magnitude
+        return (draws(n, generator, images.device) * 2 - 1) * magnitude
 
     angle = uniform(math.radians(cfg.rotate_deg))
     zoom = 1.0 / (1.0 + uniform(cfg.scale))
-    mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if cfg.hflip \
-        else torch.ones(n)
+    mirror = torch.where(draws(n, generator, images.device) < 0.5, -1.0, 1.0) if cfg.hflip \
+        else torch.ones(n, device=images.device)
     cos, sin = torch.cos(angle) * zoom, torch.sin(angle) * zoom
     theta = torch.stack([
         torch.stack([cos * mirror, -sin, uniform(2 * cfg.shift)], 1),
@@ -462,7 +517,7 @@ def random_erase(inputs: Any, cfg: Augment, generator: Any) -> Any:
     n, _, height, width = inputs.shape
 
     def draw(low: float, high: float) -> Any:
-        return low + torch.rand(n, generator=generator) * (high - low)
+        return low + draws(n, generator, inputs.device) * (high - low)
 
     area = draw(*cfg.erase_area) * height * width
     aspect = torch.exp(draw(math.log(0.3), math.log(3.3)))
@@ -470,11 +525,11 @@ def random_erase(inputs: Any, cfg: Augment, generator: Any) -> Any:
     box_w = (area / aspect).sqrt().clamp(max=width)
     top = draw(0, 1) * (height - box_h)
     left = draw(0, 1) * (width - box_w)
-    rows = torch.arange(height).view(1, height, 1)
-    cols = torch.arange(width).view(1, 1, width)
+    rows = torch.arange(height, device=inputs.device).view(1, height, 1)
+    cols = torch.arange(width, device=inputs.device).view(1, 1, width)
     inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + box_h).view(n, 1, 1))
               & (cols >= left.view(n, 1, 1)) & (cols < (left + box_w).view(n, 1, 1)))
-    chosen = (torch.rand(n, generator=generator) < cfg.erase_prob).view(n, 1, 1)
+    chosen = (draws(n, generator, inputs.device) < cfg.erase_prob).view(n, 1, 1)
     return inputs.masked_fill((inside & chosen).unsqueeze(1), 0.0)
 
 
@@ -504,26 +559,36 @@ def predict_split(model: Any, split: Split, recipe: Recipe, batch_size: int = 51
             labels = split.labels[start:start + batch_size]
             losses.append(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
             probs.append(torch.softmax(logits, 1))
-    return float(sum(losses)) / len(split.labels), torch.cat(probs).numpy()
+    return float(sum(losses)) / len(split.labels), torch.cat(probs).cpu().numpy()
 
 
 def save_checkpoint(state: RunState, recipe: Recipe, data: TrainData, out: Path,
                     stats: EpochStats) -> None:
-    """Write ``last.pt`` atomically (and ``best.pt`` on improvement) plus a JSON-lines history."""
+    """Write ``last.pt`` atomically (and ``best.pt`` on improvement) plus a JSON-lines history.
+    Tensors are saved on the CPU, so a checkpoint loads anywhere, whichever device trained it."""
     torch = require("torch", "torch")
     payload = {
-        "model": state.model.state_dict(), "ema": state.ema.state_dict(),
-        "optimizer": state.optimizer.state_dict(), "epoch": state.epoch,
+        "model": on_cpu(state.model.state_dict()), "ema": on_cpu(state.ema.state_dict()),
+        "optimizer": on_cpu(state.optimizer.state_dict()), "epoch": state.epoch,
         "best_accuracy": state.best_accuracy, "history": state.history,
         "recipe": recipe.to_dict(), "data": data.__dict__,
     }
     atomic_write(out / "last.pt", lambda handle: torch.save(payload, handle))
     if stats.best:
-        best = {"model": state.ema.state_dict(), "epoch": state.epoch, "recipe": recipe.to_dict(),
+        best = {"model": payload["ema"], "epoch": state.epoch, "recipe": recipe.to_dict(),
                 "data": data.__dict__, "val_accuracy": stats.val_accuracy}
         atomic_write(out / "best.pt", lambda handle: torch.save(best, handle))
     with (out / "history.jsonl").open("a") as handle:
         handle.write(json.dumps(stats.to_dict()) + "\n")
+
+
+def on_cpu(value: Any) -> Any:
+    """``value`` (tensors nested in dicts and lists) with every tensor copied to the CPU."""
+    if isinstance(value, dict):
+        return {key: on_cpu(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(on_cpu(item) for item in value)
+    return value.cpu() if hasattr(value, "cpu") else value
 
 
 # Recipe keys a resumed run may change: a longer schedule, or the machine's thread count.
