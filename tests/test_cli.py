@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from itertools import pairwise
 
 import pytest
 from conftest import assert_one_line_error, run_cli
@@ -39,6 +40,29 @@ def test_score_writes_every_output(scored):
     capture = cv2.VideoCapture(str(out / "a.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 150
     assert (out / "plot.png").stat().st_size > 10_000
+
+
+def test_summary_counts_label_changes_as_the_rows_show_them(scored):
+    """Per track, the summary's label changes are those of the written rows, in frame order; a
+    resumed run (the same rows read back) counts the same; smoothing removes flicker."""
+    from edgefer.apps.summary import Summary
+
+    out, _ = scored
+    with (out / "faces.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    (file_summary,) = json.loads((out / "summary.json").read_text())["files"].values()
+    for track_id, track in file_summary["per_track"].items():
+        track_rows = [r for r in rows if r["track_id"] == track_id]
+        for column, key in (("final_label", "label_changes"), ("label", "raw_label_changes")):
+            labels = [r[column] for r in track_rows]
+            assert track[key] == sum(a != b for a, b in pairwise(labels))
+    assert file_summary["label_changes"] == sum(
+        t["label_changes"] for t in file_summary["per_track"].values())
+    assert file_summary["raw_label_changes"] > file_summary["label_changes"]
+    reread = Summary()
+    reread.add_rows(rows)
+    (resumed,) = reread.to_dict()["files"].values()
+    assert resumed["per_track"] == file_summary["per_track"]
 
 
 def test_score_refuses_to_overwrite(scored, demo_clip):

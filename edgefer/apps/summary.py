@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgefer.errors import require
-from edgefer.types import EMOTIONS, FrameResult
+from edgefer.types import EMOTIONS, FrameResult, label_name
 
 
 @dataclass
@@ -19,6 +19,25 @@ class _TrackStats:
     first_s: float
     last_s: float
     labels: Counter[str] = field(default_factory=Counter)
+    # How often the written label and the classifier's per-frame label changed along the track:
+    # the flicker an operator sees, and how much of the raw flicker smoothing removed (open
+    # mouths while talking flip single frames to surprise or angry).
+    label_changes: int = 0
+    raw_label_changes: int = 0
+    _previous: tuple[str, str] | None = None
+
+    def observe(self, time_s: float, label: str, raw_label: str) -> None:
+        """Count one face row of this track at ``time_s``."""
+        self.last_s = time_s
+        self.labels[label] += 1
+        if self._previous is not None:
+            self.label_changes += label != self._previous[0]
+            self.raw_label_changes += raw_label != self._previous[1]
+        self._previous = (label, raw_label)
+
+    @property
+    def seconds(self) -> float:
+        return self.last_s - self.first_s
 
 
 @dataclass
@@ -39,6 +58,17 @@ def _shares(labels: Counter[str]) -> dict[str, float]:
 
 def _dominant(labels: Counter[str]) -> str | None:
     return labels.most_common(1)[0][0] if labels else None
+
+
+def _change_rates(changes: int, raw_changes: int, seconds: float) -> dict[str, Any]:
+    """Label changes of the written and the per-frame label, and both per minute of face time
+    (None for tracks seen in a single instant)."""
+    def per_minute(count: int) -> float | None:
+        return round(60 * count / seconds, 2) if seconds > 0 else None
+
+    return {"label_changes": changes, "raw_label_changes": raw_changes,
+            "label_changes_per_min": per_minute(changes),
+            "raw_label_changes_per_min": per_minute(raw_changes)}
 
 
 def merge_summaries(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -65,14 +95,11 @@ class Summary:
         """Count one processed frame; ``labels`` are the per-face final labels written out."""
         stats = self.files[file]
         stats.frames += 1
-        stats.face_rows += len(labels)
         time_s = result.frame.timestamp_s
+        raw_labels = result.faces.raw_labels
         for row, label in enumerate(labels):
             track_id = int(result.faces.track_ids[row])
-            stats.labels[label] += 1
-            track = stats.tracks.setdefault(track_id, _TrackStats(time_s, time_s))
-            track.last_s = time_s
-            track.labels[label] += 1
+            self._count(stats, track_id, time_s, label, label_name(int(raw_labels[row])))
             if self.keep_timeline:
                 stats.timeline.append((time_s, track_id, result.faces.smoothed_probs[row].copy()))
 
@@ -85,14 +112,18 @@ class Summary:
             if last_frame.get(file) != row["frame"]:
                 stats.frames += 1
                 last_frame[file] = row["frame"]
-            stats.face_rows += 1
-            stats.labels[label] += 1
-            track = stats.tracks.setdefault(int(row["track_id"]), _TrackStats(time_s, time_s))
-            track.last_s = time_s
-            track.labels[label] += 1
+            self._count(stats, int(row["track_id"]), time_s, label, row["label"])
             if self.keep_timeline:
                 probs = np.array([float(row[f"p_{e}"]) for e in EMOTIONS], dtype=np.float32)
                 stats.timeline.append((time_s, int(row["track_id"]), probs))
+
+    @staticmethod
+    def _count(stats: _FileStats, track_id: int, time_s: float, label: str,
+               raw_label: str) -> None:
+        stats.face_rows += 1
+        stats.labels[label] += 1
+        stats.tracks.setdefault(track_id, _TrackStats(time_s, time_s)).observe(time_s, label,
+                                                                               raw_label)
 
     def add_events(self, file: str, events: list[dict[str, Any]]) -> None:
         """LLM answers for this file, including those that arrived after its last frame."""
@@ -114,14 +145,19 @@ class Summary:
         llm_by_track: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for event in stats.llm_events:
             llm_by_track[event["track_id"]].append(event)
+        tracks = stats.tracks.values()
         return {
             "frames": stats.frames, "face_rows": stats.face_rows, "tracks": len(stats.tracks),
             "dominant": _dominant(stats.labels), "share": _shares(stats.labels),
+            **_change_rates(sum(t.label_changes for t in tracks),
+                            sum(t.raw_label_changes for t in tracks),
+                            sum(t.seconds for t in tracks)),
             "llm_answers": len(stats.llm_events),
             "per_track": {str(track_id): {
                 "first_s": round(t.first_s, 3), "last_s": round(t.last_s, 3),
                 "frames": sum(t.labels.values()), "dominant": _dominant(t.labels),
                 "share": _shares(t.labels),
+                **_change_rates(t.label_changes, t.raw_label_changes, t.seconds),
                 "llm_answers": [{k: e[k] for k in ("asked_at_s", "cnn_label", "llm_label",
                                                    "llm_confidence")}
                                 for e in llm_by_track.get(track_id, [])]}
