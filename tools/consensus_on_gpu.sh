@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The consensus model's GPU path in one command: the teacher (vgg_l from scratch on the FER+
+# votes, recipes/vgg_l_ferplus.toml, 100 epochs), then the shipped vgg_s_ferplus2 distilled from
+# it (recipes/vgg_s_ferplus_kd.toml, 8 epochs), exported with mirror averaging, its int8 copy
+# calibrated, and its validation figures. Every choice is made on PublicTest; run
+# tools/model_figures.sh afterwards for the test-split figures.
+# Why a script: on a lent GPU the whole path takes minutes (the teacher 2.8 s per epoch on an
+# H200, BENCHMARKS.md), while the teacher's weights (28 MB, trained on FER2013) stay out of the
+# repository; on two CPU cores the teacher alone takes about a day.
+# Run from the repository root with the research data in ../shared/data:
+#   NAME=vgg_s_ferplus3 tools/consensus_on_gpu.sh
+# A rehearsal of every step on a CPU, in a scratch clone (export adds NAME to engines/):
+#   DEVICE=cpu TEACHER_EPOCHS=1 STUDENT_EPOCHS=1 TRAIN_GLOB='Training_10*' NAME=smoke \
+#       tools/consensus_on_gpu.sh
+# Interrupted? Run it again: each stage resumes from its last checkpoint.
+set -euo pipefail
+D=${DATA:-../shared/data}
+RUNS=${RUNS:-runs/consensus}
+NAME=${NAME:?name the exported model, e.g. NAME=vgg_s_ferplus3}
+DEVICE=${DEVICE:-cuda}
+TRAIN_GLOB=${TRAIN_GLOB:-*}
+TEACHER_EPOCHS=${TEACHER_EPOCHS:-100}
+STUDENT_EPOCHS=${STUDENT_EPOCHS:-8}
+VAL=(--val $D/fer2013/test --val-glob 'PublicTest_*')
+VOTES=$D/ferplus/ferplus_labels.csv
+KD_RECIPE=engines/recipes/vgg_s_ferplus_kd.toml
+
+# A stage resumes where its run folder already holds a checkpoint.
+train() {
+  local out=$1; shift
+  local resume=()
+  [[ -f $out/last.pt ]] && resume=(--resume)
+  edgefer train $D/fer2013/train --train-glob "$TRAIN_GLOB" "${VAL[@]}" --ferplus $VOTES \
+      --device "$DEVICE" --out "$out" --crop-cache "$RUNS/crop-cache" "${resume[@]}" "$@"
+}
+
+train "$RUNS/teacher" --recipe engines/recipes/vgg_l_ferplus.toml --epochs "$TEACHER_EPOCHS"
+train "$RUNS/student" --recipe $KD_RECIPE --epochs "$STUDENT_EPOCHS" \
+    --init engines/vgg_s_ferplus2.pt --teacher "$RUNS/teacher/last.pt"
+edgefer export "$RUNS/student/last.pt" --name "$NAME" "${VAL[@]}" --recipe $KD_RECIPE \
+    --tta flip --ferplus-labels $VOTES
+edgefer quantize --model "$NAME" --name "${NAME}_int8" "${VAL[@]}" --ferplus-labels $VOTES
+# Teacher, shipped consensus model and student side by side: FER+ majority on PublicTest,
+# FER2013's own crops and the live framing (the rule to ship: +0.3 on their mean).
+python tools/framing_figures.py "$RUNS/teacher/last.pt" engines/vgg_s_ferplus2.pt \
+    "$RUNS/student/last.pt" --val $D/fer2013/test --glob 'PublicTest_*' --ferplus $VOTES \
+    --crop-cache "$RUNS/crop-cache"
