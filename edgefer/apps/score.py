@@ -238,7 +238,7 @@ def _process(item: str, source: Source, recognizer: Recognizer, table: TableSink
         start = time.perf_counter()
         rows = face_rows(item, result)
         table.write(rows)
-        summary.add(item, result, [row["final_label"] for row in rows])
+        summary.add(item, result, rows)
         if video is not None:
             video.write(draw_faces(result.frame.image.copy(), result.faces))
         summary.add_events(item, recognizer.take_events())

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgefer.errors import require
-from edgefer.types import EMOTIONS, FrameResult, label_name
+from edgefer.types import EMOTIONS, FrameResult
 
 
 @dataclass
@@ -91,39 +91,38 @@ class Summary:
         self.files: dict[str, _FileStats] = defaultdict(_FileStats)
         self.keep_timeline = keep_timeline
 
-    def add(self, file: str, result: FrameResult, labels: list[str]) -> None:
-        """Count one processed frame; ``labels`` are the per-face final labels written out."""
+    def add(self, file: str, result: FrameResult, rows: list[dict[str, Any]]) -> None:
+        """Count one processed frame from the rows written for it (``face_rows``), so a resumed
+        run, which reads the same rows back (``add_rows``), counts exactly the same."""
         stats = self.files[file]
         stats.frames += 1
-        time_s = result.frame.timestamp_s
-        raw_labels = result.faces.raw_labels
-        for row, label in enumerate(labels):
-            track_id = int(result.faces.track_ids[row])
-            self._count(stats, track_id, time_s, label, label_name(int(raw_labels[row])))
+        for i, row in enumerate(rows):
+            self._count(stats, row)
             if self.keep_timeline:
-                stats.timeline.append((time_s, track_id, result.faces.smoothed_probs[row].copy()))
+                stats.timeline.append((result.frame.timestamp_s, row["track_id"],
+                                       result.faces.smoothed_probs[i].copy()))
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
         """Rows of a previous, interrupted run (``--resume``): counted as if just produced."""
         last_frame: dict[str, Any] = {}
         for row in rows:
-            file, time_s, label = row["file"], float(row["time_s"]), row["final_label"]
-            stats = self.files[file]
-            if last_frame.get(file) != row["frame"]:
+            stats = self.files[row["file"]]
+            if last_frame.get(row["file"]) != row["frame"]:
                 stats.frames += 1
-                last_frame[file] = row["frame"]
-            self._count(stats, int(row["track_id"]), time_s, label, row["label"])
+                last_frame[row["file"]] = row["frame"]
+            self._count(stats, row)
             if self.keep_timeline:
                 probs = np.array([float(row[f"p_{e}"]) for e in EMOTIONS], dtype=np.float32)
-                stats.timeline.append((time_s, int(row["track_id"]), probs))
+                stats.timeline.append((float(row["time_s"]), int(row["track_id"]), probs))
 
     @staticmethod
-    def _count(stats: _FileStats, track_id: int, time_s: float, label: str,
-               raw_label: str) -> None:
+    def _count(stats: _FileStats, row: dict[str, Any]) -> None:
+        """One face row: its written (``final_label``) and per-frame (``label``) labels."""
+        time_s, label = float(row["time_s"]), row["final_label"]
         stats.face_rows += 1
         stats.labels[label] += 1
-        stats.tracks.setdefault(track_id, _TrackStats(time_s, time_s)).observe(time_s, label,
-                                                                               raw_label)
+        track = stats.tracks.setdefault(int(row["track_id"]), _TrackStats(time_s, time_s))
+        track.observe(time_s, label, row["label"])
 
     def add_events(self, file: str, events: list[dict[str, Any]]) -> None:
         """LLM answers for this file, including those that arrived after its last frame."""
