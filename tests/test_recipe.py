@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from edgefer.errors import ConfigError
@@ -17,6 +19,7 @@ def test_roundtrip_through_toml(tmp_path):
 @pytest.mark.parametrize(("text", "match"), [
     ("epochs = 0\n", "epochs"),
     ("class_weights = 'sometimes'\n", "class_weights"),
+    ("sam_rho = -0.05\n", "sam_rho"),
     ("learning_rate = 0.1\n", "unknown recipe key 'learning_rate'"),
     ("[augment]\nspin = 3\n", "augment.spin"),
     ("epochs = \n", "invalid TOML"),
@@ -31,3 +34,9 @@ def test_bad_recipes_fail_with_the_key(tmp_path, text, match):
 def test_missing_file():
     with pytest.raises(ConfigError, match="not found"):
         read_toml("/nonexistent/recipe.toml")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "engines" / "recipes").glob("*.toml")),
+                         ids=lambda path: path.name)
+def test_every_shipped_recipe_loads(path):
+    assert Recipe.load(path).epochs >= 1

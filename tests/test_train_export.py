@@ -71,6 +71,33 @@ def test_command_line_overrides_reach_the_run_recipe(dataset, tmp_path):
     assert Recipe.load(out / "recipe.toml") == RECIPE.replace(epochs=1, seed=7)
 
 
+def test_sharpness_aware_gradient_is_taken_uphill_and_leaves_the_weights(tmp_path):
+    """On f(w) = sum(a * w**2) / 2 the gradient is a * w: SAM's must be a * (w + rho * g / |g|)."""
+    weights = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
+    curvature = torch.tensor([1.0, 3.0, 10.0])
+    model = torch.nn.Module()
+    model.weights = weights
+    state = train.RunState(model, model, torch.optim.SGD([weights], lr=0.1))
+
+    def loss():
+        return (curvature * weights ** 2).sum() / 2
+
+    loss().backward()
+    plain = weights.grad.clone()
+    train.sharpness_aware_gradient(state, 0.5, loss)
+    start = torch.tensor([1.0, -2.0, 0.5])
+    torch.testing.assert_close(weights.detach(), start, rtol=0, atol=0)
+    torch.testing.assert_close(weights.grad, curvature * (start + 0.5 * plain / plain.norm()))
+
+
+def test_a_sharpness_aware_recipe_trains_to_other_weights(dataset, trained, tmp_path):
+    stats = train.train(RECIPE.replace(sam_rho=0.05), dataset, tmp_path)
+    assert stats[-1].train_loss < stats[0].train_loss
+    plain = torch.load(trained[0] / "last.pt", weights_only=True)["model"]
+    sam = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
+    assert any(not torch.equal(sam[key], plain[key]) for key in plain)
+
+
 class StopAfter:
     def __init__(self, epochs: int) -> None:
         self.epochs = epochs

@@ -69,6 +69,10 @@ class Recipe:
     # "original" (FER2013's own crop of the same image, which teachers trained on FER2013 read
     # better: the student learns to see through the live framing, not to copy its errors).
     teacher_framing: str = "same"
+    # Sharpness-aware minimization (Foret et al. 2021): each step takes the gradient at the
+    # weights a step of this L2 radius uphill, seeking flat minima; 0 is plain SGD. Costs a
+    # second forward and backward pass per step.
+    sam_rho: float = 0.0
     ema_decay: float = 0.999
     bf16: bool = True  # autocast on CPUs with AMX/AVX512-BF16 (ignored elsewhere); weights stay fp32
     seed: int = 0
@@ -86,6 +90,7 @@ class Recipe:
             "teacher_weight": 0 <= self.teacher_weight <= 1,
             "teacher_temperature": self.teacher_temperature > 0,
             "teacher_framing": self.teacher_framing in ("same", "original"),
+            "sam_rho": self.sam_rho >= 0,
             "ema_decay": 0 <= self.ema_decay < 1, "threads": self.threads >= 1,
             "class_weights": self.class_weights in ("none", "sqrt_inverse", "inverse"),
         }

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -377,18 +378,47 @@ def train_step(state: RunState, recipe: Recipe, split: Split, batch: Any, class_
     inputs = ((images - recipe.mean) / recipe.std).contiguous(memory_format=torch.channels_last)
     inputs = random_erase(inputs, recipe.augment, generator)
     labels = split.labels[batch]
+    targets = batch_targets(split, batch, live, recipe.teacher_weight)
+    weights = class_weight[labels]
+    state.optimizer.zero_grad(set_to_none=True)
+    logits, loss = weighted_loss(state, recipe, inputs, targets, weights)
+    loss.backward()
+    if recipe.sam_rho > 0:
+        sharpness_aware_gradient(state, recipe.sam_rho,
+                                 lambda: weighted_loss(state, recipe, inputs, targets, weights)[1])
+    state.optimizer.step()
+    update_ema(state.ema, state.model, recipe.ema_decay)
+    return float(loss.detach()), int((logits.argmax(1) == labels).sum())
+
+
+def weighted_loss(state: RunState, recipe: Recipe, inputs: Any, targets: Any, weights: Any
+                  ) -> tuple[Any, Any]:
+    """The model's logits and its class-weighted cross-entropy against soft targets."""
+    torch = require("torch", "torch")
     device_type = state.device.type
     with torch.autocast(device_type, dtype=torch.bfloat16,
                         enabled=recipe.bf16 and native_bf16(device_type)):
         logits = state.model(inputs)
-    log_probs = torch.log_softmax(logits.float(), dim=1)
-    per_sample = -(batch_targets(split, batch, live, recipe.teacher_weight) * log_probs).sum(1)
-    loss = (per_sample * class_weight[labels]).mean()
+    per_sample = -(targets * torch.log_softmax(logits.float(), dim=1)).sum(1)
+    return logits, (per_sample * weights).mean()
+
+
+def sharpness_aware_gradient(state: RunState, rho: float, loss: Callable[[], Any]) -> None:
+    """Replace the gradient in the parameters by the one taken at the weights a step of length
+    ``rho`` up that gradient (SAM): minimizing it prefers flat minima, which generalize better
+    than sharp ones of the same training loss."""
+    torch = require("torch", "torch")
+    params = [p for p in state.model.parameters() if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+    with torch.no_grad():
+        start = [p.detach().clone() for p in params]
+        for param in params:
+            param.add_(param.grad, alpha=float(rho / (norm + 1e-12)))
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    state.optimizer.step()
-    update_ema(state.ema, state.model, recipe.ema_decay)
-    return float(loss.detach()), int((logits.argmax(1) == labels).sum())
+    loss().backward()
+    with torch.no_grad():
+        for param, weights in zip(params, start, strict=True):
+            param.copy_(weights)  # exactly, not by subtracting the step again
 
 
 def training_pixels(split: Split, batch: Any, live_framing: float, generator: Any
