@@ -71,7 +71,7 @@ def test_command_line_overrides_reach_the_run_recipe(dataset, tmp_path):
     assert Recipe.load(out / "recipe.toml") == RECIPE.replace(epochs=1, seed=7)
 
 
-def test_sharpness_aware_gradient_is_taken_uphill_and_leaves_the_weights(tmp_path):
+def test_sharpness_aware_gradient_is_taken_uphill_and_leaves_the_weights():
     """On f(w) = sum(a * w**2) / 2 the gradient is a * w: SAM's must be a * (w + rho * g / |g|)."""
     weights = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
     curvature = torch.tensor([1.0, 3.0, 10.0])
