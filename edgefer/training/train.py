@@ -406,7 +406,8 @@ def weighted_loss(state: RunState, recipe: Recipe, inputs: Any, targets: Any, we
 def sharpness_aware_gradient(state: RunState, rho: float, loss: Callable[[], Any]) -> None:
     """Replace the gradient in the parameters by the one taken at the weights a step of length
     ``rho`` up that gradient (SAM): minimizing it prefers flat minima, which generalize better
-    than sharp ones of the same training loss."""
+    than sharp ones of the same training loss. The second pass runs in training mode, so batch
+    norm's running statistics see it too (as in the session-14 runs the model card reports)."""
     torch = require("torch", "torch")
     params = [p for p in state.model.parameters() if p.grad is not None]
     norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
