@@ -3,9 +3,12 @@
 # votes, recipes/vgg_l_ferplus.toml, 100 epochs), then the shipped consensus model distilled from
 # it (recipes/vgg_s_ferplus_kd.toml, 8 epochs) beside a control, the same 8 epochs without the
 # teacher (recipes/vgg_s_ferplus_stage2.toml: session 13 found that more epochs alone gained what
-# session 12 had credited to distillation); the student exported with mirror averaging, its int8
-# copy calibrated, and the validation figures of all four. Every choice is made on PublicTest;
-# run tools/model_figures.sh afterwards for the test-split figures.
+# session 12 had credited to distillation); beside the teacher, vgg_m from scratch on the votes
+# (recipes/vgg_m_ferplus.toml: the next size that fits the edge budget unmirrored; session 15 found
+# vgg_s from scratch ties the staged fine-tune); the student exported with mirror averaging, its
+# int8 copy calibrated, and the validation figures of all five. Every choice is made on PublicTest;
+# run tools/model_figures.sh afterwards for the test-split figures (and `edgefer export
+# runs/consensus/vgg_m/last.pt --tta none ...` for vgg_m, should it win).
 # Why a script: on a lent GPU the whole path takes minutes (the teacher 2.8 s per epoch on an
 # H200, BENCHMARKS.md), while the teacher's weights (28 MB, trained on FER2013) stay out of the
 # repository; on two CPU cores the teacher alone takes about a day.
@@ -37,7 +40,11 @@ train() {
       --device "$DEVICE" --out "$out" --crop-cache "$RUNS/crop-cache" "${resume[@]}" "$@"
 }
 
+# vgg_m trains beside the teacher (a GPU this size is mostly idle with one small network).
+train "$RUNS/vgg_m" --recipe engines/recipes/vgg_m_ferplus.toml --epochs "$TEACHER_EPOCHS" &
+vgg_m=$!
 train "$RUNS/teacher" --recipe engines/recipes/vgg_l_ferplus.toml --epochs "$TEACHER_EPOCHS"
+wait $vgg_m
 train "$RUNS/student" --recipe $KD_RECIPE --epochs "$STUDENT_EPOCHS" --init "$INIT" \
     --teacher "$RUNS/teacher/last.pt"
 train "$RUNS/control" --recipe engines/recipes/vgg_s_ferplus_stage2.toml --epochs "$STUDENT_EPOCHS" \
@@ -45,9 +52,10 @@ train "$RUNS/control" --recipe engines/recipes/vgg_s_ferplus_stage2.toml --epoch
 edgefer export "$RUNS/student/last.pt" --name "$NAME" "${VAL[@]}" --recipe $KD_RECIPE \
     --tta flip --ferplus-labels $VOTES
 edgefer quantize --model "$NAME" --name "${NAME}_int8" "${VAL[@]}" --ferplus-labels $VOTES
-# Teacher, shipped consensus model, student and control side by side: FER+ majority on
+# Teacher, shipped consensus model, student, control and vgg_m side by side: FER+ majority on
 # PublicTest, FER2013's own crops and the live framing (the rule to ship: +0.3 on their mean,
-# and the student must beat the control to credit the teacher).
+# the student must beat the control to credit the teacher, and vgg_m is compared unmirrored:
+# run framing_figures.py again with --no-mirror).
 python tools/framing_figures.py "$RUNS/teacher/last.pt" "$INIT" "$RUNS/student/last.pt" \
-    "$RUNS/control/last.pt" --val $D/fer2013/test --glob 'PublicTest_*' --ferplus $VOTES \
+    "$RUNS/control/last.pt" "$RUNS/vgg_m/last.pt" --val $D/fer2013/test --glob 'PublicTest_*' --ferplus $VOTES \
     --crop-cache "$RUNS/crop-cache"
