@@ -14,7 +14,8 @@
 # repository; on two CPU cores the teacher alone takes about a day.
 # Run from the repository root with the research data in ../shared/data:
 #   NAME=vgg_s_ferplus4 tools/consensus_on_gpu.sh
-# A rehearsal of every step on a CPU, in a scratch clone (export adds NAME to engines/):
+# A rehearsal of every step on a CPU, in a scratch clone (export adds NAME to the engines/ of
+# the checkout edgefer is installed from):
 #   DEVICE=cpu TEACHER_EPOCHS=1 STUDENT_EPOCHS=1 TRAIN_GLOB='Training_10*' NAME=smoke \
 #       tools/consensus_on_gpu.sh
 # Interrupted? Run it again: each stage resumes from its last checkpoint.
@@ -52,10 +53,11 @@ train "$RUNS/control" --recipe engines/recipes/vgg_s_ferplus_stage2.toml --epoch
 edgefer export "$RUNS/student/last.pt" --name "$NAME" "${VAL[@]}" --recipe $KD_RECIPE \
     --tta flip --ferplus-labels $VOTES
 edgefer quantize --model "$NAME" --name "${NAME}_int8" "${VAL[@]}" --ferplus-labels $VOTES
-# Teacher, shipped consensus model, student, control and vgg_m side by side: FER+ majority on
+# Shipped consensus model, teacher, student, control and vgg_m side by side: FER+ majority on
 # PublicTest, FER2013's own crops and the live framing (the rule to ship: +0.3 on their mean,
 # the student must beat the control to credit the teacher, and vgg_m is compared unmirrored:
-# run framing_figures.py again with --no-mirror).
-python tools/framing_figures.py "$RUNS/teacher/last.pt" "$INIT" "$RUNS/student/last.pt" \
-    "$RUNS/control/last.pt" "$RUNS/vgg_m/last.pt" --val $D/fer2013/test --glob 'PublicTest_*' --ferplus $VOTES \
-    --crop-cache "$RUNS/crop-cache"
+# run framing_figures.py again with --no-mirror). The first checkpoint frames the live crops of
+# all: the shipped model's framing, which the student and control inherit.
+python tools/framing_figures.py "$INIT" "$RUNS/teacher/last.pt" "$RUNS/student/last.pt" \
+    "$RUNS/control/last.pt" "$RUNS/vgg_m/last.pt" --val $D/fer2013/test --glob 'PublicTest_*' \
+    --ferplus $VOTES --crop-cache "$RUNS/crop-cache"
