@@ -41,7 +41,7 @@ train() {
       --device "$DEVICE" --out "$out" --crop-cache "$RUNS/crop-cache" "${resume[@]}" "$@"
 }
 
-# vgg_m trains beside the teacher (a GPU this size is mostly idle with one small network).
+# vgg_m trains beside the teacher: one of these networks leaves the GPU mostly idle (BENCHMARKS.md).
 train "$RUNS/vgg_m" --recipe engines/recipes/vgg_m_ferplus.toml --epochs "$TEACHER_EPOCHS" &
 vgg_m=$!
 train "$RUNS/teacher" --recipe engines/recipes/vgg_l_ferplus.toml --epochs "$TEACHER_EPOCHS"
