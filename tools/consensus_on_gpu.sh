@@ -4,11 +4,12 @@
 # it (recipes/vgg_s_ferplus_kd.toml, 8 epochs) beside a control, the same 8 epochs without the
 # teacher (recipes/vgg_s_ferplus_stage2.toml: session 13 found that more epochs alone gained what
 # session 12 had credited to distillation); beside the teacher, vgg_m from scratch on the votes
-# (recipes/vgg_m_ferplus.toml: the next size that fits the edge budget unmirrored; session 15 found
-# vgg_s from scratch ties the staged fine-tune); the student exported with mirror averaging, its
-# int8 copy calibrated, and the validation figures of all five. Every choice is made on PublicTest;
-# run tools/model_figures.sh afterwards for the test-split figures (and `edgefer export
-# runs/consensus/vgg_m/last.pt --tta none ...` for vgg_m, should it win).
+# (the teacher's recipe with --arch vgg_m: 4.0M parameters, the next size that fits the edge
+# budget unmirrored; session 15 found vgg_s from scratch ties the staged fine-tune); the student
+# exported with mirror averaging, its int8 copy calibrated, and the validation figures of all
+# five. Every choice is made on PublicTest; run tools/model_figures.sh afterwards for the
+# test-split figures (and `edgefer export runs/consensus/vgg_m/last.pt --tta none ...` for
+# vgg_m, should it win).
 # Why a script: on a lent GPU the whole path takes minutes (the teacher 2.8 s per epoch on an
 # H200, BENCHMARKS.md), while the teacher's weights (28 MB, trained on FER2013) stay out of the
 # repository; on two CPU cores the teacher alone takes about a day.
@@ -42,7 +43,8 @@ train() {
 }
 
 # vgg_m trains beside the teacher: one of these networks leaves the GPU mostly idle (BENCHMARKS.md).
-train "$RUNS/vgg_m" --recipe engines/recipes/vgg_m_ferplus.toml --epochs "$TEACHER_EPOCHS" &
+train "$RUNS/vgg_m" --recipe engines/recipes/vgg_l_ferplus.toml --arch vgg_m \
+    --epochs "$TEACHER_EPOCHS" &
 vgg_m=$!
 train "$RUNS/teacher" --recipe engines/recipes/vgg_l_ferplus.toml --epochs "$TEACHER_EPOCHS"
 wait $vgg_m
