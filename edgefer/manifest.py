@@ -129,7 +129,9 @@ def read_manifest(path: Path = MANIFEST_PATH) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as err:
-        raise ModelError(f"model manifest not found: {path}") from err
+        raise ModelError(f"model manifest not found: {path} (the models live in the repository's "
+                         "engines/ folder: install from a checkout with pip install -e, or set "
+                         "EDGEFER_MANIFEST to an engines/manifest.json)") from err
     except json.JSONDecodeError as err:
         raise ModelError(f"{path} is not valid JSON: {err}") from err
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import assert_one_line_error, run_cli
 
-EXIT_INPUT, EXIT_SOME_FAILED, EXIT_OUTPUT, EXIT_MISSING = 2, 1, 4, 5
+EXIT_INPUT, EXIT_SOME_FAILED, EXIT_MODEL, EXIT_OUTPUT, EXIT_MISSING = 2, 1, 3, 4, 5
 
 
 def write_video(path, frames=20, fourcc="mp4v", size=(64, 48)):
@@ -139,6 +139,18 @@ def test_live_without_display_suggests_headless(corpus, tmp_path):
                              str(corpus / "full.mp4")], capture_output=True, text=True, env=env,
                             timeout=120)
     assert_one_line_error(result, EXIT_INPUT, "--headless")
+
+
+def test_missing_models_say_how_to_find_them(corpus, tmp_path):
+    """What a plain ``pip install .`` meets: the package without the repository's engines/."""
+    import subprocess
+
+    env = {**os.environ, "EDGEFER_MANIFEST": str(tmp_path / "engines" / "manifest.json")}
+    result = subprocess.run([sys.executable, "-m", "edgefer", "score", str(corpus / "gray.png"),
+                             "-o", str(tmp_path / "o.csv")], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert_one_line_error(result, EXIT_MODEL, "model manifest not found", "pip install -e",
+                          "EDGEFER_MANIFEST")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
