@@ -84,9 +84,10 @@ class LatestFrameReader:
                     delay = self.options.reconnect_initial_s
                     ended = self._read(source)
             except EdgeferError as err:
-                log.warning("source %s unavailable: %s", self.options.source, err)
                 if not self.options.reconnect:
-                    self.error = err
+                    self.error = err  # the caller reports it: no warning to repeat it
+                else:
+                    log.warning("source %s unavailable: %s", self.options.source, err)
             finally:
                 self.available = False
             if self._stop.is_set() or not (self.options.loop or self.options.reconnect) \

@@ -7,11 +7,14 @@ user arguments (files, folders, URLs) into the list of items to process.
 
 from __future__ import annotations
 
+import glob
 import logging
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +37,29 @@ def is_stream(spec: str) -> bool:
 
 def is_camera(spec: str) -> bool:
     return spec.isdigit()
+
+
+def open_camera(index: int) -> Any:
+    """``cv2.VideoCapture`` of a camera, without OpenCV's own log lines when it is absent
+    (they would precede, and repeat, edgefer's one-line error)."""
+    import cv2
+
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.VideoCapture(index)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def camera_devices_hint() -> str:
+    """The video devices this machine has, for the error when a camera index does not open."""
+    if sys.platform != "linux":
+        return ""
+    devices = sorted(glob.glob("/dev/video*"))
+    if not devices:
+        return " (no /dev/video* device on this machine: score a file instead, or try edgefer demo)"
+    return f" (video devices here: {', '.join(devices)})"
 
 
 def is_image(spec: str) -> bool:
@@ -127,10 +153,11 @@ class VideoSource(Source):
         self.live = is_camera(spec) or is_stream(spec)
         if not self.live and not Path(spec).is_file():
             raise InputError(f"no such file: {spec}")
-        self._capture = cv2.VideoCapture(int(spec) if is_camera(spec) else spec)
+        self._capture = open_camera(int(spec)) if is_camera(spec) else cv2.VideoCapture(spec)
         if not self._capture.isOpened():
-            kind = "camera" if is_camera(spec) else "stream" if is_stream(spec) else "video"
-            raise InputError(f"cannot open {kind}: {spec}")
+            if is_camera(spec):
+                raise InputError(f"cannot open camera {spec}{camera_devices_hint()}")
+            raise InputError(f"cannot open {'stream' if is_stream(spec) else 'video'}: {spec}")
         fps = self._capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 0 < fps < 1000 else None
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))

@@ -141,6 +141,13 @@ def test_live_without_display_suggests_headless(corpus, tmp_path):
     assert_one_line_error(result, EXIT_INPUT, "--headless")
 
 
+def test_absent_camera_is_one_line(tmp_path):
+    """No camera at index 99: edgefer's line only, without OpenCV's probe noise or a warning."""
+    result = run_cli("live", "--camera", "99", "--headless", cwd=tmp_path)
+    assert_one_line_error(result, EXIT_INPUT, "cannot open camera 99")
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
 def test_missing_models_say_how_to_find_them(corpus, tmp_path):
     """What a plain ``pip install .`` meets: the package without the repository's engines/."""
     import subprocess
