@@ -1,4 +1,4 @@
-"""Frame sources: camera index, video file, RTSP/HTTP stream, image files and folders.
+"""Frame sources: camera index, video file, RTSP/HTTP stream, image files, folders, archives.
 
 Every source is a context manager and an iterator of ``Frame`` (index, presentation time in
 seconds, BGR image). ``open_source`` picks the right one from a string; ``expand_inputs`` turns
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from edgefer.archives import extract_member, is_archive, list_members, read_member, split_member
 from edgefer.errors import InputError
 from edgefer.types import Frame
 
@@ -67,9 +68,10 @@ def is_image(spec: str) -> bool:
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
-    """Files as given, folders recursed for images and videos (sorted), URLs and cameras as is,
-    and a ``.txt`` file read as a list of inputs, one per line (``#`` starts a comment; relative
-    paths are relative to the list's folder).
+    """Files as given, folders recursed for images, videos and archives (sorted), archives
+    opened for the images and videos inside (``photos.zip/a.jpg``, in stored order), URLs and
+    cameras as is, and a ``.txt`` file read as a list of inputs, one per line (``#`` starts a
+    comment; relative paths are relative to the list's folder).
 
     Missing paths are kept so that the caller reports them in order with the other failures.
     """
@@ -79,14 +81,32 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         if path.suffix.lower() == LIST_SUFFIX and path.is_file():
             items += expand_inputs(_read_list(path))
         elif path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*")
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and is_media(p))
             if not found:
-                log.warning("no images or videos under %s", path)
-            items += found
+                log.warning("no images, videos or archives under %s", path)
+            items += expand_inputs(found)
+        elif is_archive(path) and path.is_file():
+            items += _archive_members(path)
         else:
             items.append(spec)
     return items
+
+
+def is_media(path: Path) -> bool:
+    """An image, a video or an archive of them, by name."""
+    return path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES or is_archive(path)
+
+
+def _archive_members(path: Path) -> list[str]:
+    """The images and videos in an archive; an unreadable archive stays one input, so that it
+    is reported with the other failures."""
+    try:
+        found = list_members(path, IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    except InputError:
+        return [str(path)]
+    if not found:
+        log.warning("no images or videos in %s", path)
+    return found
 
 
 def _read_list(path: Path) -> list[str]:
@@ -129,8 +149,12 @@ class ImageSource(Source):
 
 
 def read_image(path: str) -> np.ndarray:
-    """A still as 8-bit BGR, whatever its depth or channels (gray, alpha, 16-bit, CMYK JPEG)."""
-    return decode_image(path)
+    """A still as 8-bit BGR, whatever its depth or channels (gray, alpha, 16-bit, CMYK JPEG);
+    ``path`` may lead into an archive (``photos.zip/a.jpg``)."""
+    member = split_member(path)
+    if member is None:
+        return decode_image(path)
+    return decode_image_bytes(np.frombuffer(read_member(*member), np.uint8), path)
 
 
 class VideoSource(Source):
@@ -229,11 +253,38 @@ class VideoSource(Source):
                 self._capture = None
 
 
+class ArchivedVideoSource(VideoSource):
+    """A video inside an archive, read from a temporary copy that ``close`` deletes."""
+
+    def __init__(self, spec: str, archive: Path, member: str, stride: int = 1,
+                 max_fps: float | None = None, start_frame: int = 0) -> None:
+        self._copy = extract_member(archive, member)
+        try:
+            super().__init__(str(self._copy), stride=stride, max_fps=max_fps,
+                             start_frame=start_frame)
+        except InputError as err:
+            self._copy.unlink()
+            raise InputError(str(err).replace(str(self._copy), spec)) from None
+        self.name = spec
+
+    def close(self) -> None:
+        super().close()
+        self._copy.unlink(missing_ok=True)
+
+
 def open_source(spec: str, stride: int = 1, max_fps: float | None = None,
                 start_frame: int = 0) -> Source:
-    """The source for a camera index ("0"), URL, image path or video path."""
+    """The source for a camera index ("0"), URL, image path, video path, or an image or video
+    inside an archive (``clips.tar.gz/day1/a.mp4``)."""
     if is_image(spec) and not is_stream(spec):
         return ImageSource(spec)
+    member = None if is_stream(spec) or is_camera(spec) else split_member(spec)
+    if member is None and is_archive(spec) and Path(spec).is_file():
+        list_members(Path(spec), ())  # an unreadable archive raises why
+        raise InputError(f"{spec} is an archive: edgefer score reads the images and videos in it")
+    if member is not None:
+        return ArchivedVideoSource(spec, *member, stride=stride, max_fps=max_fps,
+                                   start_frame=start_frame)
     return VideoSource(spec, stride=stride, max_fps=max_fps, start_frame=start_frame)
 
 
@@ -243,16 +294,20 @@ def decode_image(path: str | Path, gray: bool = False) -> np.ndarray:
     Reads the bytes with NumPy and decodes them with OpenCV, because ``cv2.imread`` fails on
     some non-ASCII paths.
     """
-    import cv2
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no such file: {path}")
-    data = np.fromfile(path, dtype=np.uint8)
+    return decode_image_bytes(np.fromfile(path, dtype=np.uint8), path, gray)
+
+
+def decode_image_bytes(data: np.ndarray, name: str | Path, gray: bool = False) -> np.ndarray:
+    """An encoded image held in memory, decoded as ``decode_image`` does; ``name`` for errors."""
+    import cv2
+
     flags = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
     image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
-        raise InputError(f"cannot decode image: {path}")
+        raise InputError(f"cannot decode image: {name}")
     return image
 
 

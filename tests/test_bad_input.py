@@ -97,6 +97,13 @@ def test_mixed_folder_completes_the_good_files(corpus, tmp_path):
     assert "full.mp4" in text and "cmyk.jpg" in text and "clip ünïcode.mp4" in text
 
 
+def test_only_bad_inputs_write_nothing_and_say_so(corpus, tmp_path):
+    result = run_cli("score", str(corpus / "zero.mp4"), str(corpus / "text.mp4"), "-o",
+                     str(tmp_path / "o.csv"))
+    assert result.returncode == EXIT_SOME_FAILED, result.stderr
+    assert "wrote nothing" in result.stderr and not (tmp_path / "o.csv").exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
 def test_unwritable_output_folder(corpus, tmp_path):
     locked = tmp_path / "locked"

@@ -107,3 +107,16 @@ def test_demo_runs_without_camera_or_data(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "demo" / "annotated.mp4").stat().st_size > 0
     assert len((tmp_path / "demo" / "faces.csv").read_text().splitlines()) > 150
+
+
+@pytest.mark.parametrize(("names", "shown"), [
+    (["a.zip/clip.mp4", "b.tgz/clip.mp4"], ["a.zip/clip.mp4", "b.tgz/clip.mp4"]),
+    (["/data/x/1.jpg", "/data/x/2.jpg"], ["1.jpg", "2.jpg"]),
+    (["/d/a/x.jpg", "/d/b/x.jpg"], ["a/x.jpg", "b/x.jpg"]),
+    (["/data/x/1.jpg"], ["1.jpg"]),
+    (["rtsp://cam/live", "/a/b.jpg"], ["rtsp://cam/live", "/a/b.jpg"]),
+])
+def test_the_report_table_keeps_inputs_apart(names, shown):
+    from edgefer.cli.score import distinct_names
+
+    assert distinct_names(names) == shown

@@ -152,6 +152,27 @@ def test_a_killed_worker_is_retried_without_duplicates(inputs, reference, cluste
 
 
 @pytest.mark.ray
+def test_archive_members_are_scored_like_files(inputs, cluster, tmp_path) -> None:
+    """Workers read a zip's members in place: the rows of a local run, named through the zip."""
+    import zipfile
+
+    archive = tmp_path / "batch.zip"
+    with zipfile.ZipFile(archive, "w") as packed:
+        packed.write(inputs / "a.mp4", "day1/a.mp4")
+        packed.write(inputs / "portrait.jpg", "portrait.jpg")
+    local = tmp_path / "local.parquet"
+    result = edgefer("score", str(archive), "-o", str(local), env=cluster.env)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "dataset"
+    result = edgefer("score", str(archive), "-o", str(out), "--ray", cluster.address,
+                     env=cluster.env)
+    assert result.returncode == 0, result.stderr
+    assert rows(out) == rows(local)
+    assert {row["file"] for row in pq.read_table(out).to_pylist()} == {
+        f"{archive}/day1/a.mp4", f"{archive}/portrait.jpg"}
+
+
+@pytest.mark.ray
 def test_auto_starts_a_local_instance_on_loopback(inputs, cluster, tmp_path) -> None:
     """``--ray`` without an address starts its own instance (no cluster is registered in this
     RAY_TMPDIR), on 127.0.0.2; a worker asking for more CPUs than the machine has is

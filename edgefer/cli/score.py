@@ -179,12 +179,24 @@ def print_reports(console: Any, reports: list[FileReport]) -> None:
     for column in ("input", "frames", "faces", "frames/s", "dominant", "status"):
         table.add_column(column, justify="right" if column in ("frames", "faces", "frames/s")
                          else "left")
-    for r in reports:
+    for r, name in zip(reports, distinct_names([r.name for r in reports]), strict=True):
         fps = f"{r.frames / r.seconds:.1f}" if r.seconds > 0 and r.frames else "-"
         status = f"[red]{escape(r.error)}[/]" if r.error else "[green]ok[/]"
-        table.add_row(escape(Path(r.name).name), str(r.frames), str(r.faces), fps,
-                      r.dominant or "-", status)
+        table.add_row(escape(name), str(r.frames), str(r.faces), fps, r.dominant or "-", status)
     console.print(table)
+
+
+def distinct_names(names: list[str]) -> list[str]:
+    """Inputs named without the folders all of them share, so that ``a.zip/clip.mp4`` and
+    ``b.zip/clip.mp4`` stay apart while ``/data/day1/x.jpg`` reads ``x.jpg``."""
+    parts = [Path(name).parts for name in names]
+    shared = 0
+    while len(parts) > 1 and all(len(p) > shared + 1 and p[shared] == parts[0][shared]
+                                 for p in parts):
+        shared += 1
+    if len(parts) == 1:
+        shared = len(parts[0]) - 1
+    return [str(Path(*p[shared:])) if shared else name for p, name in zip(parts, names, strict=True)]
 
 
 class RichScoreObserver:
@@ -236,6 +248,9 @@ class RichScoreObserver:
 
     def print_summary(self, reports: list[FileReport], options: ScoreOptions) -> None:
         print_reports(self.console, reports)
-        outputs = [options.output, options.annotate, options.summary, options.plot]
-        self.console.print("wrote " + ", ".join(str(p) for p in outputs if p is not None),
+        outputs = [p for p in (options.output, options.annotate, options.summary, options.plot)
+                   if p is not None]
+        if not any(r.error is None for r in reports):  # nothing scored: only what exists
+            outputs = [p for p in outputs if Path(p).exists()]
+        self.console.print("wrote " + (", ".join(str(p) for p in outputs) or "nothing"),
                            highlight=False)

@@ -1,0 +1,138 @@
+"""Zip and tar archives as inputs: real archives written here, read in place."""
+
+from __future__ import annotations
+
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, run_cli
+
+from edgefer.errors import InputError
+from edgefer.sources import expand_inputs, open_source, read_image
+from tests.test_sources_sinks import write_clip
+
+SUFFIXES = ("zip", "tar", "tar.gz", "tgz", "tar.bz2", "tar.xz")
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    """A clip, a photo and a note, in a folder tree to pack."""
+    import cv2
+
+    tree = tmp_path / "tree"
+    (tree / "day1").mkdir(parents=True)
+    write_clip(tree / "day1" / "clip.mp4")
+    cv2.imwrite(str(tree / "photo.png"), np.arange(40 * 30 * 3, dtype=np.uint8).reshape(40, 30, 3))
+    (tree / "notes.txt").write_text("not media")
+    return tree
+
+
+def pack(tree: Path, archive: Path) -> Path:
+    """``tree`` packed as ``archive``, members in the order day1/clip.mp4, notes.txt, photo.png
+    (tar members with ``tar -C tree .``'s leading ``./``)."""
+    members = ["day1/clip.mp4", "notes.txt", "photo.png"]
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive, "w") as packed:
+            for name in members:
+                packed.write(tree / name, name)
+    else:
+        with tarfile.open(archive, "w:" + {"gz": "gz", "tgz": "gz", "bz2": "bz2", "xz": "xz"}
+                          .get(archive.name.rsplit(".", 1)[1], "")) as packed:
+            for name in members:
+                packed.add(tree / name, f"./{name}")
+    return archive
+
+
+@pytest.mark.parametrize("suffix", SUFFIXES)
+def test_members_are_inputs_read_in_place(files, tmp_path, suffix):
+    archive = pack(files, tmp_path / f"batch.{suffix}")
+    items = expand_inputs([str(archive)])
+    assert items == [f"{archive}/day1/clip.mp4", f"{archive}/photo.png"]  # stored order, media only
+    np.testing.assert_array_equal(read_image(items[1]), read_image(str(files / "photo.png")))
+    before = temporary_copies()
+    with open_source(items[0], stride=3) as source:
+        frames = [frame.index for frame in source]
+        assert source.name == items[0] and len(temporary_copies() - before) == 1
+    assert frames == list(range(0, 30, 3))
+    assert temporary_copies() == before  # the copy went with the source
+
+
+def temporary_copies() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("edgefer-*"))
+
+
+def test_folders_open_the_archives_in_them(files, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    archive = pack(files, folder / "b.tgz")
+    (folder / "a.png").write_bytes((files / "photo.png").read_bytes())
+    assert expand_inputs([str(folder)]) == [str(folder / "a.png"), f"{archive}/day1/clip.mp4",
+                                            f"{archive}/photo.png"]
+
+
+def test_bad_archives_and_members(files, tmp_path):
+    archive = pack(files, tmp_path / "ok.zip")
+    (tmp_path / "junk.zip").write_text("no zip")
+    (tmp_path / "junk.tgz").write_text("no tar")
+    assert expand_inputs([str(tmp_path / "junk.zip")]) == [str(tmp_path / "junk.zip")]
+    with pytest.raises(InputError, match="not a zip file, or damaged"):
+        open_source(str(tmp_path / "junk.zip"))
+    with pytest.raises(InputError, match="not a tar file, or damaged"):
+        open_source(str(tmp_path / "junk.tgz"))
+    with pytest.raises(InputError, match="no such file"):
+        open_source(f"{archive}/missing.jpg")
+    with pytest.raises(InputError, match="is an archive"):
+        open_source(str(archive))
+
+
+def test_an_undecodable_video_member_leaves_no_copy(tmp_path):
+    archive = tmp_path / "fake.zip"
+    with zipfile.ZipFile(archive, "w") as packed:
+        packed.writestr("notes.mp4", "not a video")
+    before = temporary_copies()
+    with pytest.raises(InputError, match=f"cannot open video: {archive}/notes.mp4"):
+        open_source(f"{archive}/notes.mp4")
+    assert temporary_copies() == before
+
+
+@pytest.mark.slow
+def test_score_an_archive_like_its_files(demo_clip, tmp_path):
+    """The CLI over a tar.gz gives the rows of the same files scored unpacked, named through
+    the archive; a damaged archive beside it fails alone."""
+    import csv
+
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "clip.mp4").write_bytes(demo_clip.read_bytes())
+    from edgefer.apps.demo import portrait_path
+
+    (tree / "face.jpg").write_bytes(portrait_path().read_bytes())
+    archive = tmp_path / "batch.tar.gz"
+    with tarfile.open(archive, "w:gz") as packed:
+        packed.add(tree / "clip.mp4", "clip.mp4")
+        packed.add(tree / "face.jpg", "face.jpg")
+    (tmp_path / "junk.zip").write_text("no zip")
+    unpacked = run_cli("score", str(tree / "clip.mp4"), str(tree / "face.jpg"), "-o",
+                       str(tmp_path / "files.csv"))
+    assert unpacked.returncode == 0, unpacked.stderr
+    packed_run = run_cli("score", str(archive), str(tmp_path / "junk.zip"), "-o",
+                         str(tmp_path / "archive.csv"))
+    assert packed_run.returncode == 1, packed_run.stderr
+    assert "junk.zip: cannot read archive" in packed_run.stderr
+
+    def rows(name: str, prefix: str) -> list[list[str]]:
+        with (tmp_path / name).open() as handle:
+            return [[row[0].removeprefix(prefix), *row[1:]] for row in csv.reader(handle)][1:]
+
+    assert rows("archive.csv", f"{archive}/") == rows("files.csv", f"{tree}/")
+    assert len(rows("files.csv", "")) > 150
+
+
+def test_live_refuses_an_archive(files, tmp_path):
+    archive = pack(files, tmp_path / "batch.zip")
+    result = run_cli("live", "--source", str(archive), "--headless")
+    assert_one_line_error(result, 2, "is an archive")
