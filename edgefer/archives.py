@@ -76,68 +76,45 @@ def _normal(name: str) -> str:
     return posixpath.normpath(name).lstrip("/")
 
 
-class _Zip:
-    def __init__(self, path: Path) -> None:
-        self._file = zipfile.ZipFile(path)
-        self._members = {_normal(info.filename): info for info in self._file.infolist()
-                         if not info.is_dir()}
-
-    def names(self) -> list[str]:
-        return list(self._members)
-
-    def open(self, member: str) -> IO[bytes] | None:
-        info = self._members.get(member)
-        return self._file.open(info) if info else None
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class _Tar:
-    def __init__(self, path: Path) -> None:
-        self._file = tarfile.open(path, "r:*")  # noqa: SIM115 (kept open; any compression)
-        self._members = {_normal(info.name): info for info in self._file.getmembers()
-                         if info.isfile()}
-
-    def names(self) -> list[str]:
-        return list(self._members)
-
-    def open(self, member: str) -> IO[bytes] | None:
-        info = self._members.get(member)
-        return self._file.extractfile(info) if info else None
-
-    def close(self) -> None:
-        self._file.close()
-
-
 class _Archive:
-    """One open zip or tar file; its errors become InputErrors naming the archive."""
+    """One open zip or tar file: its members by name, opened as streams; errors become
+    InputErrors naming the archive."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         is_zip = path.name.lower().endswith(".zip")
         try:
-            self._reader = _Zip(path) if is_zip else _Tar(path)
+            if is_zip:
+                self._file: zipfile.ZipFile | tarfile.TarFile = zipfile.ZipFile(path)
+                infos = [(info.filename, info) for info in self._file.infolist() if not info.is_dir()]
+            else:
+                self._file = tarfile.open(path, "r:*")  # noqa: SIM115 (kept open; any compression)
+                infos = [(info.name, info) for info in self._file.getmembers() if info.isfile()]
         except (zipfile.BadZipFile, tarfile.ReadError) as err:  # tar's lists every method tried
             kind = "zip" if is_zip else "tar"
             raise InputError(f"cannot read archive {path}: not a {kind} file, or damaged") from err
         except ARCHIVE_ERRORS as err:
             raise InputError(f"cannot read archive {path}: {err}") from err
+        self._members = {_normal(name): info for name, info in infos}
 
     def names(self) -> list[str]:
-        return self._reader.names()
+        return list(self._members)
 
     def open(self, member: str) -> IO[bytes]:
+        if member not in self._members:
+            raise InputError(f"no such file: {self.path}/{member}")
         try:
-            stream = self._reader.open(member)
+            if isinstance(self._file, zipfile.ZipFile):
+                return self._file.open(self._members[member])
+            stream = self._file.extractfile(self._members[member])
         except ARCHIVE_ERRORS as err:
             raise InputError(f"cannot read {member} in {self.path}: {err}") from err
-        if stream is None:
-            raise InputError(f"no such file: {self.path}/{member}")
+        if stream is None:  # extractfile's answer for links and devices, which are not listed
+            raise InputError(f"{member} in {self.path} is not a file")
         return stream
 
     def close(self) -> None:
-        self._reader.close()
+        self._file.close()
 
 
 _LOCK = threading.RLock()  # tar and zip handles are not thread-safe
