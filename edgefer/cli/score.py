@@ -17,10 +17,12 @@ from edgefer.types import FrameResult
 
 def add_commands(commands: Any) -> None:
     parser = commands.add_parser(
-        "score", help="score videos, images, folders or streams into a per-face table",
+        "score", help="score videos, images, folders, archives or streams into a per-face table",
         description="Detect, classify and track every face; write one row per face per processed "
-                    "frame. Folders are searched recursively for images and videos.")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="file, folder, URL or camera index")
+                    "frame. Folders are searched recursively for images, videos and archives; "
+                    "the images and videos in a zip or tar archive are read in place.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="file, folder, archive, URL or camera index")
     parser.add_argument("-o", "--output", required=True,
                         help="table to write: .csv, .jsonl or .parquet; with --ray, a folder "
                              "(local path or pyarrow filesystem URI) that becomes a Parquet "
