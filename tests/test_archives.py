@@ -136,3 +136,34 @@ def test_live_refuses_an_archive(files, tmp_path):
     archive = pack(files, tmp_path / "batch.zip")
     result = run_cli("live", "--source", str(archive), "--headless")
     assert_one_line_error(result, 2, "is an archive")
+
+
+@pytest.mark.slow
+def test_sigterm_mid_member_removes_the_copy(demo_clip, tmp_path):
+    """SIGTERM ends ``score`` as Ctrl-C does: exit 130, the table closed, no copy left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    archive = tmp_path / "clips.tar"
+    with tarfile.open(archive, "w") as packed:
+        for i in range(8):
+            packed.add(demo_clip, f"clip{i}.mp4")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    out = tmp_path / "faces.csv"
+    process = subprocess.Popen([sys.executable, "-m", "edgefer", "score", str(archive), "-o",
+                                str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "TMPDIR": str(temp)})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.exists() and len(out.read_bytes()) > 20_000):
+        time.sleep(0.05)
+    assert process.poll() is None, "scoring finished before it could be stopped"
+    assert list(temp.glob("edgefer-*.mp4"))  # a member is being read from its copy
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "interrupted" in stderr, stderr
+    assert not list(temp.glob("edgefer-*"))
+    assert out.read_text().endswith("\n")  # the table ends on a whole row

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _interrupt)  # `live` installs its own, gentler handler
     try:
         return args.run(args)
     except EdgeferError as err:
@@ -42,6 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(run with --debug for the traceback and please report it)", highlight=False,
             soft_wrap=True)
         return 70
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM ends a command as Ctrl-C does: files are closed, temporary copies deleted."""
+    raise KeyboardInterrupt
 
 
 def _console(stderr: bool = False):
