@@ -18,13 +18,15 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16")
     parser.add_argument("--max-batch", type=int, default=16, help="most faces per call (16)")
     parser.add_argument("--opt-batch", type=int, default=4, help="typical faces per call (4)")
-    parser.add_argument("--workspace-mb", type=int, default=512)
+    parser.add_argument("--workspace-mb", type=int, default=512,
+                        help="GPU memory TensorRT may use while building, in MB (512)")
     parser.add_argument("--timing-cache", type=Path, help="reuse/extend a timing cache file")
     parser.add_argument("--calibration", type=Path, metavar="DIR",
                         help="int8: folder of face crops (or full images with --calibration-mode "
                              "detect)")
     parser.add_argument("--calibration-mode", choices=("crops", "detect"), default="crops")
-    parser.add_argument("--calibration-images", type=int, default=512)
+    parser.add_argument("--calibration-images", type=int, default=512,
+                        help="int8: at most this many calibration images (512)")
     parser.add_argument("--check-only", action="store_true",
                         help="only check that the ONNX model is ready for TensorRT (no GPU needed)")
     parser.set_defaults(run=run_build)

@@ -25,7 +25,7 @@ def add_commands(commands: Any) -> None:
                       help="pace a file source at its native frame rate")
     live.add_argument("--loop", action="store_true", help="restart a file source at its end")
     live.add_argument("--headless", action="store_true", help="no window")
-    live.add_argument("--fullscreen", action="store_true")
+    live.add_argument("--fullscreen", action="store_true", help="start in fullscreen (key f toggles)")
     live.add_argument("--record", type=Path, metavar="OUT.mp4", help="record the annotated view")
     live.add_argument("-o", "--output", type=Path, help="per-face rows (.csv/.jsonl/.parquet)")
     live.add_argument("--overwrite", action="store_true")
@@ -42,7 +42,7 @@ def add_commands(commands: Any) -> None:
         description="Settings: the TOML file, then EDGEFER_<SECTION>_<KEY> environment "
                     "variables, then these flags. The source reconnects with backoff.")
     kiosk.add_argument("--config", type=Path, help="kiosk TOML file (see tools/kiosk.example.toml)")
-    kiosk.add_argument("--source", help="override source.input")
+    kiosk.add_argument("--source", help="override capture.source")
     kiosk.add_argument("--headless", action="store_true", default=None,
                        help="override display.headless")
     kiosk.add_argument("--http-port", type=int, help="override http.port")
