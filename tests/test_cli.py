@@ -120,3 +120,18 @@ def test_the_report_table_keeps_inputs_apart(names, shown):
     from edgefer.cli.score import distinct_names
 
     assert distinct_names(names) == shown
+
+
+def test_a_large_folder_ends_with_totals_and_its_failures(tmp_path):
+    """Beyond 30 inputs the table lists the failed ones only, then one line of totals."""
+    from edgefer.apps.demo import portrait_path
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(31):
+        shutil.copy(portrait_path(), folder / f"face{i:02d}.jpg")
+    (folder / "broken.jpg").write_text("not an image")
+    result = run_cli("score", str(folder), "-o", str(tmp_path / "o.csv"))
+    assert result.returncode == 1, result.stderr
+    assert "32 inputs: 31 scored, 1 failed; 31 frames, 31 faces" in result.stderr
+    assert "│ broken.jpg" in result.stderr and "│ face00.jpg" not in result.stderr

@@ -173,8 +173,24 @@ class RichClusterObserver:
                 f"[yellow]{self.retried} retried[/]")
 
 
+TABLE_ROWS = 30  # beyond this many inputs, the table lists only failures, then the totals
+
+
 def print_reports(console: Any, reports: list[FileReport]) -> None:
-    """The per-input table printed at the end of a run."""
+    """The per-input table printed at the end of a run; for a folder of thousands of photos,
+    the failed inputs (at most ``TABLE_ROWS``) and one line of totals."""
+    failed = [r for r in reports if r.error]
+    listed = reports if len(reports) <= TABLE_ROWS else failed[:TABLE_ROWS]
+    if listed:
+        print_table(console, listed)
+    if len(reports) > TABLE_ROWS:
+        more = f" (the first {TABLE_ROWS} failures listed)" if len(failed) > TABLE_ROWS else ""
+        console.print(f"{len(reports)} inputs: {len(reports) - len(failed)} scored, "
+                      f"{len(failed)} failed{more}; {sum(r.frames for r in reports)} frames, "
+                      f"{sum(r.faces for r in reports)} faces", highlight=False)
+
+
+def print_table(console: Any, reports: list[FileReport]) -> None:
     from rich.table import Table
 
     table = Table(title="edgefer score")
