@@ -207,13 +207,12 @@ def print_table(console: Any, reports: list[FileReport]) -> None:
 def distinct_names(names: list[str]) -> list[str]:
     """Inputs named without the folders all of them share, so that ``a.zip/clip.mp4`` and
     ``b.zip/clip.mp4`` stay apart while ``/data/day1/x.jpg`` reads ``x.jpg``."""
+    if len(names) < 2:
+        return [Path(name).name for name in names]
     parts = [Path(name).parts for name in names]
     shared = 0
-    while len(parts) > 1 and all(len(p) > shared + 1 and p[shared] == parts[0][shared]
-                                 for p in parts):
+    while all(len(p) > shared + 1 and p[shared] == parts[0][shared] for p in parts):
         shared += 1
-    if len(parts) == 1:
-        shared = len(parts[0]) - 1
     return [str(Path(*p[shared:])) if shared else name for p, name in zip(parts, names, strict=True)]
 
 
