@@ -43,10 +43,18 @@ def split_member(spec: str) -> tuple[Path, str] | None:
 
 
 def list_members(archive: Path, suffixes: tuple[str, ...]) -> list[str]:
-    """The archive's files whose names end in ``suffixes``, as inputs, in stored order."""
+    """The archive's files whose names end in ``suffixes``, as inputs, in stored order
+    (macOS's resource forks left out)."""
     with _LOCK:
         names = _open(archive).names()
-    return [f"{archive}/{name}" for name in names if name.lower().endswith(suffixes)]
+    return [f"{archive}/{name}" for name in names
+            if name.lower().endswith(suffixes) and not is_resource_fork(Path(name))]
+
+
+def is_resource_fork(path: Path) -> bool:
+    """macOS's metadata twin of a file (``._a.jpg``, ``__MACOSX/``), written into zips and onto
+    non-Apple drives: named like the image, but not one."""
+    return path.name.startswith("._") or "__MACOSX" in path.parts
 
 
 def read_member(archive: Path, member: str) -> bytes:

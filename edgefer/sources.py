@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from edgefer.archives import extract_member, is_archive, list_members, read_member, split_member
+from edgefer.archives import (
+    extract_member,
+    is_archive,
+    is_resource_fork,
+    list_members,
+    read_member,
+    split_member,
+)
 from edgefer.errors import InputError
 from edgefer.types import Frame
 
@@ -94,7 +101,8 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 
 def is_media(path: Path) -> bool:
     """An image, a video or an archive of them, by name."""
-    return path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES or is_archive(path)
+    return (path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES or is_archive(path)) \
+        and not is_resource_fork(path)
 
 
 def _archive_members(path: Path) -> list[str]:

@@ -167,3 +167,16 @@ def test_sigterm_mid_member_removes_the_copy(demo_clip, tmp_path):
     assert process.returncode == 130 and "interrupted" in stderr, stderr
     assert not list(temp.glob("edgefer-*"))
     assert out.read_text().endswith("\n")  # the table ends on a whole row
+
+
+def test_macos_resource_forks_are_not_inputs(files, tmp_path):
+    """Zips made on a Mac carry ``__MACOSX/._name`` twins, and Macs write ``._name`` onto other
+    drives: named like images, they are not, and would fail every run."""
+    archive = tmp_path / "mac.zip"
+    with zipfile.ZipFile(archive, "w") as packed:
+        packed.write(files / "photo.png", "photo.png")
+        packed.writestr("__MACOSX/._photo.png", b"\x00\x05\x16\x07")
+        packed.writestr("._photo.png", b"\x00\x05\x16\x07")
+    (files / "._photo.png").write_bytes(b"\x00\x05\x16\x07")
+    assert expand_inputs([str(archive)]) == [f"{archive}/photo.png"]
+    assert str(files / "._photo.png") not in expand_inputs([str(files)])
