@@ -33,6 +33,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 log = logging.getLogger(__name__)
 
+# photo formats the OpenCV wheel has no codec for (iPhones save HEIC by default)
+UNDECODABLE_PHOTO_SUFFIXES = (".heic", ".heif", ".jxl")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
 MAX_CONSECUTIVE_BAD_FRAMES = 25  # a damaged stretch longer than this ends the file
 LIST_SUFFIX = ".txt"  # a text file listing inputs
@@ -88,15 +90,27 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         if path.suffix.lower() == LIST_SUFFIX and path.is_file():
             items += expand_inputs(_read_list(path))
         elif path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and is_media(p))
+            files = [p for p in path.rglob("*") if p.is_file()]
+            found = sorted(str(p) for p in files if is_media(p))
             if not found:
                 log.warning("no images, videos or archives under %s", path)
+            _warn_undecodable(path, files)
             items += expand_inputs(found)
         elif is_archive(path) and path.is_file():
             items += _archive_members(path)
         else:
             items.append(spec)
     return items
+
+
+def _warn_undecodable(folder: Path, files: list[Path]) -> None:
+    """Photos a folder holds in formats OpenCV cannot decode are left out; say so, once."""
+    skipped = [p for p in files if p.suffix.lower() in UNDECODABLE_PHOTO_SUFFIXES]
+    if skipped:
+        kinds = ", ".join(sorted({p.suffix.lower() for p in skipped}))
+        count = f"{len(skipped)} photo{'s' if len(skipped) > 1 else ''}"
+        log.warning("%s under %s left out (%s: OpenCV cannot decode them; convert them to JPEG "
+                    "or PNG)", count, folder, kinds)
 
 
 def is_media(path: Path) -> bool:

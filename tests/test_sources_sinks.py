@@ -167,3 +167,14 @@ def test_a_parquet_table_without_rows_has_the_schema(tmp_path):
     TableSink(path).close()
     table = pq.read_table(path)
     assert table.num_rows == 0 and table.schema == parquet_schema()
+
+
+def test_a_folder_says_which_photos_it_cannot_read(tmp_path, caplog):
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    (tmp_path / "notes.txt").write_text("not a photo")
+    assert expand_inputs([str(tmp_path)]) == [str(tmp_path / "a.png")]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "1 photo under" in warning and ".heic" in warning and "convert them to JPEG" in warning
