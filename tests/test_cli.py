@@ -135,3 +135,15 @@ def test_a_large_folder_ends_with_totals_and_its_failures(tmp_path):
     assert result.returncode == 1, result.stderr
     assert "32 inputs: 31 scored, 1 failed; 31 frames, 31 faces" in result.stderr
     assert "│ broken.jpg" in result.stderr and "│ face00.jpg" not in result.stderr
+
+
+def test_the_last_line_names_the_files_written(tmp_path):
+    """An image annotated as ``x.mp4`` is written as ``x_<image>.jpg``: the line says so."""
+    from edgefer.apps.demo import portrait_path
+
+    shutil.copy(portrait_path(), tmp_path / "face.jpg")
+    result = run_cli("score", str(tmp_path / "face.jpg"), "-o", str(tmp_path / "o.csv"),
+                     "--annotate", str(tmp_path / "x.mp4"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "x_face.jpg").stat().st_size > 0 and not (tmp_path / "x.mp4").exists()
+    assert f"wrote {tmp_path / 'o.csv'}, {tmp_path / 'x_face.jpg'}" in result.stderr

@@ -57,6 +57,7 @@ class FileReport:
     error: str | None = None
     exception: EdgeferError | None = None
     dominant: str | None = None  # the most frequent final label over all faces
+    annotated: Path | None = None  # the annotated copy written (--annotate)
 
 
 class ScoreObserver(Protocol):
@@ -175,6 +176,7 @@ def score_file(item: str, recognizer: Recognizer, table: LazyTable, summary: Sum
             sink = table.open()
             observer.file_started(item, _expected_frames(source, options.stride))
             video = _annotation_sink(item, source, options, many)
+            report.annotated = video.path if video is not None else None
             try:
                 _process(item, source, recognizer, sink, summary, video,
                          lambda r: _count(report, observer, item, r))

@@ -119,7 +119,7 @@ def run_score_on_ray(args: argparse.Namespace, options: ScoreOptions) -> int:
         print_reports(observer.console, run.reports)
     outputs = [args.output, args.summary]
     observer.console.print("wrote " + ", ".join(str(p) for p in outputs if p is not None),
-                           highlight=False)
+                           highlight=False, soft_wrap=True)  # paths unbroken, to copy
     return 0 if all(r.error is None for r in run.reports) else 1
 
 
@@ -265,9 +265,10 @@ class RichScoreObserver:
 
     def print_summary(self, reports: list[FileReport], options: ScoreOptions) -> None:
         print_reports(self.console, reports)
-        outputs = [p for p in (options.output, options.annotate, options.summary, options.plot)
-                   if p is not None]
-        if not any(r.error is None for r in reports):  # nothing scored: only what exists
-            outputs = [p for p in outputs if Path(p).exists()]
-        self.console.print("wrote " + (", ".join(str(p) for p in outputs) or "nothing"),
-                           highlight=False)
+        outputs = [str(p) for p in (options.output, options.summary, options.plot)
+                   if p is not None and Path(p).exists()]
+        annotated = [str(r.annotated) for r in reports if r.annotated and r.annotated.exists()]
+        if len(annotated) > 3:
+            annotated = [f"{len(annotated)} annotated files ({annotated[0]}, ...)"]
+        self.console.print("wrote " + (", ".join(outputs + annotated) or "nothing"),
+                           highlight=False, soft_wrap=True)  # paths unbroken, to copy
