@@ -167,7 +167,7 @@ class ImageSource(Source):
         self._image = read_image(path)
 
     def __iter__(self) -> Iterator[Frame]:
-        yield Frame(0, 0.0, self._image, self.name)
+        yield Frame(0, 0.0, self._image, self.name, still=True)
 
 
 def read_image(path: str) -> np.ndarray:

@@ -72,7 +72,7 @@ class StillCropper:
         """The prepared picture and its detected faces."""
         image = prepare_small_image(read_image(path), self._pad)
         self._count += 1
-        return image, self._detector.detect(Frame(self._count, 0.0, image, path))
+        return image, self._detector.detect(Frame(self._count, 0.0, image, path, still=True))
 
     def crops(self, path: str) -> np.ndarray:
         """Aligned crops (model size and colour) of every face with usable keypoints."""

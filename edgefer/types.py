@@ -55,6 +55,7 @@ class Frame:
     timestamp_s: float
     image: np.ndarray
     source: str = ""
+    still: bool = False  # a photo, not a frame of a stream: the detector may look harder
 
     @property
     def timestamp_ms(self) -> int:

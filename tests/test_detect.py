@@ -49,10 +49,50 @@ def test_gray_frames_are_accepted(portrait):
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"model": "long"}, "short' or 'full"),
+    ({"model": "long"}, "one of auto, short, full"),
     ({"mode": "live"}, "mode"),
     ({"min_confidence": 1.5}, "min_confidence"),
 ])
 def test_invalid_options(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         DetectorOptions(**kwargs)
+
+
+def scene(portrait, face_height: int, at: tuple[int, int]) -> np.ndarray:
+    """A 640x480 grey photo with the portrait scaled to ``face_height`` pixels at ``at``."""
+    import cv2
+
+    picture = cv2.resize(portrait, (face_height * 512 // 600, face_height),
+                         interpolation=cv2.INTER_AREA)
+    canvas = np.full((480, 640, 3), 127, np.uint8)
+    y, x = at
+    canvas[y:y + face_height, x:x + picture.shape[1]] = picture
+    return canvas
+
+
+def test_auto_adds_the_full_range_model_on_photos_only(portrait):
+    """A distant face (the portrait 100 pixels high) escapes the short-range model; ``auto``
+    finds it with the full-range one on a photo, and runs the short-range model alone on video."""
+    distant = scene(portrait, 100, (50, 50))
+    with FaceDetector(DetectorOptions(model="short")) as short, \
+            FaceDetector(DetectorOptions(model="full", mode="image")) as full, \
+            FaceDetector(DetectorOptions(model="auto")) as auto:
+        assert len(short.detect(Frame(0, 0.0, distant, still=True))) == 0
+        far = full.detect(Frame(0, 0.0, distant, still=True))
+        photo = auto.detect(Frame(0, 0.0, distant, still=True))
+        video = auto.detect(Frame(1, 0.04, distant))
+    assert len(far) == 1 and len(photo) == 1 and len(video) == 0
+    np.testing.assert_array_equal(photo.xyxy, far.xyxy)
+
+
+def test_auto_keeps_the_short_range_box_of_a_face_both_find(portrait):
+    near = scene(portrait, 300, (180, 300))
+    with FaceDetector(DetectorOptions(model="short")) as short, \
+            FaceDetector(DetectorOptions(model="full", mode="image")) as full, \
+            FaceDetector(DetectorOptions(model="auto")) as auto:
+        expected = short.detect(Frame(0, 0.0, near, still=True))
+        assert len(full.detect(Frame(0, 0.0, near, still=True))) == 1  # the same face, boxed apart
+        photo = auto.detect(Frame(0, 0.0, near, still=True))
+    assert len(expected) == 1
+    np.testing.assert_array_equal(photo.xyxy, expected.xyxy)
+    np.testing.assert_array_equal(photo.keypoints, expected.keypoints)

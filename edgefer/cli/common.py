@@ -36,8 +36,9 @@ def add_recognizer_arguments(parser: argparse.ArgumentParser) -> None:
                             "then ONNX Runtime CUDA, then CPU)")
     group.add_argument("--precision", choices=PRECISIONS, default="fp16",
                        help="TensorRT plan precision (with --engine tensorrt/auto)")
-    group.add_argument("--detector", choices=DETECTOR_MODELS, default="short",
-                       help="BlazeFace model: short (faces within ~2 m, default) or full "
+    group.add_argument("--detector", choices=DETECTOR_MODELS, default="auto",
+                       help="BlazeFace model: auto (default: short on video; on photos short "
+                            "and full merged), short (faces within ~2 m) or full "
                             "(small/distant faces, group photos)")
     group.add_argument("--min-face-score", type=float, default=0.5,
                        help="minimum detection confidence (default 0.5)")

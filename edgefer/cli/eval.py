@@ -30,7 +30,9 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--mode", choices=("crops", "detect"), default="crops",
                         help="crops: images are face crops (default); detect: run the face "
                              "detector and aligner first, as in live use")
-    parser.add_argument("--detector", choices=DETECTOR_MODELS, default="short")
+    parser.add_argument("--detector", choices=DETECTOR_MODELS, default="short",
+                        help="with --mode detect: short (default: what the live path runs on "
+                             "video), full, or auto (short and full merged on these stills)")
     parser.add_argument("--model", help=MODEL_HELP)
     parser.add_argument("--engine", default="onnxruntime",
                         choices=ENGINES)
