@@ -126,7 +126,7 @@ class LatestFrameReader:
 
     def _publish(self, frame: Frame) -> None:
         now = time.monotonic()
-        stamped = Frame(self._index, now - self._epoch, frame.image, frame.source)
+        stamped = Frame(self._index, now - self._epoch, frame.image, frame.source, frame.still)
         self._index += 1
         with self._cond:
             if self._latest is not None:

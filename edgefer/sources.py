@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import re
 import sys
 import threading
 import time
@@ -38,6 +39,7 @@ UNDECODABLE_PHOTO_SUFFIXES = (".heic", ".heif", ".jxl")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
 MAX_CONSECUTIVE_BAD_FRAMES = 25  # a damaged stretch longer than this ends the file
 LIST_SUFFIX = ".txt"  # a text file listing inputs
+SEQUENCE_FPS = 30.0  # the nominal frame rate of a folder of images read as one stream
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 
@@ -275,6 +277,41 @@ class VideoSource(Source):
                 self._capture = None
 
 
+class ImageSequenceSource(Source):
+    """A folder of images read as one stream, in natural name order (``frame_2`` before
+    ``frame_10``): extracted video frames, a camera's snapshots. Frame ``i`` is at
+    ``i / SEQUENCE_FPS`` seconds. ``score`` reads a folder as separate photos instead."""
+
+    def __init__(self, folder: str, stride: int = 1, max_fps: float | None = None,
+                 start_frame: int = 0) -> None:
+        self.name = folder
+        self._paths = sorted((p for p in Path(folder).iterdir()
+                              if p.is_file() and is_image(p.name) and not is_resource_fork(p)),
+                             key=lambda p: natural_key(p.name))
+        if not self._paths:
+            raise InputError(f"no images in {folder}")
+        self.fps = SEQUENCE_FPS
+        self.frame_count = len(self._paths)
+        self._step = max(stride, round(SEQUENCE_FPS / max_fps) if max_fps else 1)
+        self._start = start_frame
+
+    def __iter__(self) -> Iterator[Frame]:
+        for index in range(self._start, len(self._paths)):
+            if index % self._step:
+                continue
+            try:
+                image = read_image(str(self._paths[index]))
+            except InputError as err:
+                log.warning("%s: %s; skipped", self.name, err)
+                continue
+            yield Frame(index, index / SEQUENCE_FPS, image, self.name)
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders the numbers inside names by value."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
 class ArchivedVideoSource(VideoSource):
     """A video inside an archive, read from a temporary copy that ``close`` deletes."""
 
@@ -296,10 +333,12 @@ class ArchivedVideoSource(VideoSource):
 
 def open_source(spec: str, stride: int = 1, max_fps: float | None = None,
                 start_frame: int = 0) -> Source:
-    """The source for a camera index ("0"), URL, image path, video path, or an image or video
-    inside an archive (``clips.tar.gz/day1/a.mp4``)."""
+    """The source for a camera index ("0"), URL, image path, video path, a folder of images read
+    as one stream, or an image or video inside an archive (``clips.tar.gz/day1/a.mp4``)."""
     if is_image(spec) and not is_stream(spec):
         return ImageSource(spec)
+    if not (is_stream(spec) or is_camera(spec)) and Path(spec).is_dir():
+        return ImageSequenceSource(spec, stride=stride, max_fps=max_fps, start_frame=start_frame)
     member = None if is_stream(spec) or is_camera(spec) else split_member(spec)
     if member is None and is_archive(spec) and Path(spec).is_file():
         list_members(Path(spec), ())  # an unreadable archive raises why

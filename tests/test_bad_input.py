@@ -129,6 +129,7 @@ def test_unwritable_output_folder(corpus, tmp_path):
     (["export", "{tmp}/a.pt", "{tmp}/b.pt", "--name", "pair", "--val", "{corpus}", "--recipe",
       "{tmp}/r.toml"], EXIT_INPUT, "2 checkpoints need 2 recipe files"),
     (["live", "--source", "{tmp}/missing.mp4", "--headless"], EXIT_INPUT, "no such file"),
+    (["live", "--source", "{tmp}", "--headless"], EXIT_INPUT, "no images in"),
     (["kiosk", "--config", "{tmp}/missing.toml"], EXIT_INPUT, "config file not found"),
 ])
 def test_bad_arguments(corpus, tmp_path, args, code, needle):

@@ -48,6 +48,24 @@ def test_unpaced_file_drops_frames_instead_of_queueing(demo_clip):
     assert stats.dropped > 0 and stats.frames > 0
 
 
+def test_a_folder_of_frames_is_a_stream(demo_clip, tmp_path):
+    """Frames extracted to ``frame_<i>.png`` play in number order (``frame_2`` before
+    ``frame_10``) at 30 frames/s, and the live loop tracks the face through them."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(demo_clip))
+    frames = [capture.read()[1] for _ in range(45)]
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"frame_{i}.png"), frame)
+    with open_source(str(tmp_path)) as source:
+        read = list(source)
+    assert [f.index for f in read] == list(range(45)) and source.fps == 30.0
+    assert all(np.array_equal(f.image, frame) for f, frame in zip(read, frames, strict=True))
+    options = LiveOptions(capture=CaptureOptions(str(tmp_path), realtime=True), display=HEADLESS)
+    stats = LiveSession(options).run()
+    assert stats.frames + stats.dropped == 45 and stats.faces >= stats.frames > 0
+
+
 def test_overlay_is_drawn():
     image = np.zeros((200, 300, 3), np.uint8)
     faces = Faces(np.array([[50, 60, 150, 160]]), np.ones(1), np.zeros((1, 6, 2)))

@@ -20,7 +20,8 @@ def add_commands(commands: Any) -> None:
         description="Keys: q/Esc quit, space pause, f fullscreen, s snapshot, d debug overlay.")
     source = live.add_mutually_exclusive_group()
     source.add_argument("--camera", type=int, help="camera index (default 0)")
-    source.add_argument("--source", help="a video file or stream URL instead of a camera")
+    source.add_argument("--source", help="a video file, stream URL, image or folder of "
+                        "frames (one stream) instead of a camera")
     live.add_argument("--realtime", action="store_true",
                       help="pace a file source at its native frame rate")
     live.add_argument("--loop", action="store_true", help="restart a file source at its end")
