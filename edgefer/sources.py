@@ -30,10 +30,9 @@ from edgefer.archives import (
 from edgefer.errors import InputError
 from edgefer.types import Frame
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
 log = logging.getLogger(__name__)
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # photo formats the OpenCV wheel has no codec for (iPhones save HEIC by default)
 UNDECODABLE_PHOTO_SUFFIXES = (".heic", ".heif", ".jxl")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
