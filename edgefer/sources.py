@@ -77,11 +77,12 @@ def is_image(spec: str) -> bool:
     return Path(spec).suffix.lower() in IMAGE_SUFFIXES
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
+def expand_inputs(inputs: list[str], sequences: bool = False) -> list[str]:
     """Files as given, folders recursed for images, videos and archives (sorted), archives
     opened for the images and videos inside (``photos.zip/a.jpg``, in stored order), URLs and
     cameras as is, and a ``.txt`` file read as a list of inputs, one per line (``#`` starts a
-    comment; relative paths are relative to the list's folder).
+    comment; relative paths are relative to the list's folder). With ``sequences``, a folder
+    is one input: its images are the frames of one video (``ImageSequenceSource``).
 
     Missing paths are kept so that the caller reports them in order with the other failures.
     """
@@ -89,7 +90,9 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     for spec in inputs:
         path = Path(spec)
         if path.suffix.lower() == LIST_SUFFIX and path.is_file():
-            items += expand_inputs(_read_list(path))
+            items += expand_inputs(_read_list(path), sequences)
+        elif path.is_dir() and sequences:
+            items.append(spec)
         elif path.is_dir():
             files = [p for p in path.rglob("*") if p.is_file()]
             found = sorted(str(p) for p in files if is_media(p))
@@ -279,7 +282,8 @@ class VideoSource(Source):
 class ImageSequenceSource(Source):
     """A folder of images read as one stream, in natural name order (``frame_2`` before
     ``frame_10``): extracted video frames, a camera's snapshots. Frame ``i`` is at
-    ``i / SEQUENCE_FPS`` seconds. ``score`` reads a folder as separate photos instead."""
+    ``i / SEQUENCE_FPS`` seconds. ``score`` reads a folder as separate photos unless asked
+    (``--sequences``)."""
 
     def __init__(self, folder: str, stride: int = 1, max_fps: float | None = None,
                  start_frame: int = 0) -> None:

@@ -147,3 +147,24 @@ def test_the_last_line_names_the_files_written(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "x_face.jpg").stat().st_size > 0 and not (tmp_path / "x.mp4").exists()
     assert f"wrote {tmp_path / 'o.csv'}, {tmp_path / 'x_face.jpg'}" in result.stderr
+
+
+def test_sequences_score_a_folder_of_frames_like_the_video(demo_clip, tmp_path):
+    """``--sequences``: the clip's first 45 frames as PNGs give the clip's first 45 frames of
+    rows (tracking and smoothing are causal, PNG is lossless, 30 frames/s is the clip's rate)."""
+    import cv2
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    capture = cv2.VideoCapture(str(demo_clip))
+    for i in range(45):
+        cv2.imwrite(str(frames / f"frame_{i}.png"), capture.read()[1])
+    video = run_cli("score", str(demo_clip), "-o", str(tmp_path / "video.csv"))
+    folder = run_cli("score", str(frames), "--sequences", "-o", str(tmp_path / "folder.csv"))
+    assert video.returncode == 0 and folder.returncode == 0, video.stderr + folder.stderr
+
+    def rows(name: str) -> list[list[str]]:
+        with (tmp_path / name).open() as handle:
+            return [row[1:] for row in csv.reader(handle) if row[1].isdigit() and int(row[1]) < 45]
+
+    assert rows("folder.csv") == rows("video.csv") and len(rows("folder.csv")) >= 45

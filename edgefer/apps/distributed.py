@@ -118,7 +118,7 @@ def score_on_ray(inputs: list[str], options: ScoreOptions, cluster: RayOptions,
     """
     observer = observer or _NullObserver()
     _check_supported(options)
-    items = expand_uris(inputs)
+    items = expand_uris(inputs, options.sequences)
     if not items:
         raise InputError(f"no images or videos found in {', '.join(inputs)}")
     dataset = Dataset(cluster.output)
@@ -155,11 +155,11 @@ def has_filesystem_scheme(spec: str) -> bool:
     return bool(re.match(r"^[a-z][a-z0-9+.-]*://", spec, re.IGNORECASE)) and not is_stream(spec)
 
 
-def expand_uris(inputs: list[str]) -> list[str]:
+def expand_uris(inputs: list[str], sequences: bool = False) -> list[str]:
     """Inputs as workers will open them: local paths absolute (workers run elsewhere), folders
     and list files expanded, folder URIs listed; cameras and live streams refused."""
     items: list[str] = []
-    for item in expand_inputs(inputs):
+    for item in expand_inputs(inputs, sequences):
         if is_camera(item) or is_stream(item):
             raise InputError(f"{item}: cameras and streams cannot be scored with --ray "
                              "(only files: a worker reads an input from start to end)")

@@ -37,6 +37,7 @@ class ScoreOptions:
     max_fps: float | None = None
     llm_wait_s: float = 30.0  # at the end of each input, wait this long for outstanding answers
     resume: bool = False  # continue an interrupted run into the same table
+    sequences: bool = False  # a folder is one video of its images, not a set of photos
     recognizer: RecognizerOptions = field(default_factory=RecognizerOptions)
 
     def __post_init__(self) -> None:
@@ -106,7 +107,7 @@ def score(inputs: list[str], options: ScoreOptions,
     """
     observer = observer or _NullObserver()
     check_outputs(options)
-    items = expand_inputs(inputs)
+    items = expand_inputs(inputs, options.sequences)
     if not items:
         raise InputError(f"no images or videos found in {', '.join(inputs)}")
     resume = prepare_resume(options.output) if options.resume else ResumeState()

@@ -39,6 +39,10 @@ def add_commands(commands: Any) -> None:
                         help="continue an interrupted run into the same .csv/.jsonl table: "
                              "finished inputs are skipped, the unfinished one restarts at its "
                              "last frame")
+    parser.add_argument("--sequences", action="store_true",
+                        help="a folder is one video: its images, in natural name order "
+                             "(frame_2 before frame_10), are frames at 30 frames/s, tracked and "
+                             "smoothed (extracted frames); without it, separate photos")
     parser.add_argument("--llm-wait", type=float, default=30.0, metavar="S",
                         help="at the end of each input, wait up to S seconds for LLM answers")
     add_ray_arguments(parser)
@@ -77,7 +81,8 @@ def run_score(args: argparse.Namespace) -> int:
     options = ScoreOptions(output=Path(args.output), overwrite=args.overwrite,
                            annotate=args.annotate, summary=args.summary, plot=args.plot,
                            stride=args.stride, max_fps=args.max_fps, llm_wait_s=args.llm_wait,
-                           resume=args.resume, recognizer=recognizer_options(args))
+                           resume=args.resume, sequences=args.sequences,
+                           recognizer=recognizer_options(args))
     if args.ray is not None:
         return run_score_on_ray(args, options)
     with RichScoreObserver() as observer:
