@@ -222,6 +222,14 @@ def test_inputs_become_absolute_and_lists_are_read(tmp_path, monkeypatch) -> Non
                                                  "file:///nowhere/b.mp4"]
 
 
+def test_sequences_send_a_folder_as_one_input(tmp_path, monkeypatch) -> None:
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "frame_0.png").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert expand_uris(["frames"], sequences=True) == [str(tmp_path / "frames")]
+    assert expand_uris(["frames"]) == [str(tmp_path / "frames" / "frame_0.png")]
+
+
 def test_a_folder_scored_with_other_settings_is_refused(tmp_path) -> None:
     Dataset(str(tmp_path / "d")).prepare({"stride": 1}, overwrite=False)
     Dataset(str(tmp_path / "d")).prepare({"stride": 1}, overwrite=False)  # same: a rerun
