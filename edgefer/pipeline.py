@@ -142,6 +142,18 @@ class Recognizer:
         self._second_opinion.drain(timeout_s, self._last_time_s)
         return self.take_events()
 
+    def settle(self, result: FrameResult, timeout_s: float) -> FrameResult:
+        """``result`` with the second opinions asked about its faces merged in, waiting at most
+        ``timeout_s`` for them: for a photo, which has no next frame to carry them as a video's
+        next frames do. Without the LLM, ``result`` as it is."""
+        stage = self._second_opinion
+        if stage is None:
+            return result
+        stage.drain(timeout_s, result.frame.timestamp_s)
+        stage.merge_into(result.faces, result.frame.timestamp_s)
+        decide_labels(result.faces, stage.policy, stage.config.fuse_weight, stage.fusion)
+        return result
+
     def take_events(self) -> list[dict]:
         """The second opinion's ``llm_answer`` events since the last call (none without LLM)."""
         return [] if self._second_opinion is None else self._second_opinion.take_events()

@@ -168,3 +168,21 @@ def test_sequences_score_a_folder_of_frames_like_the_video(demo_clip, tmp_path):
             return [row[1:] for row in csv.reader(handle) if row[1].isdigit() and int(row[1]) < 45]
 
     assert rows("folder.csv") == rows("video.csv") and len(rows("folder.csv")) >= 45
+
+
+def test_a_photos_row_carries_its_second_opinion(tmp_path):
+    """A photo has no next frame to carry a late answer: its row waits for it (at most
+    --llm-wait), so the table says what the LLM answered, not only the summary."""
+    pytest.importorskip("openai")
+    from edgefer.apps.demo import portrait_path
+    from tools.openai_stub import StubServer, StubState
+
+    shutil.copy(portrait_path(), tmp_path / "face.jpg")
+    with StubServer(StubState(mode="slow", delay_s=0.5, answer=lambda face: "surprise")) as server:
+        result = run_cli("score", str(tmp_path / "face.jpg"), "-o", str(tmp_path / "o.csv"),
+                         "--llm", "--llm-base-url", server.base_url, "--llm-model", "stub",
+                         "--llm-threshold", "1.0")
+    assert result.returncode == 0, result.stderr
+    with (tmp_path / "o.csv").open() as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert (row["llm_label"], row["final_label"], row["final_source"]) == ("surprise",) * 2 + ("llm",)

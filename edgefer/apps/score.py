@@ -180,7 +180,7 @@ def score_file(item: str, recognizer: Recognizer, table: LazyTable, summary: Sum
             report.annotated = video.path if video is not None else None
             try:
                 _process(item, source, recognizer, sink, summary, video,
-                         lambda r: _count(report, observer, item, r))
+                         lambda r: _count(report, observer, item, r), options.llm_wait_s)
                 summary.add_events(item, recognizer.wait_for_second_opinions(options.llm_wait_s))
             finally:
                 if video is not None:
@@ -236,8 +236,10 @@ class _ImageWriter:
 
 def _process(item: str, source: Source, recognizer: Recognizer, table: TableSink,
              summary: Summary, video: VideoSink | _ImageWriter | None,
-             on_frame: Callable[[FrameResult], None]) -> None:
+             on_frame: Callable[[FrameResult], None], llm_wait_s: float) -> None:
     for result in recognizer.run(source):
+        if result.frame.still:  # a photo's row waits for its second opinion
+            result = recognizer.settle(result, llm_wait_s)
         start = time.perf_counter()
         rows = face_rows(item, result)
         table.write(rows)

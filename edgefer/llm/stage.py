@@ -124,7 +124,7 @@ class SecondOpinionStage:
         self.collect(frame.timestamp_s)
         for row in range(len(faces)):
             self._maybe_ask(frame, faces, row)
-        self._merge_into(faces, frame.timestamp_s)
+        self.merge_into(faces, frame.timestamp_s)
         return faces
 
     def collect(self, now_s: float) -> None:
@@ -200,7 +200,7 @@ class SecondOpinionStage:
         return FaceQuery(f"f{frame.index}_{int(faces.track_ids[row])}", jpeg,
                          cache_key(jpeg, self.config, options, context), options, context)
 
-    def _merge_into(self, faces: Faces, now_s: float) -> None:
+    def merge_into(self, faces: Faces, now_s: float) -> None:
         """Attach each track's answer while it is fresh and the CNN label it was given for holds."""
         cnn_labels = faces.cnn_labels
         for row in range(len(faces)):
