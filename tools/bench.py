@@ -10,6 +10,7 @@ and the medians go to JSON and to a markdown section appended to BENCHMARKS.md.
     python tools/bench.py soak ../shared/data/videos/liveportrait_d9.mp4 --minutes 20
     python tools/bench.py ray ../shared/data/videos/liveportrait_d*.mp4 --copies 4
     python tools/bench.py web ../shared/data/videos/liveportrait_d9.mp4 --seconds 20
+    python tools/bench.py photos ../shared/data/videos --copies 10
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 import json
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -300,6 +302,21 @@ def work_score_many(folder: str) -> dict[str, Any]:
             "peak_rss_mb": peak_rss_mb()}
 
 
+def work_score_photos(folder: str, detector: str) -> dict[str, Any]:
+    """``edgefer score`` of a folder of photos with one ``--detector`` setting."""
+    from edgefer.apps.score import ScoreOptions, score
+    from edgefer.detect import DetectorOptions
+    from edgefer.pipeline import RecognizerOptions
+
+    options = RecognizerOptions(detector=DetectorOptions(model=detector))
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        reports = score([folder], ScoreOptions(output=Path(out) / "faces.csv", recognizer=options))
+        seconds = time.perf_counter() - start
+    return {"detector": detector, "photos": len(reports), "faces": sum(r.faces for r in reports),
+            "seconds": seconds, "fps": len(reports) / seconds, "peak_rss_mb": peak_rss_mb()}
+
+
 def work_score_ray(folder: str, address: str) -> dict[str, Any]:
     """``edgefer score --ray ADDRESS`` of the same files into a Parquet dataset, joining a
     running cluster (connection and worker start-up included in the time)."""
@@ -320,7 +337,7 @@ def work_score_ray(folder: str, address: str) -> dict[str, Any]:
 
 WORKERS = {"decode_detect": work_decode_detect, "score": work_score, "live": work_live,
            "model": work_model, "soak": work_soak, "score_many": work_score_many,
-           "score_ray": work_score_ray, "web": work_web}
+           "score_ray": work_score_ray, "web": work_web, "score_photos": work_score_photos}
 
 
 def in_subprocess(kind: str, *args: Any, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -497,6 +514,34 @@ def append_markdown(path: Path, title: str, command: str, table: str) -> None:
         handle.write(section)
 
 
+def suite_photos(folder: str, copies: int, repeats: int) -> tuple[dict[str, Any], str]:
+    """The photos of ``folder`` (each copied ``copies`` times) scored with ``--detector short``
+    and ``auto`` (both models on photos), interleaved: what the second model costs."""
+    from edgefer.sources import IMAGE_SUFFIXES
+
+    photos = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not photos:
+        raise SystemExit(f"no photos in {folder}")
+    runs: dict[str, list[dict[str, Any]]] = {"short": [], "auto": []}
+    with tempfile.TemporaryDirectory() as copied:
+        for photo in photos:
+            for i in range(copies):
+                shutil.copy(photo, Path(copied) / f"{photo.stem}_{i}{photo.suffix}")
+        for _ in range(repeats):
+            for detector, done in runs.items():
+                done.append(in_subprocess("score_photos", copied, detector))
+    best = {detector: median_run(done) for detector, done in runs.items()}
+    result = {"folder": folder, "photos": len(photos), "copies": copies, "repeats": repeats,
+              **best, "fps_runs": {d: [round(r["fps"], 1) for r in done] for d, done in runs.items()}}
+    table = "\n".join([
+        f"{len(photos)} photos of `{folder}`, each {copies} times, median of {repeats} "
+        "interleaved runs (model loading included).", "",
+        "| `--detector` | photos/s | faces found | peak RSS MB |", "|---|---:|---:|---:|",
+        *[f"| `{d}` | {r['fps']:.1f} | {r['faces']} | {r['peak_rss_mb']:.0f} |"
+          for d, r in best.items()]])
+    return result, table
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_worker":
         print(json.dumps(WORKERS[sys.argv[2]](*json.loads(sys.argv[3]))))
@@ -505,10 +550,12 @@ def main() -> None:
         print(json.dumps(page_viewers(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", choices=("pipeline", "live", "model", "soak", "ray", "web"))
+    parser.add_argument("suite", choices=("pipeline", "live", "model", "soak", "ray", "web",
+                                          "photos"))
     parser.add_argument("--minutes", type=float, default=20.0, help="soak: how long")
     parser.add_argument("clip", nargs="*")
-    parser.add_argument("--copies", type=int, default=4, help="ray: copies of each clip")
+    parser.add_argument("--copies", type=int, default=4,
+                        help="ray: copies of each clip; photos: of each photo")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--llm-modes", default="none,slow,refuse,down",
@@ -529,6 +576,9 @@ def main() -> None:
     if args.suite == "ray":
         result, table = suite_ray(args.clip, args.copies, args.repeats)
         title = "Scale-out: `edgefer score --ray` vs `edgefer score` on one machine"
+    elif args.suite == "photos":
+        result, table = suite_photos(args.clip, args.copies, args.repeats)
+        title = "Photos: the short-range detector alone vs both (`--detector auto`)"
     elif args.suite == "pipeline":
         result, table = suite_pipeline(args.clip, args.repeats)
         title = "Pipeline throughput"
