@@ -32,9 +32,9 @@ def files(tmp_path: Path) -> Path:
 
 
 def pack(tree: Path, archive: Path) -> Path:
-    """``tree`` packed as ``archive``, members in the order day1/clip.mp4, notes.txt, photo.png
-    (tar members with ``tar -C tree .``'s leading ``./``)."""
-    members = ["day1/clip.mp4", "notes.txt", "photo.png"]
+    """``tree`` packed as ``archive``, members in the order photo.png, notes.txt, day1/clip.mp4
+    (not sorted; tar members with ``tar -C tree .``'s leading ``./``)."""
+    members = ["photo.png", "notes.txt", "day1/clip.mp4"]
     if archive.name.endswith(".zip"):
         with zipfile.ZipFile(archive, "w") as packed:
             for name in members:
@@ -51,12 +51,12 @@ def pack(tree: Path, archive: Path) -> Path:
 def test_members_are_inputs_read_in_place(files, tmp_path, suffix):
     archive = pack(files, tmp_path / f"batch.{suffix}")
     items = expand_inputs([str(archive)])
-    assert items == [f"{archive}/day1/clip.mp4", f"{archive}/photo.png"]  # stored order, media only
-    np.testing.assert_array_equal(read_image(items[1]), read_image(str(files / "photo.png")))
+    assert items == [f"{archive}/photo.png", f"{archive}/day1/clip.mp4"]  # stored order, media only
+    np.testing.assert_array_equal(read_image(items[0]), read_image(str(files / "photo.png")))
     before = temporary_copies()
-    with open_source(items[0], stride=3) as source:
+    with open_source(items[1], stride=3) as source:
         frames = [frame.index for frame in source]
-        assert source.name == items[0] and len(temporary_copies() - before) == 1
+        assert source.name == items[1] and len(temporary_copies() - before) == 1
     assert frames == list(range(0, 30, 3))
     assert temporary_copies() == before  # the copy went with the source
 
@@ -70,8 +70,8 @@ def test_folders_open_the_archives_in_them(files, tmp_path):
     folder.mkdir()
     archive = pack(files, folder / "b.tgz")
     (folder / "a.png").write_bytes((files / "photo.png").read_bytes())
-    assert expand_inputs([str(folder)]) == [str(folder / "a.png"), f"{archive}/day1/clip.mp4",
-                                            f"{archive}/photo.png"]
+    assert expand_inputs([str(folder)]) == [str(folder / "a.png"), f"{archive}/photo.png",
+                                            f"{archive}/day1/clip.mp4"]
 
 
 def test_bad_archives_and_members(files, tmp_path):
