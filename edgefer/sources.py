@@ -32,7 +32,7 @@ from edgefer.types import Frame
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".avif")
 # photo formats the OpenCV wheel has no codec for (iPhones save HEIC by default)
 UNDECODABLE_PHOTO_SUFFIXES = (".heic", ".heif", ".jxl")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")

@@ -94,6 +94,22 @@ def test_images_of_every_kind(tmp_path):
         read_image(str(tmp_path / "bad.jpg"))
 
 
+def test_avif_photos_are_images(tmp_path):
+    import cv2
+
+    picture = np.zeros((32, 48, 3), np.uint8)
+    picture[:, 24:] = 200
+    try:
+        ok, data = cv2.imencode(".avif", picture)
+    except cv2.error:
+        ok = False
+    if not ok:
+        pytest.skip("this OpenCV build has no AVIF codec")
+    (tmp_path / "photo.avif").write_bytes(data.tobytes())
+    assert expand_inputs([str(tmp_path)]) == [str(tmp_path / "photo.avif")]
+    assert np.abs(read_image(str(tmp_path / "photo.avif")).astype(int) - picture).mean() < 8
+
+
 def test_expand_inputs_recurses(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     write_clip(tmp_path / "a" / "b" / "x.mp4")
