@@ -38,7 +38,7 @@ UNDECODABLE_PHOTO_SUFFIXES = (".heic", ".heif", ".jxl")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
 MAX_CONSECUTIVE_BAD_FRAMES = 25  # a damaged stretch longer than this ends the file
 LIST_SUFFIX = ".txt"  # a text file listing inputs
-SEQUENCE_FPS = 30.0  # the nominal frame rate of a folder of images read as one stream
+SEQUENCE_FPS = 30.0  # the frame rate of a folder of images read as one stream, unless given
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 
@@ -281,21 +281,23 @@ class VideoSource(Source):
 
 class ImageSequenceSource(Source):
     """A folder of images read as one stream, in natural name order (``frame_2`` before
-    ``frame_10``): extracted video frames, a camera's snapshots. Frame ``i`` is at
-    ``i / SEQUENCE_FPS`` seconds. ``score`` reads a folder as separate photos unless asked
-    (``--sequences``)."""
+    ``frame_10``): extracted video frames, a camera's snapshots. Frame ``i`` is at ``i / fps``
+    seconds (tracking and smoothing count in seconds). ``score`` reads a folder as separate
+    photos unless asked (``--sequences``)."""
 
     def __init__(self, folder: str, stride: int = 1, max_fps: float | None = None,
-                 start_frame: int = 0) -> None:
+                 start_frame: int = 0, fps: float = SEQUENCE_FPS) -> None:
+        if fps <= 0:
+            raise InputError(f"a sequence's frame rate must be > 0, got {fps}")
         self.name = folder
         self._paths = sorted((p for p in Path(folder).iterdir()
                               if p.is_file() and is_image(p.name) and not is_resource_fork(p)),
                              key=lambda p: natural_key(p.name))
         if not self._paths:
             raise InputError(f"no images in {folder}")
-        self.fps = SEQUENCE_FPS
+        self.fps = fps
         self.frame_count = len(self._paths)
-        self._step = max(stride, round(SEQUENCE_FPS / max_fps) if max_fps else 1)
+        self._step = max(stride, round(fps / max_fps) if max_fps else 1)
         self._start = start_frame
 
     def __iter__(self) -> Iterator[Frame]:
@@ -307,7 +309,7 @@ class ImageSequenceSource(Source):
             except InputError as err:
                 log.warning("%s: %s; skipped", self.name, err)
                 continue
-            yield Frame(index, index / SEQUENCE_FPS, image, self.name)
+            yield Frame(index, index / self.fps, image, self.name)
 
 
 def natural_key(name: str) -> list[Any]:
@@ -335,13 +337,14 @@ class ArchivedVideoSource(VideoSource):
 
 
 def open_source(spec: str, stride: int = 1, max_fps: float | None = None,
-                start_frame: int = 0) -> Source:
+                start_frame: int = 0, sequence_fps: float = SEQUENCE_FPS) -> Source:
     """The source for a camera index ("0"), URL, image path, video path, a folder of images read
     as one stream, or an image or video inside an archive (``clips.tar.gz/day1/a.mp4``)."""
     if is_image(spec) and not is_stream(spec):
         return ImageSource(spec)
     if not (is_stream(spec) or is_camera(spec)) and Path(spec).is_dir():
-        return ImageSequenceSource(spec, stride=stride, max_fps=max_fps, start_frame=start_frame)
+        return ImageSequenceSource(spec, stride=stride, max_fps=max_fps, start_frame=start_frame,
+                                   fps=sequence_fps)
     member = None if is_stream(spec) or is_camera(spec) else split_member(spec)
     if member is None and is_archive(spec) and Path(spec).is_file():
         list_members(Path(spec), ())  # an unreadable archive raises why

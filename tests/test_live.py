@@ -60,6 +60,8 @@ def test_a_folder_of_frames_is_a_stream(demo_clip, tmp_path):
     with open_source(str(tmp_path)) as source:
         read = list(source)
     assert [f.index for f in read] == list(range(45)) and source.fps == 30.0
+    with open_source(str(tmp_path), sequence_fps=15.0) as slower:
+        assert [f.timestamp_s for f in slower][:3] == [0.0, 1 / 15, 2 / 15]
     assert all(np.array_equal(f.image, frame) for f, frame in zip(read, frames, strict=True))
     options = LiveOptions(capture=CaptureOptions(str(tmp_path), realtime=True), display=HEADLESS)
     stats = LiveSession(options).run()

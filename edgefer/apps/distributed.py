@@ -228,6 +228,8 @@ def run_settings(options: ScoreOptions) -> dict[str, Any]:
                 "precision": recognizer.precision, "detector": asdict(recognizer.detector),
                 "tracker": asdict(recognizer.tracker), "smoothing": asdict(recognizer.smoothing),
                 "llm": recognizer.llm is not None}
+    if options.sequences:  # a sequence's frame rate sets its rows' times
+        settings["sequence_fps"] = options.sequence_fps
     return json.loads(json.dumps(settings, default=str))
 
 

@@ -20,7 +20,7 @@ from edgefer.errors import EdgeferError, InputError
 from edgefer.files import write_json_atomic
 from edgefer.pipeline import Recognizer, RecognizerOptions
 from edgefer.sinks import TableSink, VideoSink, check_output, face_rows
-from edgefer.sources import Source, expand_inputs, is_image, open_source
+from edgefer.sources import SEQUENCE_FPS, Source, expand_inputs, is_image, open_source
 from edgefer.types import FrameResult
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class ScoreOptions:
     llm_wait_s: float = 30.0  # at the end of each input, wait this long for outstanding answers
     resume: bool = False  # continue an interrupted run into the same table
     sequences: bool = False  # a folder is one video of its images, not a set of photos
+    sequence_fps: float = SEQUENCE_FPS  # that video's frame rate
     recognizer: RecognizerOptions = field(default_factory=RecognizerOptions)
 
     def __post_init__(self) -> None:
@@ -45,6 +46,8 @@ class ScoreOptions:
             raise InputError(f"--stride must be >= 1, got {self.stride}")
         if self.max_fps is not None and self.max_fps <= 0:
             raise InputError(f"--max-fps must be > 0, got {self.max_fps}")
+        if self.sequence_fps <= 0:
+            raise InputError(f"--sequence-fps must be > 0, got {self.sequence_fps}")
         if self.llm_wait_s < 0:
             raise InputError(f"--llm-wait must be >= 0, got {self.llm_wait_s}")
 
@@ -172,8 +175,8 @@ def score_file(item: str, recognizer: Recognizer, table: LazyTable, summary: Sum
     report = FileReport(item)
     start = time.perf_counter()
     try:
-        with open_source(read_from or item, options.stride, options.max_fps,
-                         start_frame) as source:
+        with open_source(read_from or item, options.stride, options.max_fps, start_frame,
+                         options.sequence_fps) as source:
             sink = table.open()
             observer.file_started(item, _expected_frames(source, options.stride))
             video = _annotation_sink(item, source, options, many)

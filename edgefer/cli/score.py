@@ -41,8 +41,11 @@ def add_commands(commands: Any) -> None:
                              "last frame")
     parser.add_argument("--sequences", action="store_true",
                         help="a folder is one video: its images, in natural name order "
-                             "(frame_2 before frame_10), are frames at 30 frames/s, tracked and "
-                             "smoothed (extracted frames); without it, separate photos")
+                             "(frame_2 before frame_10), are its frames, tracked and smoothed "
+                             "(extracted frames); without it, separate photos")
+    parser.add_argument("--sequence-fps", type=float, default=30.0, metavar="FPS",
+                        help="with --sequences: the frames' rate (default 30), which timestamps, "
+                             "tracking and smoothing count by")
     parser.add_argument("--llm-wait", type=float, default=30.0, metavar="S",
                         help="at the end of each input, wait up to S seconds for LLM answers")
     add_ray_arguments(parser)
@@ -82,6 +85,7 @@ def run_score(args: argparse.Namespace) -> int:
                            annotate=args.annotate, summary=args.summary, plot=args.plot,
                            stride=args.stride, max_fps=args.max_fps, llm_wait_s=args.llm_wait,
                            resume=args.resume, sequences=args.sequences,
+                           sequence_fps=args.sequence_fps,
                            recognizer=recognizer_options(args))
     if args.ray is not None:
         return run_score_on_ray(args, options)
