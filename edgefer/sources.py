@@ -188,26 +188,27 @@ class VideoSource(Source):
 
     ``stride`` skips frames with ``grab()`` (no colour conversion); ``max_fps`` keeps at most that
     many frames per second of presentation time; ``start_frame`` skips the frames before it
-    (resuming an interrupted run).
+    (resuming an interrupted run). ``name`` is what frames and errors call it (default ``spec``).
     """
 
     def __init__(self, spec: str, stride: int = 1, max_fps: float | None = None,
-                 start_frame: int = 0) -> None:
+                 start_frame: int = 0, name: str | None = None) -> None:
         import cv2
 
         if stride < 1:
             raise InputError(f"stride must be >= 1, got {stride}")
         if max_fps is not None and max_fps <= 0:
             raise InputError(f"max-fps must be > 0, got {max_fps}")
-        self.name = spec
+        self.name = name or spec
         self.live = is_camera(spec) or is_stream(spec)
         if not self.live and not Path(spec).is_file():
-            raise InputError(f"no such file: {spec}")
+            raise InputError(f"no such file: {self.name}")
         self._capture = open_camera(int(spec)) if is_camera(spec) else cv2.VideoCapture(spec)
         if not self._capture.isOpened():
             if is_camera(spec):
                 raise InputError(f"cannot open camera {spec}{camera_devices_hint()}")
-            raise InputError(f"cannot open {'stream' if is_stream(spec) else 'video'}: {spec}")
+            kind = "stream" if is_stream(spec) else "video"
+            raise InputError(f"cannot open {kind}: {self.name}")
         fps = self._capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if 0 < fps < 1000 else None
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -325,11 +326,10 @@ class ArchivedVideoSource(VideoSource):
         self._copy = extract_member(archive, member)
         try:
             super().__init__(str(self._copy), stride=stride, max_fps=max_fps,
-                             start_frame=start_frame)
-        except InputError as err:
+                             start_frame=start_frame, name=spec)
+        except InputError:
             self._copy.unlink()
-            raise InputError(str(err).replace(str(self._copy), spec)) from None
-        self.name = spec
+            raise
 
     def close(self) -> None:
         super().close()
