@@ -116,11 +116,26 @@ class Recognizer:
 
     def reset(self) -> list[Track]:
         """Start a new stream (next file): end every track and return them."""
-        self._tracker.end_all()
-        ended = self.pop_ended_tracks()
+        return self._end_stream(park=False)[0]
+
+    def park(self) -> int:
+        """End the stream as ``reset`` does, but keep collecting the second opinions asked
+        about it; returns the ticket that ``settle``, ``take_events`` and ``release`` take.
+        Photos use it: the next photos are read and asked about while earlier answers are on
+        their way, so the LLM gets their faces in batches and answers them concurrently."""
+        return self._end_stream(park=True)[1]
+
+    def release(self, ticket: int) -> None:
+        """Forget a parked stream's second opinions."""
         if self._second_opinion is not None:
-            self._second_opinion.new_stream()
-        return ended
+            self._second_opinion.release(ticket)
+
+    def _end_stream(self, park: bool) -> tuple[list[Track], int]:
+        self._tracker.end_all()
+        ended = self._tracker.pop_ended()
+        self._smoother.forget([t.track_id for t in ended])
+        ticket = -1 if self._second_opinion is None else self._second_opinion.new_stream(park)
+        return ended, ticket
 
     def reserve_track_ids(self, next_id: int) -> None:
         """Number new tracks from ``next_id`` on (a resumed run continues its ids)."""
@@ -142,21 +157,23 @@ class Recognizer:
         self._second_opinion.drain(timeout_s, self._last_time_s)
         return self.take_events()
 
-    def settle(self, result: FrameResult, timeout_s: float) -> FrameResult:
+    def settle(self, result: FrameResult, timeout_s: float,
+               ticket: int | None = None) -> FrameResult:
         """``result`` with the second opinions asked about its faces merged in, waiting at most
         ``timeout_s`` for them: for a photo, which has no next frame to carry them as a video's
-        next frames do. Without the LLM, ``result`` as it is."""
+        next frames do. ``ticket`` names a parked stream (``park``); the current one by
+        default. Without the LLM, ``result`` as it is."""
         stage = self._second_opinion
         if stage is None:
             return result
-        stage.drain(timeout_s, result.frame.timestamp_s)
-        stage.merge_into(result.faces, result.frame.timestamp_s)
+        stage.settle(result.faces, result.frame.timestamp_s, timeout_s, ticket)
         decide_labels(result.faces, stage.policy, stage.config.fuse_weight, stage.fusion)
         return result
 
-    def take_events(self) -> list[dict]:
-        """The second opinion's ``llm_answer`` events since the last call (none without LLM)."""
-        return [] if self._second_opinion is None else self._second_opinion.take_events()
+    def take_events(self, ticket: int | None = None) -> list[dict]:
+        """The second opinion's ``llm_answer`` events since the last call, of the current
+        stream or a parked one (none without LLM)."""
+        return [] if self._second_opinion is None else self._second_opinion.take_events(ticket)
 
     def llm_status(self) -> LlmStatus | None:
         """Queue length and counters of the second opinion; None when it is off."""

@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from conftest import assert_one_line_error, run_cli
@@ -186,3 +187,35 @@ def test_a_photos_row_carries_its_second_opinion(tmp_path):
     with (tmp_path / "o.csv").open() as handle:
         (row,) = list(csv.DictReader(handle))
     assert (row["llm_label"], row["final_label"], row["final_source"]) == ("surprise",) * 2 + ("llm",)
+
+
+def test_photos_share_the_llms_round_trips(portrait, tmp_path):
+    """A folder of photos does not wait out each photo's answer before reading the next: their
+    faces reach the LLM together, and every row still carries its own answer, in input order
+    (an undecodable photo among them too)."""
+    pytest.importorskip("openai")
+    import cv2
+
+    from tools.openai_stub import StubServer, StubState
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(6):  # a little brighter each: distinct crops, no answer comes from the cache
+        cv2.imwrite(str(photos / f"p{i}.png"), cv2.convertScaleAbs(portrait, beta=3 * i))
+    (photos / "p2b.jpg").write_bytes(b"not a JPEG")
+    state = StubState(mode="slow", delay_s=1.0, answer=lambda face: "surprise")
+    with StubServer(state) as server:
+        result = run_cli("score", str(photos), "-o", str(tmp_path / "o.csv"), "--llm",
+                         "--llm-base-url", server.base_url, "--llm-model", "stub",
+                         "--llm-threshold", "1.0", "--summary", str(tmp_path / "s.json"))
+    assert result.returncode == 1 and "cannot decode image" in result.stderr, result.stderr
+    with (tmp_path / "o.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [Path(row["file"]).name for row in rows] == [f"p{i}.png" for i in range(6)]
+    assert all((row["llm_label"], row["final_source"]) == ("surprise", "llm") for row in rows)
+    files = json.loads((tmp_path / "s.json").read_text())["files"]
+    assert [Path(name).name for name in files] == ["p0.png", "p1.png", "p2.png", "p2b.jpg",
+                                                   "p3.png", "p4.png", "p5.png"]
+    assert [f.get("llm_answers") for f in files.values()] == [1, 1, 1, None, 1, 1, 1]
+    assert sum(request["faces"] for request in state.requests) == 6
+    assert len(state.requests) < 6  # one request per photo is what this replaced

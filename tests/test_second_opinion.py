@@ -6,6 +6,7 @@ test_cascade.py; here a fake that answers on demand makes the stage's timing rul
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -68,14 +69,18 @@ def make_stage(aligner: Aligner, **config: Any) -> tuple[SecondOpinionStage, Fak
     return SecondOpinionStage(LlmConfig(**settings), aligner, worker), worker
 
 
-def step(stage: SecondOpinionStage, time_s: float, label: int, probs: list[float] = UNSURE) -> Faces:
-    """One frame with one face of track 1 whose smoothed label is ``label``."""
+def one_face(label: int, probs: list[float] = UNSURE) -> Faces:
+    """One face of track 1 whose smoothed label is ``label``."""
     keypoints = np.array([[[80, 90], [120, 90], [100, 110], [100, 130], [60, 95], [140, 95]]])
-    faces = Faces(np.array([[50, 50, 150, 160]]), np.ones(1), keypoints, probs=np.array([probs]),
-                  track_ids=np.array([1]), smoothed_probs=np.array([probs]),
-                  smoothed_labels=np.array([label]))
+    return Faces(np.array([[50, 50, 150, 160]]), np.ones(1), keypoints, probs=np.array([probs]),
+                 track_ids=np.array([1]), smoothed_probs=np.array([probs]),
+                 smoothed_labels=np.array([label]))
+
+
+def step(stage: SecondOpinionStage, time_s: float, label: int, probs: list[float] = UNSURE) -> Faces:
+    """One frame with ``one_face``."""
     image = np.full((200, 200, 3), 128, np.uint8)
-    return stage.update(Frame(round(time_s * 30), time_s, image), faces)
+    return stage.update(Frame(round(time_s * 30), time_s, image), one_face(label, probs))
 
 
 def test_a_confident_face_is_not_asked(aligner):
@@ -130,6 +135,35 @@ def test_answers_for_a_previous_stream_are_ignored(aligner):
     stage.new_stream()
     assert step(stage, 0.1, HAPPY).llm_labels[0] == -1
     assert stage.take_events() == []
+
+
+def test_a_parked_stream_keeps_its_answers_and_events(aligner):
+    """A photo's stream, parked while the next photo is asked about, still gets its answer
+    (the next photo's track 1 does not), and ``settle`` merges it later."""
+    stage, worker = make_stage(aligner)
+    step(stage, 0.0, HAPPY)
+    parked = stage.new_stream(park=True)
+    worker.answer("surprise")
+    assert step(stage, 0.0, HAPPY).llm_labels[0] == -1  # the next photo's own question waits
+    faces = one_face(HAPPY)
+    stage.settle(faces, 0.0, timeout_s=5.0, stream=parked)
+    assert faces.llm_labels[0] == EMOTIONS.index("surprise")
+    assert [e["llm_label"] for e in stage.take_events(parked)] == ["surprise"]
+    assert stage.take_events() == []  # the current stream's events are its own
+    stage.release(parked)
+    worker.answer("sad")  # the current stream's question
+    faces = one_face(HAPPY)
+    stage.settle(faces, 0.0, timeout_s=5.0)
+    assert faces.llm_labels[0] == SAD
+
+
+def test_settle_waits_no_longer_than_told(aligner):
+    stage, _ = make_stage(aligner)
+    step(stage, 0.0, HAPPY)
+    faces = one_face(HAPPY)
+    start = time.monotonic()
+    stage.settle(faces, 0.0, timeout_s=0.2)
+    assert 0.2 <= time.monotonic() - start < 2.0 and faces.llm_labels[0] == -1
 
 
 def test_each_applied_answer_is_one_event(aligner):

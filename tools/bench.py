@@ -11,6 +11,7 @@ and the medians go to JSON and to a markdown section appended to BENCHMARKS.md.
     python tools/bench.py ray ../shared/data/videos/liveportrait_d*.mp4 --copies 4
     python tools/bench.py web ../shared/data/videos/liveportrait_d9.mp4 --seconds 20
     python tools/bench.py photos ../shared/data/videos --copies 10
+    python tools/bench.py photos-llm ../shared/data/videos --copies 5 --llm-delay 2
 """
 
 from __future__ import annotations
@@ -302,18 +303,29 @@ def work_score_many(folder: str) -> dict[str, Any]:
             "peak_rss_mb": peak_rss_mb()}
 
 
-def work_score_photos(folder: str, detector: str) -> dict[str, Any]:
-    """``edgefer score`` of a folder of photos with one ``--detector`` setting."""
+def work_score_photos(folder: str, detector: str, llm_url: str | None = None,
+                      photo_window: int | None = None) -> dict[str, Any]:
+    """``edgefer score`` of a folder of photos with one ``--detector`` setting; with an LLM
+    endpoint, every face asked about (threshold 1) and ``photo_window`` photos at a time."""
+    import csv
+
     from edgefer.apps.score import ScoreOptions, score
     from edgefer.detect import DetectorOptions
+    from edgefer.llm.config import LlmConfig
     from edgefer.pipeline import RecognizerOptions
 
-    options = RecognizerOptions(detector=DetectorOptions(model=detector))
+    llm = LlmConfig(model="stub", base_url=llm_url, threshold=1.0) if llm_url else None
+    options = RecognizerOptions(detector=DetectorOptions(model=detector), llm=llm)
     with tempfile.TemporaryDirectory() as out:
+        table = Path(out) / "faces.csv"
         start = time.perf_counter()
-        reports = score([folder], ScoreOptions(output=Path(out) / "faces.csv", recognizer=options))
+        reports = score([folder], ScoreOptions(output=table, recognizer=options,
+                                               photo_window=photo_window))
         seconds = time.perf_counter() - start
-    return {"detector": detector, "photos": len(reports), "faces": sum(r.faces for r in reports),
+        with table.open() as handle:
+            answered = sum(row["llm_label"] != "" for row in csv.DictReader(handle))
+    return {"detector": detector, "photo_window": photo_window, "photos": len(reports),
+            "faces": sum(r.faces for r in reports), "llm_answered": answered,
             "seconds": seconds, "fps": len(reports) / seconds, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -542,6 +554,44 @@ def suite_photos(folder: str, copies: int, repeats: int) -> tuple[dict[str, Any]
     return result, table
 
 
+def suite_photos_llm(folder: str, copies: int, repeats: int, delay_s: float
+                     ) -> tuple[dict[str, Any], str]:
+    """The photos of ``folder`` with every face asked to a stub LLM that answers after
+    ``delay_s``: one photo per round trip against the default window, interleaved. Each copy
+    is brightened a little, so no answer comes from the cache."""
+    import cv2
+
+    from edgefer.sources import IMAGE_SUFFIXES
+
+    photos = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not photos:
+        raise SystemExit(f"no photos in {folder}")
+    runs: dict[str, list[dict[str, Any]]] = {"1": [], "default": []}
+    with tempfile.TemporaryDirectory() as copied, stub_endpoint("--delay", str(delay_s)) as url:
+        for photo in photos:
+            image = cv2.imread(str(photo))
+            for i in range(copies):
+                cv2.imwrite(str(Path(copied) / f"{photo.stem}_{i}.png"),
+                            cv2.convertScaleAbs(image, beta=i))
+        for _ in range(repeats):
+            for window, done in runs.items():
+                done.append(in_subprocess("score_photos", copied, "auto", url,
+                                          None if window == "default" else int(window)))
+    best = {window: median_run(done) for window, done in runs.items()}
+    result = {"folder": folder, "photos": len(photos), "copies": copies, "repeats": repeats,
+              "delay_s": delay_s, **best}
+    table = "\n".join([
+        f"{len(photos)} photos of `{folder}`, each {copies} times, every face asked to "
+        f"`tools/openai_stub.py` answering after {delay_s:g} s (its own process), median of "
+        f"{repeats} interleaved runs (model loading included).", "",
+        "| photos waiting for answers at once | photos/s | faces | faces answered | seconds |",
+        "|---|---:|---:|---:|---:|",
+        *[f"| {'1 (one round trip per photo)' if w == '1' else 'default (`photo_window` None)'}"
+          f" | {r['fps']:.2f} | {r['faces']} | {r['llm_answered']} | {r['seconds']:.1f} |"
+          for w, r in best.items()]])
+    return result, table
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_worker":
         print(json.dumps(WORKERS[sys.argv[2]](*json.loads(sys.argv[3]))))
@@ -551,13 +601,15 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("suite", choices=("pipeline", "live", "model", "soak", "ray", "web",
-                                          "photos"))
+                                          "photos", "photos-llm"))
     parser.add_argument("--minutes", type=float, default=20.0, help="soak: how long")
     parser.add_argument("clip", nargs="*")
     parser.add_argument("--copies", type=int, default=4,
                         help="ray: copies of each clip; photos: of each photo")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--llm-delay", type=float, default=2.0,
+                        help="photos-llm: seconds the stub LLM takes per request")
     parser.add_argument("--llm-modes", default="none,slow,refuse,down",
                         help="live: comma-separated LLM endpoints: none, slow (answers in 2 s), "
                              "refuse (refuses every face), down")
@@ -579,6 +631,9 @@ def main() -> None:
     elif args.suite == "photos":
         result, table = suite_photos(args.clip, args.copies, args.repeats)
         title = "Photos: the short-range detector alone vs both (`--detector auto`)"
+    elif args.suite == "photos-llm":
+        result, table = suite_photos_llm(args.clip, args.copies, args.repeats, args.llm_delay)
+        title = "Photos with the LLM's second opinion: one at a time vs several waiting at once"
     elif args.suite == "pipeline":
         result, table = suite_pipeline(args.clip, args.repeats)
         title = "Pipeline throughput"

@@ -8,22 +8,28 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
+
+import numpy as np
 
 from edgefer.annotate import draw_faces
 from edgefer.apps.resume import RESUMABLE, ResumeState, forget_progress, prepare_resume, record_completed
 from edgefer.apps.summary import Summary
 from edgefer.errors import EdgeferError, InputError
 from edgefer.files import write_json_atomic
+from edgefer.llm.worker import MAX_IN_FLIGHT
 from edgefer.pipeline import Recognizer, RecognizerOptions
 from edgefer.sinks import TableSink, VideoSink, check_output, face_rows
 from edgefer.sources import SEQUENCE_FPS, Source, expand_inputs, is_image, open_source
 from edgefer.types import FrameResult
 
 log = logging.getLogger(__name__)
+
+ANNOTATED_PHOTO_WINDOW = 8  # photos held while their answers come, when their pixels are kept too
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,9 @@ class ScoreOptions:
     resume: bool = False  # continue an interrupted run into the same table
     sequences: bool = False  # a folder is one video of its images, not a set of photos
     sequence_fps: float = SEQUENCE_FPS  # that video's frame rate
+    # With the LLM, how many photos wait for their answers at once (None: enough to fill the
+    # LLM's concurrent batches, fewer when annotating; 1: one photo per round trip)
+    photo_window: int | None = None
     recognizer: RecognizerOptions = field(default_factory=RecognizerOptions)
 
     def __post_init__(self) -> None:
@@ -50,6 +59,8 @@ class ScoreOptions:
             raise InputError(f"--sequence-fps must be > 0, got {self.sequence_fps}")
         if self.llm_wait_s < 0:
             raise InputError(f"--llm-wait must be >= 0, got {self.llm_wait_s}")
+        if self.photo_window is not None and self.photo_window < 1:
+            raise InputError(f"photo_window must be >= 1, got {self.photo_window}")
 
 
 @dataclass
@@ -119,21 +130,32 @@ def score(inputs: list[str], options: ScoreOptions,
     reports: list[FileReport] = []
     completed = [item for item in items if item in resume.completed]
     table = LazyTable(options.output, options.overwrite, append=options.resume)
-    with Recognizer(options.recognizer) as recognizer, table:
-        for item in items:
-            if item in resume.completed:
-                continue
-            recognizer.reserve_track_ids(resume.next_track_id.get(item, 1))
-            report = score_file(item, recognizer, table, summary, options, observer,
-                                len(items) > 1, resume.start_frame.get(item, 0))
-            report.dominant = summary.dominant(item)
+
+    def finish(done: list[FileReport]) -> None:
+        for report in done:
+            report.dominant = summary.dominant(report.name)
             reports.append(report)
             observer.file_done(report)
             if report.exception is not None and len(items) == 1:
                 raise report.exception
-            completed.append(item)
+            completed.append(report.name)
             if options.output.suffix.lower() in RESUMABLE:
                 record_completed(options.output, completed)
+
+    with Recognizer(options.recognizer) as recognizer, table:
+        photos = _PhotoWindow(recognizer, table, summary, options, observer, len(items) > 1)
+        for item in items:
+            if item in resume.completed:
+                continue
+            recognizer.reserve_track_ids(resume.next_track_id.get(item, 1))
+            start_frame = resume.start_frame.get(item, 0)
+            if photos.takes(item, start_frame):
+                finish(photos.add(item))
+                continue
+            finish(photos.flush())
+            finish([score_file(item, recognizer, table, summary, options, observer,
+                               len(items) > 1, start_frame)])
+        finish(photos.flush())
     forget_progress(options.output)
     if options.summary:
         write_json_atomic(options.summary, summary.to_dict())
@@ -179,7 +201,7 @@ def score_file(item: str, recognizer: Recognizer, table: LazyTable, summary: Sum
                          options.sequence_fps) as source:
             sink = table.open()
             observer.file_started(item, _expected_frames(source, options.stride))
-            video = _annotation_sink(item, source, options, many)
+            video = _annotation_sink(item, source.fps, options, many)
             report.annotated = video.path if video is not None else None
             try:
                 _process(item, source, recognizer, sink, summary, video,
@@ -189,14 +211,107 @@ def score_file(item: str, recognizer: Recognizer, table: LazyTable, summary: Sum
                 if video is not None:
                     video.close()
     except InputError as err:
-        report.error = str(err)
-        report.exception = err
-        summary.fail(item, str(err))
-        log.info("skipping %s: %s", item, err)  # the observer reports it to the user
+        _fail(report, summary, err)
     finally:
         recognizer.reset()
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _fail(report: FileReport, summary: Summary, err: InputError) -> None:
+    report.error = str(err)
+    report.exception = err
+    summary.fail(report.name, str(err))
+    log.info("skipping %s: %s", report.name, err)  # the observer reports it to the user
+
+
+@dataclass
+class _ParkedPhoto:
+    report: FileReport
+    results: list[FrameResult]
+    ticket: int  # the recognizer's parked stream holding its second opinions
+    started: float  # perf_counter when it was read
+    deadline: float  # monotonic time after which its row stops waiting for answers
+    error: InputError | None = None  # reported when its turn comes, in input order
+
+
+class _PhotoWindow:
+    """Photos scored with the LLM's second opinion, several at a time.
+
+    Each photo is read, classified and asked about at once, and its rows are written, in input
+    order, when its answers are in or its ``--llm-wait`` has passed. Meanwhile the next photos'
+    faces join the LLM's queue, so they are asked in batches and concurrently: one photo per
+    round trip would make a folder of photos as slow as the LLM's latency times their number.
+    """
+
+    def __init__(self, recognizer: Recognizer, table: LazyTable, summary: Summary,
+                 options: ScoreOptions, observer: ScoreObserver, many: bool) -> None:
+        self._recognizer, self._table, self._summary = recognizer, table, summary
+        self._options, self._observer, self._many = options, observer, many
+        llm = options.recognizer.llm
+        self.size = 0 if llm is None else MAX_IN_FLIGHT * llm.batch_size
+        if options.annotate is not None:  # an annotated copy needs the photo's pixels
+            self.size = min(self.size, ANNOTATED_PHOTO_WINDOW)
+        if llm is not None and options.photo_window is not None:
+            self.size = options.photo_window
+        self._parked: deque[_ParkedPhoto] = deque()
+
+    def takes(self, item: str, start_frame: int) -> bool:
+        return self.size > 0 and start_frame == 0 and is_image(item)
+
+    def add(self, item: str) -> list[FileReport]:
+        """Read ``item``; returns the reports of the photos written to make room for it."""
+        self._parked.append(self._read(item))
+        done = []
+        while len(self._parked) >= self.size:
+            done.append(self._write(self._parked.popleft()))
+        return done
+
+    def flush(self) -> list[FileReport]:
+        """Write every photo held, waiting for their answers as each one's deadline allows."""
+        done = [self._write(parked) for parked in self._parked]
+        self._parked.clear()
+        return done
+
+    def _read(self, item: str) -> _ParkedPhoto:
+        started, options = time.perf_counter(), self._options
+        results: list[FrameResult] = []
+        error = None
+        try:
+            with open_source(item, options.stride, options.max_fps, 0,
+                             options.sequence_fps) as source:
+                results = list(self._recognizer.run(source))
+        except InputError as err:
+            error = err
+        if options.annotate is None:  # rows need the faces, not the pixels
+            results = [replace(r, frame=replace(r.frame, image=_NO_PIXELS)) for r in results]
+        return _ParkedPhoto(FileReport(item), results, self._recognizer.park(), started,
+                            time.monotonic() + options.llm_wait_s, error)
+
+    def _write(self, parked: _ParkedPhoto) -> FileReport:
+        report, recognizer = parked.report, self._recognizer
+        try:
+            if parked.error is not None:
+                raise parked.error
+            table = self._table.open()
+            self._observer.file_started(report.name, len(parked.results))
+            image = _annotation_sink(report.name, None, self._options, self._many)
+            report.annotated = image.path if image is not None else None
+            for result in parked.results:
+                wait_s = max(0.0, parked.deadline - time.monotonic())
+                result = recognizer.settle(result, wait_s, parked.ticket)
+                _write_result(report.name, result, table, self._summary, image,
+                              recognizer.take_events(parked.ticket))
+                _count(report, self._observer, report.name, result)
+        except InputError as err:
+            _fail(report, self._summary, err)
+        finally:
+            recognizer.release(parked.ticket)
+        report.seconds = time.perf_counter() - parked.started
+        return report
+
+
+_NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
 
 
 def _count(report: FileReport, observer: ScoreObserver, item: str, result: FrameResult) -> None:
@@ -209,14 +324,14 @@ def _expected_frames(source: Source, stride: int) -> int | None:
     return -(-source.frame_count // stride) if source.frame_count else None
 
 
-def _annotation_sink(item: str, source: Source, options: ScoreOptions, many: bool
+def _annotation_sink(item: str, source_fps: float | None, options: ScoreOptions, many: bool
                      ) -> VideoSink | _ImageWriter | None:
     if options.annotate is None:
         return None
     path = annotate_path(options.annotate, item, many)
     if is_image(item):
         return _ImageWriter(path, options.overwrite)
-    fps = (source.fps or 30.0) / options.stride
+    fps = (source_fps or 30.0) / options.stride
     if options.max_fps:
         fps = min(fps, options.max_fps)
     return VideoSink(path, fps, options.overwrite)
@@ -243,12 +358,17 @@ def _process(item: str, source: Source, recognizer: Recognizer, table: TableSink
     for result in recognizer.run(source):
         if result.frame.still:  # a photo's row waits for its second opinion
             result = recognizer.settle(result, llm_wait_s)
-        start = time.perf_counter()
-        rows = face_rows(item, result)
-        table.write(rows)
-        summary.add(item, result, rows)
-        if video is not None:
-            video.write(draw_faces(result.frame.image.copy(), result.faces))
-        summary.add_events(item, recognizer.take_events())
-        result.latency_ms["write"] = (time.perf_counter() - start) * 1000
+        _write_result(item, result, table, summary, video, recognizer.take_events())
         on_frame(result)
+
+
+def _write_result(item: str, result: FrameResult, table: TableSink, summary: Summary,
+                  video: VideoSink | _ImageWriter | None, events: list[dict]) -> None:
+    start = time.perf_counter()
+    rows = face_rows(item, result)
+    table.write(rows)
+    summary.add(item, result, rows)
+    if video is not None:
+        video.write(draw_faces(result.frame.image.copy(), result.faces))
+    summary.add_events(item, events)
+    result.latency_ms["write"] = (time.perf_counter() - start) * 1000

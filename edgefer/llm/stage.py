@@ -16,7 +16,8 @@ back to ``override`` and says so.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,6 +43,16 @@ class _TrackState:
     answer: Answer | None = None
     answer_label: str = ""  # the CNN label the answer was given for
     answered_at_s: float = -np.inf
+
+
+@dataclass
+class _Stream:
+    """One file's or stream's second opinions: per-track state, questions not yet answered,
+    and the answers applied, as events."""
+
+    tracks: dict[int, _TrackState] = field(default_factory=dict)
+    unanswered: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 def resolve_policy(config: LlmConfig, cnn_model: str | None = None
@@ -116,9 +127,13 @@ class SecondOpinionStage:
         if config.policy == "learned":  # say which policy is in use: the fitted one, or not
             log.warning(self.policy_note)
         self._worker: Worker = worker or SecondOpinion(config)
-        self.tracks: dict[int, _TrackState] = {}
-        self._events: list[dict[str, Any]] = []
-        self._stream = 0  # answers for a previous file or stream are ignored
+        self.stream = 0  # the current stream's number; answers for an ended one are ignored...
+        self._streams: dict[int, _Stream] = {0: _Stream()}  # ...unless it was kept (``park``)
+
+    @property
+    def tracks(self) -> dict[int, _TrackState]:
+        """The current stream's per-track state."""
+        return self._streams[self.stream].tracks
 
     def update(self, frame: Frame, faces: Faces) -> Faces:
         self.collect(frame.timestamp_s)
@@ -128,30 +143,49 @@ class SecondOpinionStage:
         return faces
 
     def collect(self, now_s: float) -> None:
-        """Apply every answer that arrived; each one becomes an event."""
+        """Apply every answer that arrived; each one becomes an event of its stream."""
         for result in self._worker.poll():
             meta = result.meta
-            if meta["stream"] != self._stream or result.answer is None:
+            stream = self._streams.get(meta["stream"])
+            if stream is None:
                 continue
-            state = self.tracks.setdefault(meta["track_id"], _TrackState())
+            stream.unanswered -= 1
+            if result.answer is None:
+                continue
+            state = stream.tracks.setdefault(meta["track_id"], _TrackState())
             state.answer = result.answer
             state.answer_label = meta["cnn_label"]
             state.answered_at_s = now_s
-            self._events.append({"event": "llm_answer", "track_id": meta["track_id"],
-                                "time_s": round(now_s, 3), "asked_at_s": meta["time_s"],
-                                "cnn_label": meta["cnn_label"], "llm_label": result.answer.label,
-                                "llm_confidence": result.answer.confidence,
-                                "latency_s": round(result.latency_s, 3)})
+            stream.events.append({"event": "llm_answer", "track_id": meta["track_id"],
+                                  "time_s": round(now_s, 3), "asked_at_s": meta["time_s"],
+                                  "cnn_label": meta["cnn_label"], "llm_label": result.answer.label,
+                                  "llm_confidence": result.answer.confidence,
+                                  "latency_s": round(result.latency_s, 3)})
 
-    def take_events(self) -> list[dict[str, Any]]:
-        """The ``llm_answer`` events since the last call."""
-        events, self._events = self._events, []
+    def take_events(self, stream: int | None = None) -> list[dict[str, Any]]:
+        """The ``llm_answer`` events of ``stream`` (the current one by default) since the last
+        call."""
+        record = self._streams[self.stream if stream is None else stream]
+        events, record.events = record.events, []
         return events
 
     def drain(self, timeout_s: float, now_s: float) -> None:
-        """Wait (bounded) for outstanding answers, then apply them as of ``now_s``."""
+        """Wait (bounded) for every outstanding answer, then apply them as of ``now_s``."""
         self._worker.drain(timeout_s)
         self.collect(now_s)
+
+    def settle(self, faces: Faces, now_s: float, timeout_s: float,
+               stream: int | None = None) -> None:
+        """Wait (bounded) for the answers to the questions asked in ``stream`` (the current one
+        by default), then merge them into ``faces`` as of ``now_s``. Other streams' questions
+        are not waited for."""
+        record = self._streams[self.stream if stream is None else stream]
+        deadline = time.monotonic() + timeout_s
+        self.collect(now_s)
+        while record.unanswered > 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+            self.collect(now_s)
+        self._merge(record, faces, now_s)
 
     def status(self) -> LlmStatus:
         return LlmStatus(self._worker.queued(), self._worker.stats.to_dict())
@@ -172,9 +206,10 @@ class SecondOpinionStage:
             return
         state = self.tracks.setdefault(track_id, _TrackState())
         state.asked_at_s, state.asked_label = frame.timestamp_s, label
-        self._worker.submit(self._query(frame, faces, row), priority,
-                            {"track_id": track_id, "cnn_label": label, "stream": self._stream,
-                             "time_s": round(frame.timestamp_s, 3), "frame": frame.index})
+        if self._worker.submit(self._query(frame, faces, row), priority,
+                               {"track_id": track_id, "cnn_label": label, "stream": self.stream,
+                                "time_s": round(frame.timestamp_s, 3), "frame": frame.index}):
+            self._streams[self.stream].unanswered += 1
 
     def _priority(self, probs: np.ndarray) -> float | None:
         """Queue priority (lower is asked first), or None when this face is not worth asking:
@@ -197,14 +232,18 @@ class SecondOpinionStage:
             options = (EMOTIONS[best[0]], EMOTIONS[best[1]])
         context = encode_jpeg(_downscale(frame.image, CONTEXT_SIZE)) \
             if self.config.context_frame else None
-        return FaceQuery(f"f{frame.index}_{int(faces.track_ids[row])}", jpeg,
+        face_id = f"s{self.stream}_f{frame.index}_t{int(faces.track_ids[row])}"  # unique in a run
+        return FaceQuery(face_id, jpeg,
                          cache_key(jpeg, self.config, options, context), options, context)
 
     def merge_into(self, faces: Faces, now_s: float) -> None:
         """Attach each track's answer while it is fresh and the CNN label it was given for holds."""
+        self._merge(self._streams[self.stream], faces, now_s)
+
+    def _merge(self, stream: _Stream, faces: Faces, now_s: float) -> None:
         cnn_labels = faces.cnn_labels
         for row in range(len(faces)):
-            state = self.tracks.get(int(faces.track_ids[row]))
+            state = stream.tracks.get(int(faces.track_ids[row]))
             if state is None or state.answer is None or cnn_labels[row] < 0:
                 continue
             fresh = now_s - state.answered_at_s <= self.config.answer_ttl_s
@@ -212,10 +251,21 @@ class SecondOpinionStage:
                 faces.llm_labels[row] = EMOTIONS.index(state.answer.label)
                 faces.llm_probs[row] = state.answer.distribution()
 
-    def new_stream(self) -> None:
-        """Forget per-track state (ids restart with the next file)."""
-        self.tracks.clear()
-        self._stream += 1
+    def new_stream(self, park: bool = False) -> int:
+        """Start the next stream (track ids restart with the next file) and return the number
+        of the one that ended. Its state is forgotten, unless ``park``: then its answers keep
+        being collected until ``release``, so that a photo's row can wait for them while the
+        next photos are read and asked about."""
+        ended = self.stream
+        if not park:
+            del self._streams[ended]
+        self.stream += 1
+        self._streams[self.stream] = _Stream()
+        return ended
+
+    def release(self, stream: int) -> None:
+        """Forget a parked stream."""
+        self._streams.pop(stream, None)
 
     def forget(self, track_ids: list[int]) -> None:
         for track_id in track_ids:

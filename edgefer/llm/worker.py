@@ -1,8 +1,9 @@
 """The background worker: a bounded priority queue feeding an asyncio loop in its own thread.
 
 ``submit`` and ``poll`` are the only calls the frame loop makes; neither blocks on the network.
-When the queue is full the least useful request (the most confident face) is dropped and
-counted. Up to ``MAX_IN_FLIGHT`` requests run concurrently.
+When the queue is full the least useful request (the most confident face) is dropped, counted
+and reported by ``poll`` as unanswered, so that nobody waits for it. Up to ``MAX_IN_FLIGHT``
+requests run concurrently.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class SecondOpinion:
                 self._heap.remove(least_useful)
                 heapq.heapify(self._heap)
                 self.stats.dropped += 1
+                self._results.append(Result(least_useful[2].meta, None, 0.0))  # never answered
             heapq.heappush(self._heap, (request.priority, request.seq, request))
         self._loop.call_soon_threadsafe(self._notify)
         return True
