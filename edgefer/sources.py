@@ -174,13 +174,20 @@ class ImageSource(Source):
         yield Frame(0, 0.0, self._image, self.name, still=True)
 
 
-def read_image(path: str) -> np.ndarray:
-    """A still as 8-bit BGR, whatever its depth or channels (gray, alpha, 16-bit, CMYK JPEG);
-    ``path`` may lead into an archive (``photos.zip/a.jpg``)."""
-    member = split_member(path)
-    if member is None:
-        return decode_image(path)
-    return decode_image_bytes(np.frombuffer(read_member(*member), np.uint8), path)
+def read_image(path: str | Path, gray: bool = False) -> np.ndarray:
+    """A still as 8-bit BGR (or gray), whatever its depth or channels (alpha, 16-bit, CMYK
+    JPEG); ``path`` may lead into an archive (``photos.zip/a.jpg``).
+
+    Reads the bytes with NumPy and decodes them with OpenCV, because ``cv2.imread`` fails on
+    some non-ASCII paths.
+    """
+    member = split_member(str(path))
+    if member is not None:
+        return decode_image_bytes(np.frombuffer(read_member(*member), np.uint8), path, gray)
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no such file: {path}")
+    return decode_image_bytes(np.fromfile(path, dtype=np.uint8), path, gray)
 
 
 class VideoSource(Source):
@@ -306,7 +313,7 @@ class ImageSequenceSource(Source):
             if index % self._step:
                 continue
             try:
-                image = read_image(str(self._paths[index]))
+                image = read_image(self._paths[index])
             except InputError as err:
                 log.warning("%s: %s; skipped", self.name, err)
                 continue
@@ -355,20 +362,8 @@ def open_source(spec: str, stride: int = 1, max_fps: float | None = None,
     return VideoSource(spec, stride=stride, max_fps=max_fps, start_frame=start_frame)
 
 
-def decode_image(path: str | Path, gray: bool = False) -> np.ndarray:
-    """An image file as 8-bit BGR (or gray), whatever its depth or channels (alpha, 16-bit, CMYK).
-
-    Reads the bytes with NumPy and decodes them with OpenCV, because ``cv2.imread`` fails on
-    some non-ASCII paths.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no such file: {path}")
-    return decode_image_bytes(np.fromfile(path, dtype=np.uint8), path, gray)
-
-
 def decode_image_bytes(data: np.ndarray, name: str | Path, gray: bool = False) -> np.ndarray:
-    """An encoded image held in memory, decoded as ``decode_image`` does; ``name`` for errors."""
+    """An encoded image held in memory, decoded as ``read_image`` does; ``name`` for errors."""
     import cv2
 
     flags = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
@@ -382,7 +377,7 @@ def load_gray(path: Path, size: tuple[int, int]) -> np.ndarray:
     """Read an image as 8-bit gray at ``size`` (height, width); raise InputError if unreadable."""
     import cv2
 
-    image = decode_image(path, gray=True)
+    image = read_image(path, gray=True)
     if image.shape != size:
         image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
     return image

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +78,35 @@ def test_eval_cascade_against_a_stub_llm(folder, tmp_path):
     assert f"Over {held['repeated_splits']['splits']} different halves" in markdown
     assert "Every face asked and fused, out of fold" in markdown
     assert 0 <= held["all_faces_out_of_fold"]["fused_accuracy"] <= 1
+
+
+def test_eval_reads_a_zipped_or_tarred_dataset_in_place(folder, tmp_path):
+    """An archive of the dataset (its folders under one top folder, as datasets are shipped),
+    or a folder inside a tar.gz, gives the figures the folder gives."""
+    import tarfile
+    import zipfile
+
+    archive = tmp_path / "set.zip"
+    with zipfile.ZipFile(archive, "w") as zipped, tarfile.open(tmp_path / "set.tgz", "w:gz") as tar:
+        for path in sorted(folder.rglob("*.png")):
+            zipped.write(path, f"dataset/{path.relative_to(folder)}")
+            tar.add(path, f"both/test/{path.relative_to(folder)}")
+        tar.add(next(folder.rglob("*.png")), "both/train/happy/other.png")
+
+    def figures(dataset: str) -> dict:
+        out = tmp_path / "figures.json"
+        result = run_cli("eval", dataset, "--json", str(out))
+        assert result.returncode == 0, result.stderr
+        return json.loads(out.read_text())
+
+    expected = figures(str(folder))
+    for dataset in (archive, tmp_path / "set.tgz" / "both" / "test"):
+        found = figures(str(dataset))
+        assert (found["n"], found["accuracy"], found["confusion_matrix"]) == \
+            (expected["n"], expected["accuracy"], expected["confusion_matrix"])
+
+
+def test_a_file_that_is_no_dataset_is_one_line(tmp_path):
+    (tmp_path / "labels.csv").write_text("a,b\n")
+    assert_one_line_error(run_cli("eval", str(tmp_path / "labels.csv")), 2, "not a dataset",
+                          "archive")

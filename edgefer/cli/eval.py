@@ -19,7 +19,8 @@ def add_commands(commands: Any) -> None:
         description="Accuracy, macro precision/recall/F1, per-class table, confusion matrix, "
                     "baselines, calibration (ECE) and the selective-prediction table that sets "
                     "the LLM fallback threshold.")
-    parser.add_argument("data_dir", type=Path, help="DIR/<class>/* images")
+    parser.add_argument("data_dir", type=Path,
+                        help="DIR/<class>/* images, or a zip or tar archive of them")
     parser.add_argument("--glob", default="*", help="file-name pattern, e.g. 'PrivateTest_*'")
     parser.add_argument("--exclude-list", type=Path, metavar="CSV",
                         help="images to drop (first column), e.g. test_train_duplicates.csv")

@@ -23,7 +23,8 @@ def add_commands(commands: Any) -> None:
                     "request budget), reports its accuracy and per-class figures against the "
                     "CNN, fits the learned policy on one half and reports it on the other, then "
                     "refits on all faces and stores it (with provenance) for --llm-policy learned.")
-    calibrate.add_argument("data_dir", type=Path, help="DIR/<class>/* face crops")
+    calibrate.add_argument("data_dir", type=Path,
+                           help="DIR/<class>/* face crops, or a zip or tar archive of them")
     calibrate.add_argument("--glob", default="*", help="file-name pattern, e.g. 'PublicTest_*'")
     calibrate.add_argument("--exclude-list", type=Path, metavar="CSV")
     calibrate.add_argument("--ferplus-labels", type=Path, metavar="CSV",

@@ -18,7 +18,8 @@ def add_commands(commands: Any) -> None:
         "train", help="train the emotion CNN on an image-folder dataset",
         description="Train a CNN on DIR/<class>/*.jpg (FER2013 layout). Checkpoints go to --out "
                     "every epoch; --resume continues an interrupted run.")
-    parser.add_argument("train_dir", help="training images, DIR/<class>/*")
+    parser.add_argument("train_dir", help="training images, DIR/<class>/*, or a zip or tar "
+                        "archive of them")
     parser.add_argument("--val", required=True, help="validation images, DIR/<class>/*")
     parser.add_argument("--val-glob", default="*", help="file-name pattern for validation images, "
                         "e.g. 'PublicTest_*' (default: all)")

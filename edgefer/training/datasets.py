@@ -2,7 +2,8 @@
 
 Labels follow ``Emotion`` order whatever the folder order is. Folders that name no edgefer
 class (CK+'s ``contempt``, say) are skipped and logged, so a dataset with fewer classes, like
-CK+48 without neutral, loads as is.
+CK+48 without neutral, loads as is. A dataset may also be an archive of such a folder, or a
+folder inside an archive (``fer2013.zip/test``), read in place as datasets are often shipped.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import csv
 import fnmatch
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgefer.archives import is_archive, list_members, split_member
 from edgefer.errors import InputError
 from edgefer.sources import IMAGE_SUFFIXES, load_gray
 from edgefer.types import EMOTIONS, canonical_label
@@ -44,28 +47,74 @@ class ImageFolder:
 def scan_image_folder(
     root: str | Path, glob: str = "*", exclude: set[str] | None = None
 ) -> ImageFolder:
-    """List ``root/<class>/**/<glob>`` images, leaving out those whose ``image_key`` is excluded."""
+    """List ``root/<class>/**/<glob>`` images, leaving out those whose ``image_key`` is excluded.
+
+    ``root`` may be an archive or a folder inside one: its images are listed in stored order
+    (reading a compressed tar out of order is quadratic), after the folders that every image
+    shares (``CK+48/`` in ``CK+48.zip``)."""
     root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"dataset folder not found: {root}")
+    inside = _archive_root(root)
+    images = _folder_images(root) if inside is None else _archive_images(*inside)
     paths: list[Path] = []
     labels: list[int] = []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    skipped: set[Path] = set()
+    for class_dir, path in images:
         label = canonical_label(class_dir.name)
         if label is None:
-            log.warning("skipping folder %s: not one of %s", class_dir, ", ".join(EMOTIONS))
+            if class_dir not in skipped:
+                log.warning("skipping folder %s: not one of %s", class_dir, ", ".join(EMOTIONS))
+                skipped.add(class_dir)
             continue
-        for path in sorted(class_dir.rglob("*")):
-            if path.suffix.lower() not in IMAGE_SUFFIXES or not fnmatch.fnmatch(path.name, glob):
-                continue
-            if exclude and image_key(path) in exclude:
-                continue
-            paths.append(path)
-            labels.append(EMOTIONS.index(label))
+        if not fnmatch.fnmatch(path.name, glob) or (exclude and image_key(path) in exclude):
+            continue
+        paths.append(path)
+        labels.append(EMOTIONS.index(label))
     if not paths:
         raise InputError(f"no images matching {glob!r} under {root}/<class>/ "
                          f"(class folders must be named {', '.join(EMOTIONS)})")
     return ImageFolder(root, tuple(paths), np.asarray(labels, dtype=np.int64))
+
+
+def _archive_root(root: Path) -> tuple[Path, str] | None:
+    """``(archive, folder inside it)`` when ``root`` is an archive or leads into one."""
+    if is_archive(root) and root.is_file():
+        return root, ""
+    return split_member(str(root))
+
+
+def _folder_images(root: Path) -> Iterator[tuple[Path, Path]]:
+    """``(class folder, image)`` pairs of a folder on disk, in name order."""
+    if not root.is_dir():
+        if root.is_file():
+            raise InputError(f"not a dataset: {root} is a file (give a folder of <class>/ "
+                             "folders, or a zip or tar archive of one)")
+        raise InputError(f"dataset folder not found: {root}")
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(class_dir.rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                yield class_dir, path
+
+
+def _archive_images(archive: Path, folder: str) -> Iterator[tuple[Path, Path]]:
+    """``(class folder, image)`` pairs of the images under ``folder`` in ``archive``."""
+    prefix = f"{folder}/" if folder else ""
+    names = [member[len(str(archive)) + 1:] for member in list_members(archive, IMAGE_SUFFIXES)]
+    parts = [Path(name[len(prefix):]).parts for name in names if name.startswith(prefix)]
+    shared = _shared_folders(parts)
+    base = Path(archive, folder, *parts[0][:shared]) if parts else archive
+    for image in parts:
+        if len(image) > shared + 1:
+            yield base / image[shared], Path(base, *image[shared:])
+
+
+def _shared_folders(parts: list[tuple[str, ...]]) -> int:
+    """How many leading folders every image shares that name no class (``CK+48/``), each
+    leaving a class folder and a file below it."""
+    shared = 0
+    while parts and all(len(p) > shared + 2 for p in parts) \
+            and len({p[shared] for p in parts}) == 1 and canonical_label(parts[0][shared]) is None:
+        shared += 1
+    return shared
 
 
 def image_key(path: str | Path) -> str:
