@@ -45,9 +45,14 @@ def split_member(spec: str) -> tuple[Path, str] | None:
 def list_members(archive: Path, suffixes: tuple[str, ...]) -> list[str]:
     """The archive's files whose names end in ``suffixes``, as inputs, in stored order
     (macOS's resource forks left out)."""
+    return [f"{archive}/{name}" for name in member_names(archive, suffixes)]
+
+
+def member_names(archive: Path, suffixes: tuple[str, ...]) -> list[str]:
+    """What ``list_members`` lists, named inside the archive (``2024/a.jpg``)."""
     with _LOCK:
         names = _open(archive).names()
-    return [f"{archive}/{name}" for name in names
+    return [name for name in names
             if name.lower().endswith(suffixes) and not is_resource_fork(Path(name))]
 
 

@@ -132,10 +132,10 @@ class Recognizer:
 
     def _end_stream(self, park: bool) -> tuple[list[Track], int]:
         self._tracker.end_all()
-        ended = self._tracker.pop_ended()
-        self._smoother.forget([t.track_id for t in ended])
+        # the stage moves on first: forgetting the ended tracks then leaves a parked stream's
+        # answers alone
         ticket = -1 if self._second_opinion is None else self._second_opinion.new_stream(park)
-        return ended, ticket
+        return self.pop_ended_tracks(), ticket
 
     def reserve_track_ids(self, next_id: int) -> None:
         """Number new tracks from ``next_id`` on (a resumed run continues its ids)."""

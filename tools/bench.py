@@ -526,14 +526,19 @@ def append_markdown(path: Path, title: str, command: str, table: str) -> None:
         handle.write(section)
 
 
-def suite_photos(folder: str, copies: int, repeats: int) -> tuple[dict[str, Any], str]:
-    """The photos of ``folder`` (each copied ``copies`` times) scored with ``--detector short``
-    and ``auto`` (both models on photos), interleaved: what the second model costs."""
+def photos_in(folder: str) -> list[Path]:
     from edgefer.sources import IMAGE_SUFFIXES
 
     photos = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not photos:
         raise SystemExit(f"no photos in {folder}")
+    return photos
+
+
+def suite_photos(folder: str, copies: int, repeats: int) -> tuple[dict[str, Any], str]:
+    """The photos of ``folder`` (each copied ``copies`` times) scored with ``--detector short``
+    and ``auto`` (both models on photos), interleaved: what the second model costs."""
+    photos = photos_in(folder)
     runs: dict[str, list[dict[str, Any]]] = {"short": [], "auto": []}
     with tempfile.TemporaryDirectory() as copied:
         for photo in photos:
@@ -561,11 +566,7 @@ def suite_photos_llm(folder: str, copies: int, repeats: int, delay_s: float
     is brightened a little, so no answer comes from the cache."""
     import cv2
 
-    from edgefer.sources import IMAGE_SUFFIXES
-
-    photos = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not photos:
-        raise SystemExit(f"no photos in {folder}")
+    photos = photos_in(folder)
     runs: dict[str, list[dict[str, Any]]] = {"1": [], "default": []}
     with tempfile.TemporaryDirectory() as copied, stub_endpoint("--delay", str(delay_s)) as url:
         for photo in photos:

@@ -36,10 +36,10 @@ def degrade(pixels: np.ndarray, side: int) -> np.ndarray:
 
 def crop_to_box_ratio(folder, entry) -> float:  # type: ignore[no-untyped-def]
     """Median of the aligner's crop side (source pixels) over BlazeFace's box width."""
+    from edgefer.align import similarity_transforms
     from edgefer.stills import StillCropper, largest
-    from edgefer.types import Keypoint
 
-    crop = entry.input.crop
+    size = entry.input.height
     ratios = []
     with StillCropper(entry.input) as cropper:
         for path in folder.paths[:RATIO_SAMPLE]:
@@ -47,13 +47,10 @@ def crop_to_box_ratio(folder, entry) -> float:  # type: ignore[no-untyped-def]
             if not len(faces):
                 continue
             row = largest(faces)
-            points = faces.keypoints[row]
-            eyes = np.linalg.norm(points[Keypoint.LEFT_EYE] - points[Keypoint.RIGHT_EYE])
-            middle = (points[Keypoint.LEFT_EYE] + points[Keypoint.RIGHT_EYE]) / 2
-            mouth = np.linalg.norm(points[Keypoint.MOUTH] - middle)
-            side = max(eyes / crop.eye_distance, mouth / crop.eye_to_mouth)
+            matrix = similarity_transforms(faces.keypoints[row:row + 1], entry.input.crop, size)[0]
+            side = size / np.hypot(matrix[0, 0], matrix[0, 1])  # the crop's side in the source
             ratios.append(side / (faces.xyxy[row, 2] - faces.xyxy[row, 0]))
-    return float(np.median(ratios))
+    return float(np.nanmedian(ratios))
 
 
 def figures(name: str, folder, labels: np.ndarray, ratio: float) -> list[str]:  # type: ignore[no-untyped-def]

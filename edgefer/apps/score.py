@@ -249,11 +249,14 @@ class _PhotoWindow:
         self._recognizer, self._table, self._summary = recognizer, table, summary
         self._options, self._observer, self._many = options, observer, many
         llm = options.recognizer.llm
-        self.size = 0 if llm is None else MAX_IN_FLIGHT * llm.batch_size
-        if options.annotate is not None:  # an annotated copy needs the photo's pixels
-            self.size = min(self.size, ANNOTATED_PHOTO_WINDOW)
-        if llm is not None and options.photo_window is not None:
+        if llm is None:  # nothing to wait for: photos go through score_file
+            self.size = 0
+        elif options.photo_window is not None:
             self.size = options.photo_window
+        else:  # two requests' worth; an annotated copy needs the photo's pixels, kept meanwhile
+            self.size = MAX_IN_FLIGHT * llm.batch_size
+            if options.annotate is not None:
+                self.size = min(self.size, ANNOTATED_PHOTO_WINDOW)
         self._parked: deque[_ParkedPhoto] = deque()
 
     def takes(self, item: str, start_frame: int) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefer.archives import is_archive, list_members, split_member
+from edgefer.archives import is_archive, member_names, split_member
 from edgefer.errors import InputError
 from edgefer.sources import IMAGE_SUFFIXES, load_gray
 from edgefer.types import EMOTIONS, canonical_label
@@ -98,8 +98,8 @@ def _folder_images(root: Path) -> Iterator[tuple[Path, Path]]:
 def _archive_images(archive: Path, folder: str) -> Iterator[tuple[Path, Path]]:
     """``(class folder, image)`` pairs of the images under ``folder`` in ``archive``."""
     prefix = f"{folder}/" if folder else ""
-    names = [member[len(str(archive)) + 1:] for member in list_members(archive, IMAGE_SUFFIXES)]
-    parts = [Path(name[len(prefix):]).parts for name in names if name.startswith(prefix)]
+    parts = [Path(name[len(prefix):]).parts for name in member_names(archive, IMAGE_SUFFIXES)
+             if name.startswith(prefix)]
     shared = _shared_folders(parts)
     base = Path(archive, folder, *parts[0][:shared]) if parts else archive
     for image in parts:
