@@ -221,6 +221,25 @@ def test_framing_figures_score_each_checkpoint_in_both_framings_and_their_ensemb
     assert rows[0].own == rows[1].own == rows[2].own  # one model twice: the ensemble is that model
     assert rows[2].mean == (rows[2].own + rows[2].live) / 2
     assert all(value in (0.0, 0.5, 1.0) for row in rows for value in (row.own, row.live))
-    assert list((tmp_path / "crops").glob("live_crops_*.npz"))  # the live framing was computed
+    assert len(list((tmp_path / "crops").glob("live_crops_*.npz"))) == 1  # one framing, once
     with pytest.raises(InputError, match="'ema'"):
-        framing_figures(checkpoints, str(face_folder), "*", str(tmp_path / "crops"), weights="ema")
+        framing_figures([f"{checkpoints[0]}:ema"], str(face_folder), "*", str(tmp_path / "crops"))
+
+
+def test_framing_figures_frame_each_checkpoint_as_its_export_would(face_folder, tmp_path):
+    """A network trained on live crops reads levelled faces, one trained on FER2013's own crops
+    alone keeps their head roll: each is scored on its own live framing, the ensemble on the
+    first's (as `edgefer export A B` frames it), and a last.pt's weight average by PATH:ema."""
+    from tools.framing_figures import FramingFigures, framing_figures
+
+    own_only = Recipe(epochs=1, batch_size=2, bf16=False, threads=1)
+    live_trained = own_only.replace(live_framing=0.5, live_roll_tolerance=0.0)
+    model = train.new_state(own_only.replace(seed=3)).model.state_dict()
+    torch.save({"recipe": own_only.to_dict(), "model": model}, tmp_path / "own.pt")
+    torch.save({"recipe": live_trained.to_dict(), "model": model, "ema": model},
+               tmp_path / "last.pt")
+    checkpoints = [str(tmp_path / "own.pt"), f"{tmp_path / 'last.pt'}:ema"]
+    rows = framing_figures(checkpoints, str(face_folder), "*", str(tmp_path / "crops"))
+    assert [row.name for row in rows] == [*checkpoints, "ensemble"]
+    assert len(list((tmp_path / "crops").glob("live_crops_*.npz"))) == 2  # a framing each
+    assert rows[2] == FramingFigures("ensemble", rows[0].own, rows[0].live)  # one net twice

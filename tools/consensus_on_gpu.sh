@@ -58,8 +58,9 @@ edgefer quantize --model "$NAME" --name "${NAME}_int8" "${VAL[@]}" --ferplus-lab
 # Shipped consensus model, teacher, student, control and vgg_m side by side: FER+ majority on
 # PublicTest, FER2013's own crops and the live framing (the rule to ship: +0.3 on their mean,
 # the student must beat the control to credit the teacher, and vgg_m is compared unmirrored:
-# run framing_figures.py again with --no-mirror). The first checkpoint frames the live crops of
-# all: the shipped model's framing, which the student and control inherit.
+# run framing_figures.py again with --no-mirror). Each is framed as its export would frame faces;
+# final weights and weight average (:ema) side by side.
 python tools/framing_figures.py "$INIT" "$RUNS/teacher/last.pt" "$RUNS/student/last.pt" \
-    "$RUNS/control/last.pt" "$RUNS/vgg_m/last.pt" --val $D/fer2013/test --glob 'PublicTest_*' \
+    "$RUNS/student/last.pt:ema" "$RUNS/control/last.pt" "$RUNS/control/last.pt:ema" \
+    "$RUNS/vgg_m/last.pt" --val $D/fer2013/test --glob 'PublicTest_*' \
     --ferplus $VOTES --crop-cache "$RUNS/crop-cache"

@@ -2,15 +2,16 @@
 
 The "own / live / mean" figures of engines/MODEL_CARD.md ("What was tried"): each checkpoint,
 mirror-averaged as exported models are, scored on FER2013's own crops and on the same images
-framed by BlazeFace and the aligner as they will frame them for the exported model (its head
-roll tolerance included; from `edgefer train`'s crop cache); with several checkpoints, also
-their ensemble: their logits averaged, as `edgefer export A.pt B.pt` writes it (`--no-mirror`
-scores each network without its mirror view).
+framed by BlazeFace and the aligner as they will frame them for that checkpoint's export (its
+head roll tolerance included; from `edgefer train`'s crop cache); with several checkpoints, also
+their ensemble: their logits averaged, on the first checkpoint's framing, as `edgefer export A.pt
+B.pt` writes it (`--no-mirror` scores each network without its mirror view).
 
     python tools/framing_figures.py engines/vgg_s.pt runs/vgg_s_live/last.pt \
-        --val ../shared/data/fer2013/test --glob 'PublicTest_*' --crop-cache runs/crop-cache
+        runs/vgg_s_live/last.pt:ema --val ../shared/data/fer2013/test --glob 'PublicTest_*' \
+        --crop-cache runs/crop-cache
 
-``--weights ema`` scores a ``last.pt``'s weight average instead of its final weights (``best.pt``
+``PATH:ema`` scores a ``last.pt``'s weight average instead of its final weights (``best.pt``
 and shipped ``.pt`` files hold only the weight average, as ``model``).
 """
 
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 FRAMINGS = ("own", "live")
+WEIGHTS = ("model", "ema")
 
 
 @dataclass(frozen=True)
@@ -41,46 +44,102 @@ class FramingFigures:
                 f"mean {self.mean:.2%}")
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint file and which of its weights to score (``PATH`` or ``PATH:ema``)."""
+
+    path: str
+    weights: str = "model"
+
+    @classmethod
+    def parse(cls, spec: str) -> Checkpoint:
+        path, _, weights = spec.rpartition(":")
+        return cls(path, weights) if path and weights in WEIGHTS else cls(spec)
+
+
 def framing_figures(checkpoints: list[str], val_dir: str, glob: str, crop_cache: str | None,
-                    weights: str = "model", ferplus_csv: str | None = None,
-                    mirror: bool = True) -> list[FramingFigures]:
-    """One row per checkpoint, then one for their ensemble when there are several."""
+                    ferplus_csv: str | None = None, mirror: bool = True) -> list[FramingFigures]:
+    """One row per checkpoint (``PATH`` or ``PATH:ema``), each on its own export's framing, then
+    one for their ensemble, on the first's, when there are several."""
+    from edgefer.training import datasets
+
+    majority = datasets.ferplus_majority(ferplus_csv) if ferplus_csv else None
+    scorer = _Scorer(val_dir, glob, crop_cache, majority, mirror)
+    parsed = [Checkpoint.parse(spec) for spec in checkpoints]
+    rows = [scorer.figures(spec, [checkpoint], _framing(checkpoint))
+            for spec, checkpoint in zip(checkpoints, parsed, strict=True)]
+    if len(parsed) > 1:
+        rows.append(scorer.figures("ensemble", parsed, _framing(parsed[0])))
+    return rows
+
+
+Framing = tuple[int, float]  # face size, head roll tolerance
+
+
+def _framing(checkpoint: Checkpoint) -> Framing:
+    """The face size and head roll tolerance the checkpoint's export frames faces with."""
     import torch
 
-    from edgefer.training import datasets
     from edgefer.training.export import input_spec
-    from edgefer.training.recipe import Recipe
-    from edgefer.training.train import checkpoint_logits, load_split
 
-    # The first checkpoint's face size and framing frame the images, as `edgefer export A B`
-    # frames an ensemble; checkpoint_logits refuses other sizes.
-    recipe = torch.load(checkpoints[0], map_location="cpu", weights_only=True)["recipe"]
-    size = recipe["input_size"]
-    framing = Recipe(input_size=size, live_framing=1.0,
-                     live_roll_tolerance=input_spec(recipe).crop.roll_tolerance)
-    majority = datasets.ferplus_majority(ferplus_csv) if ferplus_csv else None
-    split = load_split(val_dir, glob, framing, {}, majority, crop_cache)
-    both = torch.cat([split.pixels, split.live_pixels])  # own framing, then live: one pass
-    labels = split.labels.numpy()
-    logits = [checkpoint_logits(path, both, size, weights=weights, mirror=mirror).numpy()
-              for path in checkpoints]
-    names = list(checkpoints)
-    if len(checkpoints) > 1:
-        logits.append(np.mean(logits, axis=0))
-        names.append("ensemble")
-    return [FramingFigures(name, *(float(np.mean(half.argmax(1) == labels))
-                                   for half in np.split(p, len(FRAMINGS))))
-            for name, p in zip(names, logits, strict=True)]
+    recipe = torch.load(checkpoint.path, map_location="cpu", weights_only=True)["recipe"]
+    return recipe["input_size"], input_spec(recipe).crop.roll_tolerance
+
+
+class _Scorer:
+    """The validation images in each framing asked for, and each checkpoint's logits on them,
+    each computed once."""
+
+    def __init__(self, val_dir: str, glob: str, crop_cache: str | None,
+                 majority: dict[str, str] | None, mirror: bool) -> None:
+        self.val_dir, self.glob, self.crop_cache = val_dir, glob, crop_cache
+        self.majority, self.mirror = majority, mirror
+        self._splits: dict[Framing, Any] = {}
+        self._logits: dict[tuple[Checkpoint, Framing], np.ndarray] = {}
+
+    def figures(self, name: str, checkpoints: list[Checkpoint],
+                framing: Framing) -> FramingFigures:
+        logits = np.mean([self.logits(checkpoint, framing) for checkpoint in checkpoints], axis=0)
+        labels = self.split(framing).labels.numpy()
+        return FramingFigures(name, *(float(np.mean(half.argmax(1) == labels))
+                                      for half in np.split(logits, len(FRAMINGS))))
+
+    def logits(self, checkpoint: Checkpoint, framing: Framing) -> np.ndarray:
+        """The own framing's rows, then the live framing's."""
+        import torch
+
+        from edgefer.training.train import checkpoint_logits
+
+        key = (checkpoint, framing)
+        if key not in self._logits:
+            split = self.split(framing)
+            both = torch.cat([split.pixels, split.live_pixels])  # one pass
+            # checkpoint_logits refuses a checkpoint trained on another face size
+            self._logits[key] = checkpoint_logits(checkpoint.path, both, framing[0],
+                                                  weights=checkpoint.weights,
+                                                  mirror=self.mirror).numpy()
+        return self._logits[key]
+
+    def split(self, framing: Framing) -> Any:
+        from edgefer.training.recipe import Recipe
+        from edgefer.training.train import load_split
+
+        if framing not in self._splits:
+            size, roll = framing
+            recipe = Recipe(input_size=size, live_framing=1.0, live_roll_tolerance=roll)
+            self._splits[framing] = load_split(self.val_dir, self.glob, recipe, {}, self.majority,
+                                               self.crop_cache)
+        return self._splits[framing]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", nargs="+", help="training checkpoints or shipped .pt files")
+    parser.add_argument("checkpoints", nargs="+",
+                        help="training checkpoints or shipped .pt files; PATH:ema for a last.pt's "
+                             "weight average")
     parser.add_argument("--val", required=True, help="image folder of the validation split")
     parser.add_argument("--glob", default="*", help="file pattern inside --val")
     parser.add_argument("--crop-cache", help="where `edgefer train` cached the live crops")
-    parser.add_argument("--weights", choices=("model", "ema"), default="model",
-                        help="a last.pt's final weights (model) or weight average (ema)")
     parser.add_argument("--ferplus", metavar="CSV", help="score against the FER+ majority")
     parser.add_argument("--no-mirror", dest="mirror", action="store_false",
                         help="score each checkpoint without averaging it with the mirror image "
@@ -91,7 +150,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     for row in framing_figures(args.checkpoints, args.val, args.glob, args.crop_cache,
-                               args.weights, args.ferplus, args.mirror):
+                               args.ferplus, args.mirror):
         print(row.line())
 
 
