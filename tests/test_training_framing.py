@@ -226,11 +226,22 @@ def test_framing_figures_score_each_checkpoint_in_both_framings_and_their_ensemb
         framing_figures([f"{checkpoints[0]}:ema"], str(face_folder), "*", str(tmp_path / "crops"))
 
 
+def test_framing_figures_weigh_a_difference_against_its_paired_noise():
+    from tools.framing_figures import FramingFigures
+
+    base = FramingFigures("base", np.array([[True, True, False, False], [True, False, False, True]]))
+    other = FramingFigures("other", np.array([[True, True, True, False], [True, False, True, False]]))
+    assert (base.own, base.live, base.mean) == (0.5, 0.5, 0.5)
+    # 2 crops gained, 1 lost of 8: +12.5 points; paired s.e. sqrt((3/8 - 1/64) / 8) = 21.2 points
+    assert other.versus(base) == ("+12.50 ± 21.19 points against base "
+                                  "(2 crops right only here, 1 only there)")
+
+
 def test_framing_figures_frame_each_checkpoint_as_its_export_would(face_folder, tmp_path):
     """A network trained on live crops reads levelled faces, one trained on FER2013's own crops
     alone keeps their head roll: each is scored on its own live framing, the ensemble on the
     first's (as `edgefer export A B` frames it), and a last.pt's weight average by PATH:ema."""
-    from tools.framing_figures import FramingFigures, framing_figures
+    from tools.framing_figures import framing_figures
 
     own_only = Recipe(epochs=1, batch_size=2, bf16=False, threads=1)
     live_trained = own_only.replace(live_framing=0.5, live_roll_tolerance=0.0)
@@ -242,4 +253,5 @@ def test_framing_figures_frame_each_checkpoint_as_its_export_would(face_folder, 
     rows = framing_figures(checkpoints, str(face_folder), "*", str(tmp_path / "crops"))
     assert [row.name for row in rows] == [*checkpoints, "ensemble"]
     assert len(list((tmp_path / "crops").glob("live_crops_*.npz"))) == 2  # a framing each
-    assert rows[2] == FramingFigures("ensemble", rows[0].own, rows[0].live)  # one net twice
+    assert np.array_equal(rows[2].correct, rows[0].correct)  # one network twice
+    assert rows[2].versus(rows[0]).startswith("+0.00 ± 0.00 points against")
