@@ -14,7 +14,7 @@
 # H200, BENCHMARKS.md), while the teacher's weights (28 MB, trained on FER2013) stay out of the
 # repository; on two CPU cores the teacher alone takes about a day.
 # Run from the repository root with the research data in ../shared/data:
-#   NAME=vgg_s_ferplus4 tools/consensus_on_gpu.sh
+#   NAME=vgg_s_ferplus5 tools/consensus_on_gpu.sh
 # A rehearsal of every step on a CPU, in a scratch clone (export adds NAME to the engines/ of
 # the checkout edgefer is installed from):
 #   DEVICE=cpu TEACHER_EPOCHS=1 STUDENT_EPOCHS=1 TRAIN_GLOB='Training_10*' NAME=smoke \
@@ -23,8 +23,8 @@
 set -euo pipefail
 D=${DATA:-../shared/data}
 RUNS=${RUNS:-runs/consensus}
-NAME=${NAME:?name the exported model, e.g. NAME=vgg_s_ferplus4}
-INIT=${INIT:-engines/vgg_s_ferplus3.pt}
+NAME=${NAME:?name the exported model, e.g. NAME=vgg_s_ferplus5}
+INIT=${INIT:-engines/vgg_s_ferplus4.pt}
 DEVICE=${DEVICE:-cuda}
 TRAIN_GLOB=${TRAIN_GLOB:-*}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-100}
