@@ -14,7 +14,8 @@ B.pt` writes it (`--no-mirror` scores each network without its mirror view).
 ``PATH:ema`` scores a ``last.pt``'s weight average instead of its final weights (``best.pt``
 and shipped ``.pt`` files hold only the weight average, as ``model``). Every row after the first
 also says how far its mean stands from the first's, with the paired standard error: a rule to
-ship can then ask for a gain beyond the noise of 7,178 crops, not only for a fixed margin.
+ship can then ask for a gain beyond the noise (7,178 crops on PublicTest), not only for a
+fixed margin.
 """
 
 from __future__ import annotations
