@@ -88,10 +88,11 @@ def framing_figures(checkpoints: list[str], val_dir: str, glob: str, crop_cache:
     majority = datasets.ferplus_majority(ferplus_csv) if ferplus_csv else None
     scorer = _Scorer(val_dir, glob, crop_cache, majority, mirror)
     parsed = [Checkpoint.parse(spec) for spec in checkpoints]
-    rows = [scorer.figures(spec, [checkpoint], _framing(checkpoint))
-            for spec, checkpoint in zip(checkpoints, parsed, strict=True)]
+    framings = [_framing(checkpoint) for checkpoint in parsed]
+    rows = [scorer.figures(spec, [checkpoint], framing)
+            for spec, checkpoint, framing in zip(checkpoints, parsed, framings, strict=True)]
     if len(parsed) > 1:
-        rows.append(scorer.figures("ensemble", parsed, _framing(parsed[0])))
+        rows.append(scorer.figures("ensemble", parsed, framings[0]))
     return rows
 
 
