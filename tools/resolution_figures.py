@@ -7,7 +7,7 @@ to the width of BlazeFace's box around such a face by the ratio measured here: t
 crop side over the box width, for the largest face BlazeFace finds in each image.
 
     python tools/resolution_figures.py --val ../shared/data/fer2013/test --glob 'PublicTest_*' \
-        --model vgg_s3_int8 vgg_s_ferplus4_int8 --ferplus ../shared/data/ferplus/ferplus_labels.csv
+        --model vgg_s4_int8 vgg_s_ferplus4_int8 --ferplus ../shared/data/ferplus/ferplus_labels.csv
 
 A model whose name holds "ferplus" is scored against the FER+ majority (``--ferplus``), the
 others against the folder's FER2013 labels.
