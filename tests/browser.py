@@ -100,8 +100,9 @@ class Browser:
         return self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
 
     def evaluate(self, session: str, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True},
-                           session)
+        """The value of ``expression`` in the tab; a promise is awaited first."""
+        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                                "awaitPromise": True}, session)
         return result["result"].get("value")
 
     def screenshot(self, session: str, path: Path) -> Path:

@@ -277,11 +277,27 @@ def test_source_credentials_never_reach_the_page():
     assert redact("0") == "0"
 
 
+# The picture's width sampled every 2 ms while the page swaps in the next 5 frames (or for 15 s).
+WIDTHS_OVER_NEXT_FRAMES = """new Promise((done) => {
+  const image = document.getElementById('frame');
+  const last = Number(image.dataset.seq) + 5;
+  const widths = new Set();
+  const started = performance.now();
+  const timer = setInterval(() => {
+    widths.add(image.naturalWidth);
+    if (Number(image.dataset.seq) >= last || performance.now() - started > 15000) {
+      clearInterval(timer);
+      done([...widths]);
+    }
+  }, 2);
+})"""
+
+
 @pytest.mark.skipif(chromium_path() is None, reason="needs chromium (Debian package chromium)")
 def test_browser_shows_the_picture_and_tracks_and_they_update(demo_clip, tmp_path):
     """A real headless Chromium loads the page; from its DOM: the status updates, the picture
-    is replaced by newer frames, and the track list shows faces. Screenshots go to
-    $EDGEFER_SCREENSHOTS when set."""
+    is replaced by newer frames without going blank in between, and the track list shows faces.
+    Screenshots go to $EDGEFER_SCREENSHOTS when set."""
     shots = Path(os.environ["EDGEFER_SCREENSHOTS"]) if os.environ.get("EDGEFER_SCREENSHOTS") \
         else None
     with running(demo_clip, preview=True) as session, Browser(tmp_path / "profile") as browser:
@@ -298,6 +314,8 @@ def test_browser_shows_the_picture_and_tracks_and_they_update(demo_clip, tmp_pat
                                       ".textContent]")
         assert shown[0] and shown[1] == 640 and shown[2] in {
             "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+        widths = browser.evaluate(tab, WIDTHS_OVER_NEXT_FRAMES)
+        assert widths == [640], f"the picture went blank while a new frame loaded: {widths}"
         if shots is not None:
             shots.mkdir(parents=True, exist_ok=True)
             browser.screenshot(tab, shots / "page.png")

@@ -67,6 +67,23 @@ async function pollStatus() {
   setTimeout(pollStatus, STATUS_INTERVAL_MS);
 }
 
+// Decode each frame off-screen before it replaces the one on screen: the picture never goes
+// blank while a frame loads, and dataset.seq always names the frame that is shown.
+async function showDecoded(image, url) {
+  const next = new Image();
+  next.src = url;
+  try {
+    await next.decode();
+  } catch (err) {
+    URL.revokeObjectURL(url);
+    return false;
+  }
+  const previous = image.src;
+  image.src = url;
+  if (previous.startsWith("blob:")) URL.revokeObjectURL(previous);
+  return true;
+}
+
 async function pollFrames() {
   pollFrames.running = true;
   let seq = 0;
@@ -76,9 +93,7 @@ async function pollFrames() {
       const reply = await fetch("/frame.jpg?after=" + seq, { cache: "no-store" });
       if (reply.status === 200) {
         seq = Number(reply.headers.get("X-Frame-Seq")) || seq + 1;
-        const previous = image.src;
-        image.src = URL.createObjectURL(await reply.blob());
-        if (previous.startsWith("blob:")) URL.revokeObjectURL(previous);
+        if (!(await showDecoded(image, URL.createObjectURL(await reply.blob())))) continue;
         framesShown += 1;
         image.dataset.seq = seq;
         image.dataset.shown = framesShown;
