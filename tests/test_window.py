@@ -53,6 +53,14 @@ def start_live(display: str, clip: Path, *extra: str) -> tuple[subprocess.Popen,
     return process, window
 
 
+def no_window(process: subprocess.Popen) -> str:
+    """Why no window appeared: still starting after the deadline, or exited, with its stderr."""
+    if process.poll() is None:
+        return "no edgefer window within 60 s; the process was still running"
+    return (f"edgefer live exited with status {process.returncode} before its window appeared: "
+            f"{process.stderr.read()[-2000:]}")
+
+
 def geometry(display: str, window: str) -> tuple[int, int]:
     values = dict(line.split("=") for line in
                   xdotool(display, "getwindowgeometry", "--shell", window).splitlines())
@@ -89,7 +97,7 @@ def stop(display: str, process: subprocess.Popen, window: str) -> str:
 def test_window_size_keys_snapshot_debug_and_quiet_terminal(display, demo_clip, tmp_path):
     process, window = start_live(display, demo_clip, "--snapshot-dir", str(tmp_path / "snaps"))
     try:
-        assert window, "no edgefer window appeared"
+        assert window, no_window(process)
         time.sleep(1.0)
         assert geometry(display, window) == (640, 480)  # the frame's size, not Qt's default
         for key in ("s", "d", "s", "f", "space", "space"):
@@ -121,7 +129,7 @@ def test_large_source_window_fits_the_screen(display, portrait, tmp_path):
     writer.release()
     process, window = start_live(display, clip)
     try:
-        assert window, "no edgefer window appeared"
+        assert window, no_window(process)
         time.sleep(1.5)
         width, height = geometry(display, window)
         screenshot(display, "window-1080p-fitted.png")
