@@ -15,10 +15,8 @@ MODEL_HELP = (
     "model name in engines/manifest.json. Two truths: vgg_s4_int8 (the default) learned FER2013's "
     "labels, one per image, the figure papers report; vgg_s_ferplus4_int8 learned what ten FER+ "
     "annotators agree on, calls more weak expressions neutral and agrees with people more often. "
-    "Float versions: vgg_s4, vgg_s_ferplus4; vgg_s3_int8, vgg_s2_int8 and vgg_s_int8 (and their "
-    "float vgg_s3, vgg_s2, vgg_s) are the previous defaults, vgg_s_ferplus3_int8, vgg_s_ferplus2_int8 and "
-    "vgg_s_ferplus_int8 (float vgg_s_ferplus3, vgg_s_ferplus2, vgg_s_ferplus) the previous "
-    "consensus models")
+    "Without _int8: their float versions. The earlier models kept for comparison are listed, with "
+    "their figures, in engines/MODEL_CARD.md")
 
 
 def command_line() -> str:
