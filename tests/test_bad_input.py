@@ -114,10 +114,22 @@ def test_unwritable_output_folder(corpus, tmp_path):
 
 @pytest.mark.parametrize(("args", "code", "needle"), [
     (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--min-face-score", "1.5"], EXIT_INPUT,
-     "min_confidence"),
+     "--min-face-score: must be within [0, 1]"),
     (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--stride", "0"], EXIT_INPUT, "stride"),
+    (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--stride", "abc"], EXIT_INPUT,
+     "--stride: invalid int value: 'abc' (see: edgefer score --help)"),
     (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--llm", "--llm-threshold", "3"],
-     EXIT_INPUT, "threshold"),
+     EXIT_INPUT, "--llm-threshold"),
+    (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--llm", "--llm-batch", "0"],
+     EXIT_INPUT, "--llm-batch: must be >= 1"),
+    (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--llm-model", "m", "--llm-prompt",
+      "open"], EXIT_INPUT, "--llm-model, --llm-prompt need --llm"),
+    (["eval", "{corpus}", "--markdown", "{tmp}/t.md"], EXIT_INPUT,
+     "--markdown writes the LLM tables: add --llm"),
+    (["eval", "{corpus}", "--llm", "--mode", "detect"], EXIT_INPUT, "--mode crops"),
+    (["llm", "calibrate", "{corpus}", "--limit", "20"], EXIT_INPUT, "--limit 20"),
+    (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--frobnicate"], EXIT_INPUT,
+     "unrecognized arguments: --frobnicate"),
     (["score", "{corpus}/gray.png", "-o", "{tmp}/nowhere/o.csv"], EXIT_OUTPUT, "does not exist"),
     (["eval", "{tmp}/nothing"], EXIT_INPUT, "not found"),
     (["eval", "{corpus}", "--glob", "*.zzz"], EXIT_INPUT, "no images"),
@@ -130,11 +142,14 @@ def test_unwritable_output_folder(corpus, tmp_path):
       "{tmp}/r.toml"], EXIT_INPUT, "2 checkpoints need 2 recipe files"),
     (["live", "--source", "{tmp}/missing.mp4", "--headless"], EXIT_INPUT, "no such file"),
     (["live", "--source", "{tmp}", "--headless"], EXIT_INPUT, "no images in"),
+    (["live", "--source", "{corpus}/full.mp4", "--headless", "--events",
+      "{corpus}/gray.png/events.jsonl"], EXIT_OUTPUT, "cannot write the events log"),
     (["kiosk", "--config", "{tmp}/missing.toml"], EXIT_INPUT, "config file not found"),
 ])
 def test_bad_arguments(corpus, tmp_path, args, code, needle):
     result = run_cli(*[a.format(corpus=corpus, tmp=tmp_path) for a in args])
     assert_one_line_error(result, code, needle)
+    assert result.stderr.strip().count("\n") == 0, result.stderr
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="other platforms always have a display")

@@ -85,6 +85,7 @@ def test_bad_input_is_one_line(tmp_path, make_input, output, code, message):
     source = make_input(tmp_path)
     result = run_cli("score", str(source), "-o", str(tmp_path / output))
     assert_one_line_error(result, code, message)
+    assert result.stderr.strip().count("\n") == 0, result.stderr  # said once, nothing else
     assert not (tmp_path / output).exists()
 
 
@@ -98,9 +99,9 @@ def test_multi_file_run_skips_the_bad_file(tmp_path, demo_clip):
     assert {r["file"].split("/")[-1] for r in rows} == {"good.mp4"}
 
 
-def test_debug_shows_the_traceback(tmp_path):
+def test_debug_shows_the_traceback_with_the_same_exit_code(tmp_path):
     result = run_cli("--debug", "score", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o.csv"))
-    assert result.returncode != 0 and "Traceback" in result.stderr
+    assert result.returncode == 2 and "Traceback" in result.stderr
 
 
 def test_demo_runs_without_camera_or_data(tmp_path):
@@ -187,6 +188,48 @@ def test_a_photos_row_carries_its_second_opinion(tmp_path):
     with (tmp_path / "o.csv").open() as handle:
         (row,) = list(csv.DictReader(handle))
     assert (row["llm_label"], row["final_label"], row["final_source"]) == ("surprise",) * 2 + ("llm",)
+    assert "answered none" not in result.stderr
+
+
+def test_an_llm_that_answers_nothing_is_said(tmp_path):
+    """An endpoint that is down leaves the rows as the CNN wrote them, exits 0 (the table is
+    good), and says so in one warning line and in the summary's counters."""
+    pytest.importorskip("openai")
+    import socket
+
+    from edgefer.apps.demo import portrait_path
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    shutil.copy(portrait_path(), tmp_path / "face.jpg")
+    result = run_cli("score", str(tmp_path / "face.jpg"), "-o", str(tmp_path / "o.csv"),
+                     "--summary", str(tmp_path / "s.json"), "--llm", "--llm-base-url",
+                     f"http://127.0.0.1:{port}/v1", "--llm-model", "stub", "--llm-threshold", "1.0")
+    assert result.returncode == 0, result.stderr
+    (warning,) = [line for line in result.stderr.splitlines() if "answered none" in line]
+    assert "the LLM answered none of the 1 faces asked: 1 requests failed" in warning
+    with (tmp_path / "o.csv").open() as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert (row["llm_label"], row["final_source"]) == ("", "cnn")
+    llm = json.loads((tmp_path / "s.json").read_text())["llm"]
+    assert (llm["faces_asked"], llm["faces_answered"], llm["failed_requests"]) == (1, 0, 1)
+
+
+def test_live_on_an_unpaced_file_says_why_frames_were_dropped(demo_clip, tmp_path):
+    result = run_cli("live", "--source", str(demo_clip), "--headless", "-o", str(tmp_path / "o.csv"))
+    assert result.returncode == 0, result.stderr
+    assert "frames dropped" in result.stderr and "pass --realtime" in result.stderr
+
+
+def test_a_plot_of_photos_alone_is_not_drawn(tmp_path):
+    from edgefer.apps.demo import portrait_path
+
+    shutil.copy(portrait_path(), tmp_path / "face.jpg")
+    result = run_cli("score", str(tmp_path / "face.jpg"), "-o", str(tmp_path / "o.csv"),
+                     "--plot", str(tmp_path / "p.png"))
+    assert result.returncode == 0, result.stderr
+    assert "no chart written" in result.stderr and not (tmp_path / "p.png").exists()
 
 
 def test_photos_share_the_llms_round_trips(portrait, tmp_path):
@@ -217,5 +260,6 @@ def test_photos_share_the_llms_round_trips(portrait, tmp_path):
     assert [Path(name).name for name in files] == ["p0.png", "p1.png", "p2.png", "p2b.jpg",
                                                    "p3.png", "p4.png", "p5.png"]
     assert [f.get("llm_answers") for f in files.values()] == [1, 1, 1, None, 1, 1, 1]
+    assert json.loads((tmp_path / "s.json").read_text())["llm"]["faces_answered"] == 6
     assert sum(request["faces"] for request in state.requests) == 6
     assert len(state.requests) < 6  # one request per photo is what this replaced

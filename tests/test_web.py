@@ -51,11 +51,11 @@ def running(clip: Path, llm: LlmConfig | None = None, **http: object) -> Iterato
 
 
 def get(session: LiveSession, path: str, headers: dict[str, str] | None = None,
-        ) -> tuple[int, dict[str, str], bytes]:
-    """One raw GET to 127.0.0.1 (the path is sent exactly as given, not normalised)."""
+        method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    """One raw request to 127.0.0.1 (the path is sent exactly as given, not normalised)."""
     connection = http.client.HTTPConnection("127.0.0.1", session.monitor.server.port, timeout=10)
     try:
-        connection.request("GET", path, headers=headers or {})
+        connection.request(method, path, headers=headers or {})
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
@@ -119,13 +119,25 @@ def test_no_listing_and_no_traversal(open_page, path):
     assert status == 404 and b"import" not in body and b"root:" not in body
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "HEAD", "OPTIONS"])
-def test_only_get_is_served(open_page, method):
-    connection = http.client.HTTPConnection("127.0.0.1", open_page.monitor.server.port, timeout=10)
-    connection.request(method, "/api/status")
-    response = connection.getresponse()
-    assert response.status == 405 and response.getheader("X-Frame-Options") == "DENY"
-    connection.close()
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS"])
+def test_only_get_and_head_are_served(open_page, method):
+    status, headers, _ = get(open_page, "/api/status", method=method)
+    assert status == 405 and headers["X-Frame-Options"] == "DENY"
+    assert headers["Allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize("path", ["/", "/static/app.js", "/nope"])
+def test_head_answers_as_get_without_the_body(open_page, path):
+    status, headers, body = get(open_page, path)
+    head_status, head_headers, head_body = get(open_page, path, method="HEAD")
+    assert head_status == status and head_body == b""
+    assert head_headers["Content-Type"] == headers["Content-Type"]
+    assert int(head_headers["Content-Length"]) == len(body)
+
+
+def test_a_probe_may_ask_for_health_with_head(open_page):
+    status, headers, body = get(open_page, "/healthz", method="HEAD")
+    assert status == 200 and body == b"" and int(headers["Content-Length"]) > 0
 
 
 def test_frames_are_encoded_once_per_interval_for_any_number_of_viewers(open_page):

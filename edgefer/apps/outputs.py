@@ -68,6 +68,10 @@ class Outputs:
     def __enter__(self) -> Outputs:
         o = self.options
         with ExitStack() as opening:
+            if o.events:  # first: an append-only log, so failing later leaves it unharmed
+                events = EventLog(o.events)
+                opening.callback(events.close)
+                self._writers["events"] = events.emit
             if o.table is not None:
                 table = TableSink(o.table, o.overwrite)
                 opening.callback(self._close_quietly, table)
@@ -75,10 +79,6 @@ class Outputs:
             if o.record is not None:
                 self._writers["video"] = opening.enter_context(
                     VideoSink(o.record, o.record_fps, o.overwrite)).write
-            if o.events:
-                events = EventLog(o.events)
-                opening.callback(events.close)
-                self._writers["events"] = events.emit
             self._stack = opening.pop_all()
         return self
 

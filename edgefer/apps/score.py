@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -133,11 +133,11 @@ def score(inputs: list[str], options: ScoreOptions,
 
     def finish(done: list[FileReport]) -> None:
         for report in done:
+            if report.exception is not None and len(items) == 1:
+                raise report.exception  # said once, as the command's error
             report.dominant = summary.dominant(report.name)
             reports.append(report)
             observer.file_done(report)
-            if report.exception is not None and len(items) == 1:
-                raise report.exception
             completed.append(report.name)
             if options.output.suffix.lower() in RESUMABLE:
                 record_completed(options.output, completed)
@@ -156,11 +156,16 @@ def score(inputs: list[str], options: ScoreOptions,
             finish([score_file(item, recognizer, table, summary, options, observer,
                                len(items) > 1, start_frame)])
         finish(photos.flush())
+        llm = recognizer.llm_status()
     forget_progress(options.output)
+    if llm is not None:
+        summary.llm_stats = llm.stats
+        _say_if_unanswered(llm.stats)
     if options.summary:
         write_json_atomic(options.summary, summary.to_dict())
-    if options.plot:
-        summary.plot(options.plot)
+    if options.plot and not summary.plot(options.plot):
+        log.warning("no chart written to %s: --plot draws emotions over a video's time, and "
+                    "every input was a photo", options.plot)
     return reports
 
 
@@ -315,6 +320,16 @@ class _PhotoWindow:
 
 
 _NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
+
+
+def _say_if_unanswered(stats: dict[str, Any]) -> None:
+    """An LLM that answered none of the faces asked is said in one line: in the table, an
+    endpoint that is down looks like one that was never asked."""
+    if stats["faces_asked"] and not stats["faces_answered"]:
+        log.warning("the LLM answered none of the %d faces asked: %d requests failed after %d "
+                    "retries (%d timeouts); check --llm-base-url, $OPENAI_API_KEY and the server "
+                    "(--debug logs each failure)", stats["faces_asked"], stats["failed_requests"],
+                    stats["retries"], stats["timeouts"])
 
 
 def _count(report: FileReport, observer: ScoreObserver, item: str, result: FrameResult) -> None:

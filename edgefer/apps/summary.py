@@ -90,6 +90,7 @@ class Summary:
     def __init__(self, keep_timeline: bool = False) -> None:
         self.files: dict[str, _FileStats] = defaultdict(_FileStats)
         self.keep_timeline = keep_timeline
+        self.llm_stats: dict[str, Any] | None = None  # the second opinion's counters, when on
 
     def add(self, file: str, result: FrameResult, rows: list[dict[str, Any]]) -> None:
         """Count one processed frame from the rows written for it (``face_rows``), so a resumed
@@ -136,7 +137,8 @@ class Summary:
         self.files[file].error = error
 
     def to_dict(self) -> dict[str, Any]:
-        return {"files": {name: self._file_dict(stats) for name, stats in self.files.items()}}
+        files = {"files": {name: self._file_dict(stats) for name, stats in self.files.items()}}
+        return files if self.llm_stats is None else {**files, "llm": self.llm_stats}
 
     def _file_dict(self, stats: _FileStats) -> dict[str, Any]:
         if stats.error:
@@ -163,20 +165,22 @@ class Summary:
                 for track_id, t in stats.tracks.items()},
         }
 
-    def plot(self, path: str | Path) -> None:
-        """Smoothed probability of each emotion over time: one panel per file, one line per emotion
-        and track (tracks in different line styles)."""
+    def plot(self, path: str | Path) -> bool:
+        """Smoothed probability of each emotion over time: one panel per video, one line per
+        emotion and track (tracks in different line styles). Photos, one instant each, have no
+        panel; with no video at all nothing is written and False returned."""
+        files = [(n, s) for n, s in self.files.items() if len({t for t, _, _ in s.timeline}) > 1]
+        if not files:
+            return False
         matplotlib = require("matplotlib", "plot")
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         from edgefer.annotate import COLORS
 
-        files = [(n, s) for n, s in self.files.items() if s.timeline]
-        figure, axes = plt.subplots(max(1, len(files)), 1, figsize=(11, 2.8 * max(1, len(files))),
-                                    squeeze=False)
+        figure, axes = plt.subplots(len(files), 1, figsize=(11, 2.8 * len(files)), squeeze=False)
         styles = ["-", "--", ":", "-."]
-        for axis, (name, stats) in zip(axes[:, 0], files, strict=False):
+        for axis, (name, stats) in zip(axes[:, 0], files, strict=True):
             for k, track_id in enumerate(sorted({t for _, t, _ in stats.timeline})):
                 points = [(t, p) for t, i, p in stats.timeline if i == track_id]
                 times = np.array([t for t, _ in points])
@@ -194,3 +198,4 @@ class Summary:
         figure.tight_layout()
         figure.savefig(path, dpi=100)
         plt.close(figure)
+        return True

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from edgefer.errors import require
+from edgefer.errors import OutputError, require
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,14 @@ class EventLog:
         self._handler: logging.Handler | None = None
         if path in (None, "", "-"):
             self._stream = sys.stdout
-        else:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._handler = logging.handlers.RotatingFileHandler(
-                path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        else:  # its folder is made if missing: a kiosk's log folder may not exist on first boot
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self._handler = logging.handlers.RotatingFileHandler(
+                    path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+            except OSError as err:
+                raise OutputError(f"cannot write the events log {path}: {err.strerror}: "
+                                  f"{err.filename}") from err
             self._handler.setFormatter(logging.Formatter("%(message)s"))
 
     def emit(self, event: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ import sys
 from edgefer.backends.base import ENGINES, PRECISIONS
 from edgefer.decide import POLICIES
 from edgefer.detect import DETECTOR_MODELS, DetectorOptions
+from edgefer.errors import InputError
 from edgefer.llm.config import LlmConfig
 from edgefer.pipeline import RecognizerOptions
 
@@ -39,7 +40,7 @@ def add_recognizer_arguments(parser: argparse.ArgumentParser) -> None:
                        help="BlazeFace model: auto (default: short on video; on photos short "
                             "and full merged), short (faces within ~2 m) or full "
                             "(small/distant faces, group photos)")
-    group.add_argument("--min-face-score", type=float, default=0.5,
+    group.add_argument("--min-face-score", type=fraction, default=0.5,
                        help="minimum detection confidence (default 0.5)")
 
 
@@ -51,11 +52,11 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
                             "and compare CNN, LLM and cascade)")
     group.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (default: "
                        "$OPENAI_BASE_URL, else api.openai.com); the key comes from $OPENAI_API_KEY")
-    group.add_argument("--llm-model", default=LlmConfig.model, help=f"default {LlmConfig.model}")
-    group.add_argument("--llm-threshold", type=float, default=LlmConfig.threshold,
+    group.add_argument("--llm-model", help=f"default {LlmConfig.model}")
+    group.add_argument("--llm-threshold", type=fraction,
                        help="ask when the calibrated confidence is below this "
                             f"(default {LlmConfig.threshold})")
-    group.add_argument("--llm-policy", choices=POLICIES, default="override",
+    group.add_argument("--llm-policy", choices=POLICIES,
                        help="override (default): the LLM's label; fuse: mix probabilities; "
                             "learned: the model fitted by `edgefer llm calibrate` for this LLM "
                             "model and prompt (falls back to override, and says so, without one)")
@@ -65,28 +66,57 @@ def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--llm-price", type=_prices, metavar="IN,OUT",
                        help="USD per million input and output tokens for the cost estimate "
                             "(default: the built-in table for known OpenAI models, else 0)")
-    group.add_argument("--llm-prompt", choices=("top2", "open"), default="top2",
+    group.add_argument("--llm-prompt", choices=("top2", "open"),
                        help="top2 (default): the LLM chooses between the CNN's two best labels; "
                             "open: any of the seven")
     group.add_argument("--llm-context", action="store_true",
                        help="also send a downscaled copy of the whole frame with each face")
-    group.add_argument("--llm-rpm", type=int, default=LlmConfig.requests_per_minute,
+    group.add_argument("--llm-rpm", type=at_least_one,
                        help=f"requests per minute allowed (default {LlmConfig.requests_per_minute})")
     group.add_argument("--llm-cache", metavar="SQLITE", help="persistent answer cache file")
-    group.add_argument("--llm-batch", type=int, default=LlmConfig.batch_size,
+    group.add_argument("--llm-batch", type=at_least_one,
                        help=f"faces per request (default {LlmConfig.batch_size})")
 
 
+# Each --llm-* flag and the LlmConfig field it sets; unset flags (None) keep LlmConfig's default.
+LLM_FLAGS = {"base_url": "base_url", "model": "model", "threshold": "threshold",
+             "policy": "policy", "fusion": "fusion_path", "rpm": "requests_per_minute",
+             "cache": "cache_path", "batch": "batch_size"}
+
+
 def llm_config(args: argparse.Namespace) -> LlmConfig | None:
+    """The LLM settings of ``--llm``; None without it. An --llm-* flag given without --llm is
+    an error rather than silently ignored: the user meant to ask the LLM."""
+    given = {flag: getattr(args, f"llm_{flag}") for flag in (*LLM_FLAGS, "prompt", "price")}
+    given = {flag: value for flag, value in given.items() if value is not None}
+    if args.llm_context:
+        given["context"] = True
     if not getattr(args, "llm", False):
+        if given:
+            flags = ", ".join(f"--llm-{flag.replace('_', '-')}" for flag in given)
+            raise InputError(f"{flags} {'needs' if len(given) == 1 else 'need'} --llm")
         return None
-    return LlmConfig(model=args.llm_model, base_url=args.llm_base_url,
-                     threshold=args.llm_threshold, policy=args.llm_policy,
-                     top2=args.llm_prompt == "top2", cache_path=args.llm_cache,
-                     batch_size=args.llm_batch, requests_per_minute=args.llm_rpm,
-                     context_frame=args.llm_context, fusion_path=args.llm_fusion,
-                     price_input_per_million=args.llm_price[0] if args.llm_price else None,
-                     price_output_per_million=args.llm_price[1] if args.llm_price else None)
+    settings = {field: given[flag] for flag, field in LLM_FLAGS.items() if flag in given}
+    price_in, price_out = given.get("price", (None, None))
+    return LlmConfig(**settings, top2=given.get("prompt", "top2") == "top2",
+                     context_frame=args.llm_context, price_input_per_million=price_in,
+                     price_output_per_million=price_out)
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number within [0, 1] (a confidence, a share)."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {text}")
+    return value
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number >= 1 (a count, a rate)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
 
 
 def _prices(text: str) -> tuple[float, float]:

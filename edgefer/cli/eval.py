@@ -65,12 +65,13 @@ def run_eval(args: argparse.Namespace) -> int:
     from edgefer.files import write_json_atomic
     from edgefer.training.evaluate import evaluate, report
 
+    config = llm_settings(args)
     options = EvalOptions(data_dir=args.data_dir, glob=args.glob, exclude_list=args.exclude_list,
                           ferplus_labels=args.ferplus_labels, mode=args.mode, detector=args.detector,
                           model=args.model, engine=args.engine, precision=args.precision,
                           limit=args.limit)
     console = Console()
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("evaluating", total=None)
         result = evaluate(options, lambda done, total: progress.update(task, completed=done,
                                                                         total=total))
@@ -80,8 +81,8 @@ def run_eval(args: argparse.Namespace) -> int:
         write_json_atomic(args.json, figures)
     if args.confusion_png:
         plot_confusion(figures["confusion_matrix"], args.confusion_png)
-    if args.llm or args.cascade:
-        figures["llm"] = run_llm_comparison(args, options, result, console)
+    if config is not None:
+        figures["llm"] = run_llm_comparison(args, config, options, result, console)
         if args.json:
             write_json_atomic(args.json, figures)
     if args.record:
@@ -89,16 +90,27 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_llm_comparison(args: argparse.Namespace, options: EvalOptions, result: Any,
-                       console: Any) -> dict[str, Any]:
+def llm_settings(args: argparse.Namespace) -> Any:
+    """The LLM comparison's settings, None without --llm or --cascade; checked before the
+    evaluation, which can take minutes, rather than after it."""
     from edgefer.cli.common import llm_config
     from edgefer.errors import InputError
-    from edgefer.training import cascade
 
+    args.llm = args.llm or args.cascade
+    config = llm_config(args)
+    if config is None and args.markdown:
+        raise InputError("--markdown writes the LLM tables: add --llm or --cascade")
+    if config is not None and args.mode != "crops":
+        raise InputError("the LLM comparison evaluates pre-cropped faces; use --mode crops")
     if not 0 < args.max_share <= 1:
         raise InputError(f"--max-share must be in (0, 1], got {args.max_share}")
-    args.llm = True
-    config = llm_config(args)
+    return config
+
+
+def run_llm_comparison(args: argparse.Namespace, config: Any, options: EvalOptions,
+                       result: Any, console: Any) -> dict[str, Any]:
+    from edgefer.training import cascade
+
     answers = ask_llm_about(result, options, config, console)
     figures = cascade.cascade_report(result.y_true, result.probs, answers, config.threshold,
                                      config, max_share=args.max_share)
@@ -113,17 +125,14 @@ def ask_llm_about(result: Any, options: EvalOptions, config: Any, console: Any) 
     """The LLM's answer about every evaluated face crop (cached, budgeted, resumable)."""
     from rich.progress import Progress
 
-    from edgefer.errors import InputError
     from edgefer.manifest import load_model_entry
     from edgefer.sources import load_gray
     from edgefer.training import cascade
 
-    if options.mode != "crops":
-        raise InputError("the LLM comparison evaluates pre-cropped faces; use --mode crops")
     spec = load_model_entry(options.model, options.manifest).input  # the crops the model saw
     images = [load_gray(p, (spec.height, spec.width)) for p in result.paths]
     queries = cascade.face_queries(images, result.probs, config)
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("asking the LLM", total=len(queries))
         return cascade.ask_all(queries, config,
                                lambda done, total: progress.update(task, completed=done))

@@ -111,8 +111,20 @@ def _run_session(options: LiveOptions) -> int:
     session = LiveSession(options)
     install_signal_handlers(session)
     stats = session.run()
-    print_stats(Console(stderr=True), stats)
+    console = Console(stderr=True)
+    print_stats(console, stats)
+    if stats.dropped and _unpaced_file(options.capture):
+        console.print(f"note: {options.capture.source} was read as fast as it decodes and live "
+                      "keeps only the newest frame; pass --realtime to pace it at its frame rate, "
+                      "or use `edgefer score` for a row per frame", highlight=False,
+                      soft_wrap=True)
     return 0
+
+
+def _unpaced_file(capture: CaptureOptions) -> bool:
+    """A video file or folder read without --realtime: frames dropped there are the reader
+    outrunning the pipeline, not a camera's frames arriving faster than they are processed."""
+    return not capture.realtime and not capture.source.isdigit() and Path(capture.source).exists()
 
 
 def print_stats(console: Any, stats: LiveStats) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 
 from edgefer.types import EMOTIONS
 
+MIN_ANSWERED = 50  # answered faces below which the learned policy is not fitted
+
 
 def add_commands(commands: Any) -> None:
     from edgefer.cli.common import add_llm_arguments
@@ -61,6 +63,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     if not 0 < args.max_share <= 1:
         raise InputError(f"--max-share must be in (0, 1], got {args.max_share}")
+    if args.limit is not None and args.limit < MIN_ANSWERED:
+        raise InputError(f"--limit {args.limit} is under the {MIN_ANSWERED} answered faces a "
+                         "fit needs")
     if args.llm_cache is None:
         args.llm_cache = str(default_cache())
         default_cache().parent.mkdir(parents=True, exist_ok=True)
@@ -70,9 +75,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
                           ferplus_labels=args.ferplus_labels, model=args.model, limit=args.limit)
     result = evaluate(options)
     answers = ask_llm_about(result, options, config, console)
-    if answers.answered.sum() < 50:
+    if answers.answered.sum() < MIN_ANSWERED:
         raise InputError(f"only {int(answers.answered.sum())} of {len(answers.labels)} faces "
-                         "answered; at least 50 are needed to fit (check the endpoint, "
+                         f"answered; at least {MIN_ANSWERED} are needed to fit (check the endpoint, "
                          "the budget or --llm-cache, and run again: answers so far are kept)")
     figures = calibration_figures(result.y_true, result.probs, answers, config, args.max_share)
     provenance = {"endpoint": config.resolved_base_url() or "https://api.openai.com/v1",

@@ -1,7 +1,7 @@
 """The ``edgefer`` command line: thin front-ends over library functions.
 
 Only this module prints. Every ``EdgeferError`` becomes one red line and its exit code;
-``--debug`` shows the traceback instead.
+``--debug`` shows the traceback too; the exit code is the same either way.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import argparse
 import logging
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from edgefer.errors import EdgeferError
 
@@ -25,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except EdgeferError as err:
         if args.debug:
-            raise
+            traceback.print_exc()
         from rich.markup import escape
 
         _console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False,
@@ -36,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as err:  # a bug: say so in one line, keep the traceback for --debug
         if args.debug:
-            raise
+            traceback.print_exc()
         from rich.markup import escape
 
         _console(stderr=True).print(
@@ -57,10 +59,18 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr)
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """A usage mistake is one line, as every other error here, naming where the usage is;
+    subcommands' parsers are of this class too (argparse makes them of their parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edgefer import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="edgefer", description="Real-time facial-emotion recognition at the edge, with an "
                                     "asynchronous vision-LLM second opinion.",
         epilog="Exit codes: 0 ok, 1 some inputs failed, 2 bad input or configuration, 3 model "

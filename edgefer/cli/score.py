@@ -143,7 +143,8 @@ class RichClusterObserver:
         self.console = Console(stderr=True)
         self.display = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
-                                 console=self.console, transient=True)
+                                 console=self.console, transient=True,
+                                 disable=not self.console.is_terminal)
         self.display.__enter__()
         self.files = self.display.add_task("[bold]inputs", total=None, note="connecting to Ray")
         self.frames = self.display.add_task("frames", total=None, note="")
@@ -242,7 +243,7 @@ class RichScoreObserver:
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=self.console,
-            transient=True)
+            transient=True, disable=not self.console.is_terminal)
         self.progress.__enter__()
         self.overall = self.progress.add_task("[bold]all inputs", total=None, rate="")
         self.file_task: Any = None

@@ -91,7 +91,8 @@ class RichObserver:
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.3f} lr {task.fields[lr]:.4f}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True)
+            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True,
+            disable=not self.console.is_terminal)
         self.progress.__enter__()
         self.task = None
         return self

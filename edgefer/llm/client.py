@@ -210,6 +210,7 @@ class LlmClient:
             if isinstance(err.__cause__, ReplyTooLarge):
                 return self._unreadable(err.__cause__)
             self.stats.timeouts += isinstance(err, (errors.APITimeoutError, TimeoutError))
+            log.debug("LLM request failed: %s: %s", type(err).__name__, err)
             self.breaker.record_failure()
             return backoff_s(attempt)
         except (errors.APIError, ValueError, RecursionError, TypeError) as err:

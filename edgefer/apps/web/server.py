@@ -215,10 +215,12 @@ def _handler(server: WebServer) -> type[BaseHTTPRequestHandler]:
                 return
             self._with_slot(lambda: server.route(parts.path, query))
 
-        def _refuse_method(self) -> None:
-            self._send(Reply(405, b"method not allowed\n", headers={"Allow": "GET"}))
+        do_HEAD = do_GET  # the same reply without its body (probes, `curl -I`): see _send
 
-        do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _refuse_method
+        def _refuse_method(self) -> None:
+            self._send(Reply(405, b"method not allowed\n", headers={"Allow": "GET, HEAD"}))
+
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse_method
 
         def _with_slot(self, respond: Callable[[], Reply]) -> None:
             if not server.slots.acquire(blocking=False):
@@ -237,6 +239,8 @@ def _handler(server: WebServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", reply.kind)
             self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
+            if self.command == "HEAD":
+                return
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the viewer left
                 self.wfile.write(reply.body)
 
