@@ -226,6 +226,25 @@ def test_framing_figures_score_each_checkpoint_in_both_framings_and_their_ensemb
         framing_figures([f"{checkpoints[0]}:ema"], str(face_folder), "*", str(tmp_path / "crops"))
 
 
+def test_framing_figures_may_score_only_the_ensemble_unmirrored(face_folder, tmp_path):
+    """An unmirrored pair costs what one mirror-averaged network costs: its row beside the
+    networks as shipped, so that its paired difference from them is printed in one call."""
+    from tools.framing_figures import framing_figures
+
+    recipe = Recipe(epochs=1, batch_size=2, bf16=False, threads=1)
+    for seed, name in ((3, "a.pt"), (4, "b.pt")):
+        model = train.new_state(recipe.replace(seed=seed)).model
+        torch.save({"recipe": recipe.to_dict(), "model": model.state_dict()}, tmp_path / name)
+    checkpoints = [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
+    crops = str(tmp_path / "crops")
+    mixed = framing_figures(checkpoints, str(face_folder), "*", crops, ensemble_mirror=False)
+    mirrored = framing_figures(checkpoints, str(face_folder), "*", crops)
+    unmirrored = framing_figures(checkpoints, str(face_folder), "*", crops, mirror=False)
+    assert mixed[-1].name == "ensemble, unmirrored"
+    for row, expected in zip(mixed, [*mirrored[:2], unmirrored[2]], strict=True):
+        assert np.array_equal(row.correct, expected.correct)
+
+
 def test_framing_figures_weigh_a_difference_against_its_paired_noise():
     from tools.framing_figures import FramingFigures
 

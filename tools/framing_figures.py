@@ -5,7 +5,9 @@ mirror-averaged as exported models are, scored on FER2013's own crops and on the
 framed by BlazeFace and the aligner as they will frame them for that checkpoint's export (its
 head roll tolerance included; from `edgefer train`'s crop cache); with several checkpoints, also
 their ensemble: their logits averaged, on the first checkpoint's framing, as `edgefer export A.pt
-B.pt` writes it (`--no-mirror` scores each network without its mirror view).
+B.pt` writes it (`--no-mirror` scores each network without its mirror view;
+`--ensemble-no-mirror` only the ensemble's networks, which then cost what one mirror-averaged
+network costs, beside the single networks mirror-averaged as shipped).
 
     python tools/framing_figures.py engines/vgg_s.pt runs/vgg_s_live/last.pt \
         runs/vgg_s_live/last.pt:ema --val ../shared/data/fer2013/test --glob 'PublicTest_*' \
@@ -80,19 +82,24 @@ class Checkpoint:
 
 
 def framing_figures(checkpoints: list[str], val_dir: str, glob: str, crop_cache: str | None,
-                    ferplus_csv: str | None = None, mirror: bool = True) -> list[FramingFigures]:
+                    ferplus_csv: str | None = None, mirror: bool = True,
+                    ensemble_mirror: bool | None = None) -> list[FramingFigures]:
     """One row per checkpoint (``PATH`` or ``PATH:ema``), each on its own export's framing, then
-    one for their ensemble, on the first's, when there are several."""
+    one for their ensemble, on the first's, when there are several (its networks mirror-averaged
+    as ``ensemble_mirror`` says, as ``mirror`` when None)."""
     from edgefer.training import datasets
 
     majority = datasets.ferplus_majority(ferplus_csv) if ferplus_csv else None
-    scorer = _Scorer(val_dir, glob, crop_cache, majority, mirror)
+    scorer = _Scorer(val_dir, glob, crop_cache, majority)
     parsed = [Checkpoint.parse(spec) for spec in checkpoints]
     framings = [_framing(checkpoint) for checkpoint in parsed]
-    rows = [scorer.figures(spec, [checkpoint], framing)
+    rows = [scorer.figures(spec, [checkpoint], framing, mirror)
             for spec, checkpoint, framing in zip(checkpoints, parsed, framings, strict=True)]
     if len(parsed) > 1:
-        rows.append(scorer.figures("ensemble", parsed, framings[0]))
+        ensemble_mirror = mirror if ensemble_mirror is None else ensemble_mirror
+        name = "ensemble" if ensemble_mirror == mirror else (
+            f"ensemble, {'mirror-averaged' if ensemble_mirror else 'unmirrored'}")
+        rows.append(scorer.figures(name, parsed, framings[0], ensemble_mirror))
     return rows
 
 
@@ -114,33 +121,34 @@ class _Scorer:
     each computed once."""
 
     def __init__(self, val_dir: str, glob: str, crop_cache: str | None,
-                 majority: dict[str, str] | None, mirror: bool) -> None:
+                 majority: dict[str, str] | None) -> None:
         self.val_dir, self.glob, self.crop_cache = val_dir, glob, crop_cache
-        self.majority, self.mirror = majority, mirror
+        self.majority = majority
         self._splits: dict[Framing, Any] = {}
-        self._logits: dict[tuple[Checkpoint, Framing], np.ndarray] = {}
+        self._logits: dict[tuple[Checkpoint, Framing, bool], np.ndarray] = {}
 
-    def figures(self, name: str, checkpoints: list[Checkpoint],
-                framing: Framing) -> FramingFigures:
-        logits = np.mean([self.logits(checkpoint, framing) for checkpoint in checkpoints], axis=0)
+    def figures(self, name: str, checkpoints: list[Checkpoint], framing: Framing,
+                mirror: bool) -> FramingFigures:
+        logits = np.mean([self.logits(checkpoint, framing, mirror) for checkpoint in checkpoints],
+                         axis=0)
         labels = self.split(framing).labels.numpy()
         halves = np.split(logits, len(FRAMINGS))  # own framing's rows, then live's
         return FramingFigures(name, np.stack([half.argmax(1) == labels for half in halves]))
 
-    def logits(self, checkpoint: Checkpoint, framing: Framing) -> np.ndarray:
+    def logits(self, checkpoint: Checkpoint, framing: Framing, mirror: bool) -> np.ndarray:
         """The own framing's rows, then the live framing's."""
         import torch
 
         from edgefer.training.train import checkpoint_logits
 
-        key = (checkpoint, framing)
+        key = (checkpoint, framing, mirror)
         if key not in self._logits:
             split = self.split(framing)
             both = torch.cat([split.pixels, split.live_pixels])  # one pass
             # checkpoint_logits refuses a checkpoint trained on another face size
             self._logits[key] = checkpoint_logits(checkpoint.path, both, framing[0],
                                                   weights=checkpoint.weights,
-                                                  mirror=self.mirror).numpy()
+                                                  mirror=mirror).numpy()
         return self._logits[key]
 
     def split(self, framing: Framing) -> Any:
@@ -167,13 +175,16 @@ def main() -> None:
     parser.add_argument("--no-mirror", dest="mirror", action="store_false",
                         help="score each checkpoint without averaging it with the mirror image "
                              "(half the compute: two models unmirrored cost one mirrored)")
+    parser.add_argument("--ensemble-no-mirror", dest="ensemble_mirror", action="store_false",
+                        default=None, help="score only the ensemble's networks without their "
+                                           "mirror views, the single rows mirror-averaged")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     rows = framing_figures(args.checkpoints, args.val, args.glob, args.crop_cache, args.ferplus,
-                           args.mirror)
+                           args.mirror, args.ensemble_mirror)
     print(rows[0].line())
     for row in rows[1:]:
         print(f"{row.line()}\n    {row.versus(rows[0])}")
