@@ -165,7 +165,7 @@ def score(inputs: list[str], options: ScoreOptions,
         write_json_atomic(options.summary, summary.to_dict())
     if options.plot and not summary.plot(options.plot):
         log.warning("no chart written to %s: --plot draws emotions over a video's time, and "
-                    "every input was a photo", options.plot)
+                    "no video was scored", options.plot)
     return reports
 
 
