@@ -219,7 +219,7 @@ def test_an_llm_that_answers_nothing_is_said(tmp_path):
 def test_live_on_an_unpaced_file_says_why_frames_were_dropped(demo_clip, tmp_path):
     result = run_cli("live", "--source", str(demo_clip), "--headless", "-o", str(tmp_path / "o.csv"))
     assert result.returncode == 0, result.stderr
-    assert "frames dropped" in result.stderr and "pass --realtime" in result.stderr
+    assert "frames dropped" in result.stderr and "set --realtime" in result.stderr
 
 
 def test_a_plot_of_photos_alone_is_not_drawn(tmp_path):

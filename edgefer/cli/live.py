@@ -82,7 +82,7 @@ def run_live(args: argparse.Namespace) -> int:
                          token_env=args.http_token_env,
                          insecure_no_token=args.http_insecure_no_token),
         duration_s=args.duration)
-    return _run_session(options)
+    return _run_session(options, pace_with="--realtime")
 
 
 def run_kiosk(args: argparse.Namespace) -> int:
@@ -102,10 +102,11 @@ def run_kiosk(args: argparse.Namespace) -> int:
     if args.preview:
         overrides.setdefault("http", {})["preview"] = True
     options = load_config(args.config, overrides)
-    return _run_session(replace(options, duration_s=args.duration))
+    return _run_session(replace(options, duration_s=args.duration),
+                        pace_with="capture.realtime = true (EDGEFER_CAPTURE_REALTIME=true)")
 
 
-def _run_session(options: LiveOptions) -> int:
+def _run_session(options: LiveOptions, pace_with: str) -> int:
     from rich.console import Console
 
     session = LiveSession(options)
@@ -114,8 +115,8 @@ def _run_session(options: LiveOptions) -> int:
     console = Console(stderr=True)
     print_stats(console, stats)
     if stats.dropped and _unpaced_file(options.capture):
-        console.print(f"note: {options.capture.source} was read as fast as it decodes and live "
-                      "keeps only the newest frame; pass --realtime to pace it at its frame rate, "
+        console.print(f"note: {options.capture.source} was read as fast as it decodes and only "
+                      f"the newest frame is kept; set {pace_with} to pace it at its frame rate, "
                       "or use `edgefer score` for a row per frame", highlight=False,
                       soft_wrap=True)
     return 0
