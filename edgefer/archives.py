@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from edgefer.errors import InputError
+from edgefer.files import temp_prefix
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 OPEN_ARCHIVES = 4  # handles kept per process
@@ -74,7 +75,7 @@ def extract_member(archive: Path, member: str) -> Path:
     """A temporary copy of one member (same suffix, so decoders recognise it); the caller
     deletes it."""
     with _LOCK, _open(archive).open(member) as stream, \
-            tempfile.NamedTemporaryFile(prefix="edgefer-", suffix=Path(member).suffix,
+            tempfile.NamedTemporaryFile(prefix=temp_prefix(), suffix=Path(member).suffix,
                                         delete=False) as copy:
         try:
             shutil.copyfileobj(stream, copy)

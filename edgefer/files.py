@@ -1,4 +1,5 @@
-"""File helpers every layer shares: the one atomic writer, and TOML reading and writing.
+"""File helpers every layer shares: the one atomic writer, temporary copies that a killed run
+does not leave behind for good, and TOML reading and writing.
 
 Anything edgefer writes that a crash must not leave half-written (summaries, manifests,
 checkpoints, recipes) goes through ``atomic_write``: a temporary file in the same folder,
@@ -7,8 +8,11 @@ flushed and fsynced, then renamed over the target, so readers see the old or the
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +21,35 @@ from typing import IO, Any
 import numpy as np
 
 from edgefer.errors import ConfigError, OutputError
+
+TEMP_PREFIX = "edgefer-"  # temporary copies: edgefer-<pid>-..., in the temp folder
+
+
+def temp_prefix() -> str:
+    """The prefix of this process's temporary copies, naming the process: a copy it could not
+    delete (SIGKILL, power cut) is deleted by the next edgefer process that makes one."""
+    _delete_orphans()
+    return f"{TEMP_PREFIX}{os.getpid()}-"
+
+
+@functools.cache
+def _delete_orphans() -> None:
+    """Once per process: temporary copies whose process is gone."""
+    for path in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*"):
+        pid = path.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            with contextlib.suppress(OSError):  # another process got there first
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:

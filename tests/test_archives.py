@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tarfile
 import tempfile
 import zipfile
@@ -167,6 +168,35 @@ def test_sigterm_mid_member_removes_the_copy(demo_clip, tmp_path):
     assert process.returncode == 130 and "interrupted" in stderr, stderr
     assert not list(temp.glob("edgefer-*"))
     assert out.read_text().endswith("\n")  # the table ends on a whole row
+
+
+def test_a_copy_left_by_a_killed_run_goes_with_the_next_run(files, tmp_path, monkeypatch):
+    """SIGKILL leaves no chance to delete a member's copy: the next edgefer process that makes
+    one deletes the copies of processes that are gone, and no other's."""
+    import subprocess
+    import sys
+
+    from edgefer import files as edgefer_files
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    edgefer_files._delete_orphans.cache_clear()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    orphan = temp / f"edgefer-{gone}-abc.mp4"
+    orphan_folder = temp / f"edgefer-{gone}-input"
+    alive = temp / f"edgefer-{os.getpid()}-def.mp4"
+    unrelated = temp / "edgefer-notes.txt"
+    for path in (orphan, alive, unrelated):
+        path.write_bytes(b"x")
+    orphan_folder.mkdir()
+    (orphan_folder / "clip.mp4").write_bytes(b"x")
+    archive = pack(files, tmp_path / "b.tgz")
+    with open_source(f"{archive}/day1/clip.mp4") as source:
+        next(iter(source))
+    assert not orphan.exists() and not orphan_folder.exists()
+    assert alive.exists() and unrelated.exists()
 
 
 def test_macos_resource_forks_are_not_inputs(files, tmp_path):

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from edgefer.apps.score import FileReport, LazyTable, ScoreOptions, score_file
 from edgefer.apps.summary import Summary, merge_summaries
 from edgefer.errors import ConfigError, EdgeferError, InputError, OutputError, require
-from edgefer.files import atomic_write, write_json_atomic
+from edgefer.files import atomic_write, temp_prefix, write_json_atomic
 from edgefer.pipeline import Recognizer
 from edgefer.sinks import ROW_COLUMNS, check_output
 from edgefer.sources import expand_inputs, is_camera, is_stream
@@ -201,7 +201,7 @@ def _local_copy(item: str) -> Iterator[str]:
         yield item
         return
     fs_module = require("pyarrow.fs", "ray")
-    with tempfile.TemporaryDirectory(prefix="edgefer-input-") as folder:
+    with tempfile.TemporaryDirectory(prefix=temp_prefix()) as folder:
         local = Path(folder) / Path(item).name
         filesystem, path = _from_uri(item)
         try:
