@@ -15,22 +15,19 @@ class Classifier:
     the confidence mean what it says, which the LLM-fallback threshold relies on.
     """
 
-    def __init__(self, engine: Engine, temperature: float = 1.0, classes: int = len(EMOTIONS),
-                 max_batch: int = 64) -> None:
+    def __init__(self, engine: Engine, temperature: float = 1.0, classes: int = len(EMOTIONS)
+                 ) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.engine = engine
         self.classes = classes  # the manifest's class count
         self.temperature = temperature
-        self.max_batch = max_batch
 
     def classify(self, batch: np.ndarray) -> np.ndarray:
         """``(N, classes)`` float32 probabilities for an ``(N, C, H, W)`` batch."""
         if len(batch) == 0:
             return np.zeros((0, self.classes), dtype=np.float32)
-        logits = np.concatenate([self.engine.run(batch[i:i + self.max_batch])
-                                 for i in range(0, len(batch), self.max_batch)])
-        return softmax(logits, self.temperature).astype(np.float32)
+        return softmax(self.engine.run(batch), self.temperature).astype(np.float32)
 
     def close(self) -> None:
         self.engine.close()

@@ -61,6 +61,20 @@ def test_onnx_matches_pytorch_on_real_faces(demo_clip):
     assert (int8_probs.argmax(1) == float_probs.argmax(1)).mean() >= 0.9
 
 
+def test_an_engine_with_a_batch_limit_runs_larger_batches_in_chunks():
+    """A TensorRT plan takes at most its profile's batch (16 by default); a group photo or an
+    evaluation batch can hold more faces: the engine splits them, rows in order."""
+    from edgefer.backends import open_engine
+
+    entry = load_model_entry()
+    batch = np.random.default_rng(0).normal(size=(37, 1, 48, 48)).astype(np.float32)
+    with open_engine(entry) as engine:
+        whole = engine.run(batch)
+        engine.max_batch = 16
+        assert np.allclose(engine.run(batch), whole, atol=1e-5)
+        assert engine.run(batch[:1]).shape == (1, 7)
+
+
 def test_input_contract_formula():
     spec = load_model_entry().input
     pixels = np.array([[[0, 128], [255, 64]]], dtype=np.uint8)

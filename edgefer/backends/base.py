@@ -1,9 +1,9 @@
 """The inference-engine interface every backend implements.
 
-Modelled on Polygraphy's runners: the base class validates the batch (dtype, rank, spatial shape,
-batch limits); subclasses only implement ``_infer``. Latency is measured by the pipeline (per
-stage) and by ``tools/bench.py``. Backends import their
-heavy library on construction, never at module import.
+Modelled on Polygraphy's runners: the base class validates the batch (dtype, rank, spatial shape)
+and splits it at the engine's batch limit; subclasses only implement ``_infer``. Latency is
+measured by the pipeline (per stage) and by ``tools/bench.py``. Backends import their heavy
+library on construction, never at module import.
 """
 
 from __future__ import annotations
@@ -29,14 +29,16 @@ class Engine(ABC):
 
     def __init__(self, spec: InputSpec, max_batch: int | None = None) -> None:
         self.spec = spec
-        self.max_batch = max_batch
+        self.max_batch = max_batch  # the most rows one _infer call takes (a TensorRT profile's)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Validate ``batch`` and run it; an empty batch returns no rows."""
+        """Validate ``batch`` and run it, in chunks of ``max_batch`` rows where the engine has a
+        limit (a group photo's faces, an evaluation batch); an empty batch returns no rows."""
         self._check(batch)
         if len(batch) == 0:
             return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
-        return self._infer(batch)
+        step = self.max_batch or len(batch)
+        return np.concatenate([self._infer(batch[i:i + step]) for i in range(0, len(batch), step)])
 
     def _check(self, batch: np.ndarray) -> None:
         expected = (self.spec.channels, self.spec.height, self.spec.width)
@@ -45,9 +47,6 @@ class Engine(ABC):
         if batch.ndim != 4 or batch.shape[1:] != expected:
             raise InputError(f"{self.name}: input must be (N, {', '.join(map(str, expected))}), "
                              f"got {batch.shape}")
-        if self.max_batch is not None and len(batch) > self.max_batch:
-            raise InputError(f"{self.name}: batch of {len(batch)} exceeds the engine's "
-                             f"maximum of {self.max_batch}")
 
     @abstractmethod
     def _infer(self, batch: np.ndarray) -> np.ndarray: ...
