@@ -163,6 +163,19 @@ def test_requests_per_minute_throttles_locally(server):
     assert budget.wait_s(10) == 0.0
 
 
+def test_each_reply_corrects_its_own_requests_tokens():
+    """Two requests in flight at once: the first to be answered is corrected in the token
+    window, not whichever was sent last."""
+    from edgefer.llm.budget import Budget
+
+    budget = Budget(100, 1_000, 100, AnswerCache(), clock=lambda: 0.0)
+    first, second = budget.spend(600), budget.spend(300)
+    first.tokens = 100  # the first reply says it used 100 tokens, while the second is in flight
+    assert budget.wait_s(600) == 0.0  # 100 + 300 + 600 fit in 1,000
+    assert budget.wait_s(601) == pytest.approx(60.0)
+    assert second.tokens == 300
+
+
 def test_circuit_breaker_states():
     from edgefer.llm.budget import CircuitBreaker
 

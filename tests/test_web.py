@@ -265,18 +265,27 @@ def test_kiosk_on_open_address_without_token_exits_2(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_llm_status_and_answers_reach_the_page(demo_clip):
+def test_llm_status_and_answers_reach_the_page(demo_clip, tmp_path):
+    """The page shows the LLM's answers and counters; the daily budget left counts today's
+    requests of earlier runs too (kept in the answer cache, as the budget itself counts them)."""
+    from edgefer.llm.budget import utc_day
+    from edgefer.llm.cache import AnswerCache
     from tools.openai_stub import StubServer, StubState
 
+    earlier = AnswerCache(tmp_path / "answers.sqlite")
+    for _ in range(10):
+        earlier.count_request(utc_day())
+    earlier.close()
     with StubServer(StubState(answer=lambda face: "surprise")) as server:
         llm = LlmConfig(model="stub", base_url=server.base_url, threshold=1.0, cooldown_s=0.5,
-                        batch_wait_s=0.05, requests_per_day=1000)
+                        batch_wait_s=0.05, requests_per_day=1000,
+                        cache_path=str(tmp_path / "answers.sqlite"))
         with running(demo_clip, llm=llm) as session:
             document = wait_for(session, lambda d: d["llm"] and d["llm"]["answered"] >= 1
                                 and any(t["from_llm"] for t in d["tracks"]))
     llm_status = document["llm"]
     assert llm_status["answered"] >= 1 and llm_status["failed_requests"] == 0
-    assert 0 < llm_status["budget_left_today"] < 1000 and "queue" in llm_status
+    assert 0 < llm_status["budget_left_today"] <= 1000 - 10 - 1 and "queue" in llm_status
     answered = [t for t in document["tracks"] if t["from_llm"]]
     assert answered and answered[0]["label"] == "surprise" == answered[0]["llm_label"]
     assert any(e["event"] == "llm_answer" for e in document["events"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from edgefer.llm.cache import AnswerCache
@@ -13,6 +14,14 @@ from edgefer.llm.constants import CIRCUIT_FAILURES, CIRCUIT_OPEN_S
 
 def utc_day() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+
+@dataclass
+class Spent:
+    """One request's entry in the token window: its estimate until the server reports usage."""
+
+    at: float
+    tokens: int
 
 
 class Budget:
@@ -27,7 +36,7 @@ class Budget:
         self._store = store
         self._clock = clock
         self._requests: deque[float] = deque()
-        self._tokens: deque[tuple[float, int]] = deque()
+        self._tokens: deque[Spent] = deque()
 
     def day_exhausted(self) -> bool:
         return self._store.requests_on(utc_day()) >= self.per_day
@@ -39,27 +48,25 @@ class Budget:
         waits = [0.0]
         if len(self._requests) >= self.rpm:
             waits.append(self._requests[0] + 60.0 - now)
-        used = sum(t for _, t in self._tokens)
+        used = sum(spent.tokens for spent in self._tokens)
         if self._tokens and used + tokens > self.tpm:
-            waits.append(self._tokens[0][0] + 60.0 - now)
+            waits.append(self._tokens[0].at + 60.0 - now)
         return max(waits)
 
-    def spend(self, tokens: int) -> None:
+    def spend(self, tokens: int) -> Spent:
+        """Count a request of ``tokens`` (estimated) now; correct its entry when the reply says
+        what it used: requests overlap, so the entry, not the window's last, is corrected."""
         now = self._clock()
+        spent = Spent(now, tokens)
         self._requests.append(now)
-        self._tokens.append((now, tokens))
+        self._tokens.append(spent)
         self._store.count_request(utc_day())
-
-    def correct_tokens(self, estimated: int, actual: int) -> None:
-        """Replace the last estimate with the server's reported usage."""
-        if self._tokens and actual != estimated:
-            when, _ = self._tokens.pop()
-            self._tokens.append((when, actual))
+        return spent
 
     def _expire(self, now: float) -> None:
         while self._requests and self._requests[0] <= now - 60.0:
             self._requests.popleft()
-        while self._tokens and self._tokens[0][0] <= now - 60.0:
+        while self._tokens and self._tokens[0].at <= now - 60.0:
             self._tokens.popleft()
 
 

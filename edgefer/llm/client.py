@@ -21,7 +21,7 @@ from typing import Any
 
 from edgefer.errors import require
 from edgefer.llm import constants as c
-from edgefer.llm.budget import Budget, CircuitBreaker
+from edgefer.llm.budget import Budget, CircuitBreaker, Spent
 from edgefer.llm.cache import AnswerCache
 from edgefer.llm.config import LlmConfig
 from edgefer.llm.parse import Answer, Parsed, parse_reply
@@ -183,9 +183,9 @@ class LlmClient:
             if not self.breaker.allow():
                 self.stats.circuit_rejections += 1
                 raise Unavailable("circuit open")
-            self.budget.spend(estimate)
+            spent = self.budget.spend(estimate)
             self.stats.requests += 1
-            outcome = await self._attempt(batch, estimate, attempt)
+            outcome = await self._attempt(batch, spent, attempt)
             if isinstance(outcome, Parsed):
                 return outcome
             if outcome is None or attempt == self.config.max_retries:
@@ -195,7 +195,7 @@ class LlmClient:
         self.stats.failed_requests += 1
         raise Unavailable("request failed")
 
-    async def _attempt(self, batch: list[FaceQuery], estimate: int, attempt: int
+    async def _attempt(self, batch: list[FaceQuery], spent: Spent, attempt: int
                        ) -> Parsed | float | None:
         """A parsed reply; or seconds to wait before retrying; or None when retrying is futile."""
         errors = self._openai
@@ -216,7 +216,7 @@ class LlmClient:
         except (errors.APIError, ValueError, RecursionError, TypeError) as err:
             return self._unreadable(err)  # a body the client could not decode
         self.breaker.record_success()
-        usage = self._count_usage(response, estimate)
+        usage = self._count_usage(response, spent)
         try:
             choice = response.choices[0]
             text, finish, refusal = choice.message.content, choice.finish_reason, \
@@ -269,8 +269,9 @@ class LlmClient:
         self.breaker.record_failure()
         return None
 
-    def _count_usage(self, response: Any, estimate: int) -> tuple[int, int]:
-        """The reply's (prompt, completion) tokens, counted and priced; (0, 0) when absent."""
+    def _count_usage(self, response: Any, spent: Spent) -> tuple[int, int]:
+        """The reply's (prompt, completion) tokens, counted, priced and put in the token window
+        in place of the request's estimate; (0, 0) when absent."""
         usage = getattr(response, "usage", None)
         prompt = getattr(usage, "prompt_tokens", 0)
         completion = getattr(usage, "completion_tokens", 0)
@@ -280,7 +281,7 @@ class LlmClient:
         self.stats.completion_tokens += completion
         price_in, price_out = self.config.prices_per_million()
         self.stats.cost_usd += (prompt * price_in + completion * price_out) / 1e6
-        self.budget.correct_tokens(estimate, prompt + completion)
+        spent.tokens = prompt + completion
         return prompt, completion
 
     async def close(self) -> None:
