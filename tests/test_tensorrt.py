@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -121,6 +122,27 @@ def test_plan_from_another_machine_is_refused(tmp_path):
         check_plan_metadata(plan, here)
     with pytest.raises(ModelError, match="not found"):
         check_plan_metadata(tmp_path / "missing.plan", here)
+
+
+@pytest.mark.parametrize("record", [None, '{"key": "k", "par', "[]"])
+def test_a_plan_without_a_whole_record_is_rebuilt_not_used(tmp_path, monkeypatch, record):
+    """A build stopped between the plan and its record (or a torn record): the plan is refused
+    with the command to rebuild, and never chosen by --engine auto."""
+    from edgefer.backends import select
+
+    monkeypatch.setattr(select, "environment_parts", lambda entry: {"gpu": "Orin"})
+
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    plan = plans / "m-fp16-abc.plan"
+    plan.write_bytes(b"plan")
+    if record is not None:
+        plan.with_suffix(".json").write_text(record)
+    with pytest.raises(ModelError, match=r"no readable m-fp16-abc\.json; rebuild it with: edgefer build"):
+        check_plan_metadata(plan, None)
+    assert select.find_plan(SimpleNamespace(name="m", file=tmp_path / "m.onnx"), "fp16") is None
+    plan.with_suffix(".json").write_text(json.dumps({"parts": {"gpu": "Orin"}}))
+    assert select.find_plan(SimpleNamespace(name="m", file=tmp_path / "m.onnx"), "fp16") == plan
 
 
 def test_auto_falls_back_without_tensorrt(entry, monkeypatch):

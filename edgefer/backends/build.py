@@ -28,6 +28,7 @@ import numpy as np
 
 from edgefer.backends.base import PRECISIONS
 from edgefer.errors import ConfigError, InputError, ModelError, require
+from edgefer.files import atomic_write, write_json_atomic
 from edgefer.manifest import ModelEntry
 from edgefer.sources import IMAGE_SUFFIXES
 
@@ -215,19 +216,18 @@ def build_engine(entry: ModelEntry, options: BuildOptions, engines_dir: Path,
     if serialized is None:
         raise ModelError("TensorRT engine build failed (see the TensorRT log above)")
     seconds = time.perf_counter() - start
-    plan.write_bytes(bytes(serialized))
+    atomic_write(plan, lambda handle: handle.write(bytes(serialized)))
     _save_timing_cache(config, options)
     engine = trt.Runtime(logger).deserialize_cuda_engine(plan.read_bytes())
     report = BuildReport(plan, key, parts, engine.num_layers, plan.stat().st_size, seconds,
                          options.precision)
     from edgefer.backends.tensorrt import metadata_path
 
-    metadata_path(plan).write_text(json.dumps({"key": key, "parts": parts,
-                                               "options": asdict(options) | {
-                                                   "timing_cache": str(options.timing_cache),
-                                                   "calibration_dir": str(options.calibration_dir)},
-                                               "layers": report.layers,
-                                               "build_seconds": round(seconds, 1)}, indent=2))
+    write_json_atomic(metadata_path(plan), {  # a plan without it is never used
+        "key": key, "parts": parts,
+        "options": asdict(options) | {"timing_cache": str(options.timing_cache),
+                                      "calibration_dir": str(options.calibration_dir)},
+        "layers": report.layers, "build_seconds": round(seconds, 1)})
     return report
 
 

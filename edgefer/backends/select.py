@@ -7,7 +7,6 @@ got the CPU path (no tensorrt module, no GPU, no plan built yet...).
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +77,10 @@ def environment_parts(entry: ModelEntry) -> dict[str, str]:
 def find_plan(entry: ModelEntry, precision: str) -> Path | None:
     """A cached plan of ``precision`` built on this GPU and TensorRT from this ONNX file."""
     expected = environment_parts(entry)
+    from edgefer.backends.tensorrt import read_plan_metadata
+
     for plan in sorted((entry.file.parent / "plans").glob(f"{entry.name}-{precision}-*.plan")):
-        meta = plan.with_suffix(".json")
-        if not meta.is_file():
-            continue
-        parts = json.loads(meta.read_text()).get("parts", {})
+        parts = (read_plan_metadata(plan) or {}).get("parts", {})
         if all(parts.get(k) == v for k, v in expected.items()):
             return plan
     return None

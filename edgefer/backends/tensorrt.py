@@ -95,15 +95,25 @@ def metadata_path(plan_path: Path) -> Path:
     return plan_path.with_suffix(".json")
 
 
+def read_plan_metadata(plan_path: Path) -> dict[str, Any] | None:
+    """The build record beside a plan; None when it is missing or unreadable (a build that
+    stopped before writing it whole): such a plan is rebuilt, never trusted."""
+    try:
+        metadata = json.loads(metadata_path(plan_path).read_text())
+    except (OSError, ValueError):
+        return None
+    return metadata if isinstance(metadata, dict) else None
+
+
 def check_plan_metadata(plan_path: Path, expected_parts: dict[str, str] | None) -> dict[str, Any]:
     """Refuse a plan whose recorded key parts differ from ``expected_parts`` (another GPU,
     TensorRT version or ONNX file), with a hint to rebuild."""
     if not plan_path.is_file():
         raise ModelError(f"TensorRT plan not found: {plan_path}; build it with: edgefer build")
-    meta_path = metadata_path(plan_path)
-    if not meta_path.is_file():
-        raise ModelError(f"{plan_path} has no {meta_path.name}; rebuild it with: edgefer build")
-    metadata = json.loads(meta_path.read_text())
+    metadata = read_plan_metadata(plan_path)
+    if metadata is None:
+        raise ModelError(f"{plan_path} has no readable {metadata_path(plan_path).name}; rebuild "
+                         "it with: edgefer build")
     parts = metadata.get("parts", {})
     mismatched = [k for k, v in (expected_parts or {}).items() if parts.get(k) != v]
     if mismatched:
