@@ -1,10 +1,10 @@
 """The one place that decides the label shown for each face, and who gave it.
 
-Sinks, annotation, the live window and the second-opinion stage read ``Faces.final_labels``
-and ``Faces.label_sources``, which only ``decide_labels`` writes: the CNN's label (smoothed over
-the track), replaced by the LLM's answer (policy ``override``), mixed with it (``fuse``), or
-both decided by the fusion model fitted by ``edgefer llm calibrate`` (``learned``) where the
-second opinion left an answer in ``llm_labels``/``llm_probs``.
+Sinks, annotation and the live window read ``Faces.final_labels`` and ``Faces.label_sources``
+(the second-opinion stage asks about ``cnn_labels``), which only ``decide_labels`` writes: the
+CNN's label (smoothed over the track), replaced by the LLM's answer (policy ``override``), mixed
+with it (``fuse``), or both decided by the fusion model fitted by ``edgefer llm calibrate``
+(``learned``) where the second opinion left an answer in ``llm_labels``/``llm_probs``.
 """
 
 from __future__ import annotations

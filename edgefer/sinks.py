@@ -1,4 +1,4 @@
-"""Output sinks: per-face rows to CSV, JSON lines or Parquet, annotated video, atomic JSON.
+"""Output sinks: per-face rows to CSV, JSON lines or Parquet, and annotated video.
 
 Sinks are context managers. CSV and JSON-lines rows are flushed to the OS as each frame's rows
 are written, so a killed process loses nothing already produced; Parquet (columnar, written in

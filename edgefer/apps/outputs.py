@@ -90,10 +90,6 @@ class Outputs:
         """The annotated image is needed (a video is being recorded)."""
         return "video" in self._writers
 
-    @property
-    def active(self) -> list[str]:
-        return list(self._writers)
-
     def write(self, result: FrameResult, image: np.ndarray | None) -> None:
         if "table" in self._writers:
             self._write("table", face_rows(self._source_name, result))

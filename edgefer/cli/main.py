@@ -1,7 +1,7 @@
 """The ``edgefer`` command line: thin front-ends over library functions.
 
-Only this module prints. Every ``EdgeferError`` becomes one red line and its exit code;
-``--debug`` shows the traceback too; the exit code is the same either way.
+Only the cli package prints (the library logs). Every ``EdgeferError`` becomes one red line
+here, with its exit code; ``--debug`` shows the traceback too, with the same exit code.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Every default of the LLM client in one place (as openai-python keeps its own)."""
+"""The LLM client's protocol constants and network defaults (timeouts, retries, the breaker,
+prompt sizes, prices); the user-facing settings' defaults are ``LlmConfig``'s fields."""
 
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULT_BATCH_SIZE = 20  # faces per request: what the seed study found reliable

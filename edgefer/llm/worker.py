@@ -1,7 +1,8 @@
 """The background worker: a bounded priority queue feeding an asyncio loop in its own thread.
 
 ``submit`` and ``poll`` are the only calls the frame loop makes; neither blocks on the network.
-When the queue is full the least useful request (the most confident face) is dropped, counted
+When the queue is full the least useful request (the highest priority value: the most
+confident face, or under the learned policy the least expected benefit) is dropped, counted
 and reported by ``poll`` as unanswered, so that nobody waits for it. Up to ``MAX_IN_FLIGHT``
 requests run concurrently.
 """
@@ -31,7 +32,8 @@ MAX_IN_FLIGHT = 2
 
 @dataclass(order=True)
 class Request:
-    """A face to ask about; lower ``priority`` (the CNN's confidence) is asked first."""
+    """A face to ask about; lower ``priority`` is asked first (the CNN's confidence, or minus
+    the learned policy's expected benefit)."""
 
     priority: float
     seq: int

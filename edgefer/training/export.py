@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgefer.errors import InputError, ModelError, require
+from edgefer.files import atomic_write
 from edgefer.manifest import (
     FER2013_ROLL_TOLERANCE,
     MANIFEST_PATH,
@@ -138,7 +139,8 @@ def export_checkpoint(checkpoints: Sequence[Path], name: str, val_dir: str, val_
     onnx_path = engines_dir / f"{name}.onnx"
     weights_path = engines_dir / f"{name}.pt"
     export_onnx(module, onnx_path, spec)
-    torch.save(shipped_weights(networks, members), weights_path)
+    shipped = shipped_weights(networks, members)
+    atomic_write(weights_path, lambda handle: torch.save(shipped, handle))
     folder = validation_folder(val_dir, val_glob, ferplus_csv)
     batch = spec.normalize(datasets.load_pixels(folder, (spec.height, spec.width)))
     max_diff = parity(module, onnx_path, batch)

@@ -155,7 +155,8 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
     if resume:
         restore(state, out / "last.pt", recipe)
     else:
-        (out / "recipe.toml").write_text(to_toml(recipe.to_dict()))
+        text = to_toml(recipe.to_dict()).encode()
+        atomic_write(out / "recipe.toml", lambda handle: handle.write(text))
     state.to(device)
     class_weight = class_weights(train_split.labels, recipe.class_weights)
     done: list[EpochStats] = []
