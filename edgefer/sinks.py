@@ -25,6 +25,7 @@ ROW_COLUMNS: tuple[str, ...] = (
     "label", "confidence", "smoothed_label", "cnn_label", "llm_label", "final_label", "final_source",
 )
 TABLE_SUFFIXES = (".csv", ".jsonl", ".parquet")
+VIDEO_SUFFIXES = (".mp4", ".avi")
 PARQUET_ROW_GROUP = 4096
 _INTEGER_COLUMNS = ("frame", "track_id")
 _TEXT_COLUMNS = ("file", "label", "smoothed_label", "cnn_label", "llm_label", "final_label",
@@ -179,7 +180,7 @@ class VideoSink:
     """Annotated frames to an ``.mp4`` (MPEG-4 Part 2, which every OpenCV build can write)."""
 
     def __init__(self, path: str | Path, fps: float, overwrite: bool = False) -> None:
-        self.path = check_output(path, overwrite, (".mp4", ".avi"))
+        self.path = check_output(path, overwrite, VIDEO_SUFFIXES)
         self.fps = fps
         self._writer: Any = None
 

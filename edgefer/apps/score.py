@@ -23,7 +23,7 @@ from edgefer.errors import EdgeferError, InputError
 from edgefer.files import write_json_atomic
 from edgefer.llm.worker import MAX_IN_FLIGHT
 from edgefer.pipeline import Recognizer, RecognizerOptions
-from edgefer.sinks import TableSink, VideoSink, check_output, face_rows
+from edgefer.sinks import TABLE_SUFFIXES, VIDEO_SUFFIXES, TableSink, VideoSink, check_output, face_rows
 from edgefer.sources import SEQUENCE_FPS, Source, expand_inputs, is_image, open_source
 from edgefer.types import FrameResult
 
@@ -98,8 +98,8 @@ def check_outputs(options: ScoreOptions) -> None:
     """Fail before any work if an output path is unusable (resumed runs reuse theirs)."""
     overwrite = options.overwrite or options.resume
     if not options.resume:
-        check_output(options.output, overwrite, (".csv", ".jsonl", ".parquet"))
-    for path, suffixes in ((options.annotate, (".mp4", ".avi")), (options.summary, (".json",)),
+        check_output(options.output, overwrite, TABLE_SUFFIXES)
+    for path, suffixes in ((options.annotate, VIDEO_SUFFIXES), (options.summary, (".json",)),
                            (options.plot, (".png", ".svg", ".pdf"))):
         if path is not None:
             check_output(path, overwrite, suffixes)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from edgefer.classify import softmax
 from edgefer.errors import ConfigError
 from edgefer.llm.constants import PROMPT_VERSION
 
@@ -49,11 +50,6 @@ def cnn_features(probs: np.ndarray) -> np.ndarray:
 def fused_features(probs: np.ndarray, llm_probs: np.ndarray) -> np.ndarray:
     """[1, log p_cnn, log p_llm] per row."""
     return np.hstack([cnn_features(probs), np.log(np.clip(np.atleast_2d(llm_probs), LLM_FLOOR, 1))])
-
-
-def softmax_rows(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(1, keepdims=True))
-    return shifted / shifted.sum(1, keepdims=True)
 
 
 def fusion_key(model: str, prompt: str) -> str:
@@ -87,10 +83,10 @@ class FusionModel:
         return bool(np.isfinite(self.benefit_threshold))
 
     def recalibrate(self, probs: np.ndarray) -> np.ndarray:
-        return softmax_rows(cnn_features(probs) @ self.recalibration)
+        return softmax(cnn_features(probs) @ self.recalibration)
 
     def fuse(self, probs: np.ndarray, llm_probs: np.ndarray) -> np.ndarray:
-        return softmax_rows(fused_features(probs, llm_probs) @ self.fusion)
+        return softmax(fused_features(probs, llm_probs) @ self.fusion)
 
     def expected_benefit(self, probs: np.ndarray) -> np.ndarray:
         """Expected accuracy gain from asking, per face, before asking.

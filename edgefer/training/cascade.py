@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from edgefer.classify import softmax
 from edgefer.llm.cache import AnswerCache, cache_key
 from edgefer.llm.client import LlmClient, LlmStats
 from edgefer.llm.config import LlmConfig
@@ -138,8 +139,7 @@ def fit_softmax(features: np.ndarray, y: np.ndarray, prior: np.ndarray, l2: floa
     weights, current = prior.copy(), loss(prior)
     for _ in range(steps):
         logits = features @ weights
-        probs = np.exp(logits - logits.max(1, keepdims=True))
-        probs /= probs.sum(1, keepdims=True)
+        probs = softmax(logits)
         gradient = features.T @ (probs - onehot) + penalty * (weights - prior)
         curvature = probs[:, :, None] * (np.eye(classes)[None] - probs[:, None, :])  # (n, K, K)
         weighted = (curvature.reshape(n, -1, 1) * features[:, None, :]).reshape(n, -1)
