@@ -165,6 +165,19 @@ def test_auto_falls_back_without_a_gpu(entry, monkeypatch):
     assert choice.engine == "onnxruntime" and "no CUDA GPU" in choice.reason
 
 
+def test_auto_takes_tensorrt_only_with_a_plan_built_for_this_gpu(entry, monkeypatch, tmp_path):
+    import edgefer.backends.cuda as cuda
+
+    monkeypatch.setattr(select.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(cuda, "current_gpu", lambda: SimpleNamespace(name="Orin"))
+    monkeypatch.setattr(select, "ort_gpu_providers", lambda: [])
+    monkeypatch.setattr(select, "find_plan", lambda entry, precision: None)
+    choice = select.choose_engine(entry)
+    assert choice.engine == "onnxruntime" and "edgefer build" in choice.reason
+    monkeypatch.setattr(select, "find_plan", lambda entry, precision: tmp_path / "m.plan")
+    assert select.choose_engine(entry).engine == "tensorrt"
+
+
 def test_core_imports_without_gpu_packages():
     code = ("import sys, edgefer, edgefer.pipeline, edgefer.backends.tensorrt, edgefer.backends.build, "
             "edgefer.backends.select, edgefer.cli.main\n"

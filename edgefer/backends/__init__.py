@@ -27,7 +27,7 @@ def open_engine(entry: ModelEntry, backend: str = "onnxruntime", threads: int = 
     if backend == "auto":
         from edgefer.backends.select import choose_engine
 
-        choice = choose_engine(float_source(entry), "auto", precision=precision)
+        choice = choose_engine(float_source(entry), precision)
         log.warning("engine auto: using %s (%s)", choice.engine, choice.reason)
         backend = choice.engine
         if backend != "onnxruntime":

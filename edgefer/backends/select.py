@@ -11,17 +11,18 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefer.backends.base import ENGINES, Engine
-from edgefer.errors import ConfigError, ModelError, require
+from edgefer.backends.base import Engine
+from edgefer.errors import ModelError, require
 from edgefer.manifest import ModelEntry
 
 log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Choice:
+    """What ``--engine auto`` runs on, and why (logged: a user should know what runs)."""
+
     engine: str
     reason: str
-    plan: Path | None = None
 
 
 def ort_gpu_providers() -> list[str]:
@@ -33,18 +34,13 @@ def ort_gpu_providers() -> list[str]:
     return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
 
 
-def choose_engine(entry: ModelEntry, requested: str = "auto", allow_build: bool = False,
-                  precision: str = "fp16") -> Choice:
-    if requested not in ENGINES:
-        raise ConfigError(f"unknown engine {requested!r}; choose one of {', '.join(ENGINES)}")
-    if requested != "auto":
-        return Choice(requested, "requested")
+def choose_engine(entry: ModelEntry, precision: str = "fp16") -> Choice:
+    """``--engine auto``: TensorRT where a plan is built for this GPU, else ONNX Runtime with a
+    GPU provider, else ONNX Runtime on the CPU."""
     tensorrt_reason = _tensorrt_unavailable()
     if tensorrt_reason is None:
-        plan = find_plan(entry, precision)
-        if plan is not None or allow_build:
-            return Choice("tensorrt", "TensorRT and a CUDA GPU are present" +
-                          ("" if plan else "; the engine will be built first"), plan)
+        if find_plan(entry, precision) is not None:
+            return Choice("tensorrt", "TensorRT, a CUDA GPU and a plan built for it are present")
         tensorrt_reason = "no TensorRT plan built for this GPU yet (run: edgefer build)"
     providers = ort_gpu_providers()
     if providers:
