@@ -118,7 +118,7 @@ def test_rate_limit_honours_retry_after(server):
     assert time.monotonic() - start >= 0.9  # Retry-After: 1
 
 
-def test_server_errors_retry_then_give_up_and_open_the_circuit(server):
+def test_server_errors_retry_then_give_up_and_open_the_circuit(server, caplog):
     server.state.mode, server.state.failures = "error", -1
     answers, stats = ask(server, queries(3), max_retries=1, batch_size=1)
     assert answers == {"f0": None, "f1": None, "f2": None}
@@ -126,6 +126,8 @@ def test_server_errors_retry_then_give_up_and_open_the_circuit(server):
     # third face is refused locally without a request
     assert stats.server_errors == 5 and stats.failed_requests == 2
     assert stats.circuit_rejections == 1
+    (opened,) = [r.getMessage() for r in caplog.records if "not answering" in r.getMessage()]
+    assert server.base_url in opened and "HTTP 500" in opened  # said once, when it opened
 
 
 def test_hang_times_out(server):

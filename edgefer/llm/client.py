@@ -211,7 +211,7 @@ class LlmClient:
                 return self._unreadable(err.__cause__)
             self.stats.timeouts += isinstance(err, (errors.APITimeoutError, TimeoutError))
             log.debug("LLM request failed: %s: %s", type(err).__name__, err)
-            self.breaker.record_failure()
+            self._failed(type(err).__name__)
             return backoff_s(attempt)
         except (errors.APIError, ValueError, RecursionError, TypeError) as err:
             return self._unreadable(err)  # a body the client could not decode
@@ -262,12 +262,22 @@ class LlmClient:
             self.stats.rate_limited += status == 429
             self.stats.server_errors += status >= 500
             if status >= 500:
-                self.breaker.record_failure()
+                self._failed(f"HTTP {status}")
             headers = getattr(err.response, "headers", None)
             return retry_after_s(headers) or backoff_s(attempt)
         log.warning("LLM request rejected with HTTP %s: %s", status, getattr(err, "message", ""))
-        self.breaker.record_failure()
+        self._failed(f"HTTP {status}")
         return None
+
+    def _failed(self, reason: str) -> None:
+        """A request the endpoint did not answer: counted by the breaker, and said once each
+        time the breaker opens, so a kiosk's log shows when the LLM went away, not each retry."""
+        opened = self.breaker.times_opened
+        self.breaker.record_failure()
+        if self.breaker.times_opened > opened:
+            log.warning("LLM endpoint %s not answering (%s, %d times in a row); no requests for "
+                        "%.0f s", self.config.resolved_base_url() or "api.openai.com", reason,
+                        self.breaker.failures, self.breaker.open_s)
 
     def _count_usage(self, response: Any, spent: Spent) -> tuple[int, int]:
         """The reply's (prompt, completion) tokens, counted, priced and put in the token window
