@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -23,6 +24,8 @@ import numpy as np
 from edgefer.errors import ConfigError, OutputError
 
 TEMP_PREFIX = "edgefer-"  # temporary copies: edgefer-<pid>-..., in the temp folder
+ORPHAN_AGE_S = 3600.0  # and untouched this long: a process in another PID namespace (a container
+# sharing the temp folder) looks gone from here while it still reads its copy
 
 
 def temp_prefix() -> str:
@@ -34,11 +37,12 @@ def temp_prefix() -> str:
 
 @functools.cache
 def _delete_orphans() -> None:
-    """Once per process: temporary copies whose process is gone."""
+    """Once per process: temporary copies whose process is gone, untouched for an hour."""
+    old = time.time() - ORPHAN_AGE_S
     for path in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*"):
         pid = path.name[len(TEMP_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _running(int(pid)):
-            with contextlib.suppress(OSError):  # another process got there first
+        with contextlib.suppress(OSError):  # gone already: another process got there first
+            if pid.isdigit() and path.stat().st_mtime < old and not _running(int(pid)):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tarfile
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -172,7 +173,7 @@ def test_sigterm_mid_member_removes_the_copy(demo_clip, tmp_path):
 
 def test_a_copy_left_by_a_killed_run_goes_with_the_next_run(files, tmp_path, monkeypatch):
     """SIGKILL leaves no chance to delete a member's copy: the next edgefer process that makes
-    one deletes the copies of processes that are gone, and no other's."""
+    one deletes the copies of processes that are gone, untouched for an hour, and no other's."""
     import subprocess
     import sys
 
@@ -188,15 +189,19 @@ def test_a_copy_left_by_a_killed_run_goes_with_the_next_run(files, tmp_path, mon
     orphan_folder = temp / f"edgefer-{gone}-input"
     alive = temp / f"edgefer-{os.getpid()}-def.mp4"
     unrelated = temp / "edgefer-notes.txt"
-    for path in (orphan, alive, unrelated):
+    recent = temp / f"edgefer-{gone}-ghi.mp4"  # its process may live in another PID namespace
+    for path in (orphan, alive, unrelated, recent):
         path.write_bytes(b"x")
     orphan_folder.mkdir()
     (orphan_folder / "clip.mp4").write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    for path in (orphan, orphan_folder, alive, unrelated):
+        os.utime(path, (two_hours_ago, two_hours_ago))
     archive = pack(files, tmp_path / "b.tgz")
     with open_source(f"{archive}/day1/clip.mp4") as source:
         next(iter(source))
     assert not orphan.exists() and not orphan_folder.exists()
-    assert alive.exists() and unrelated.exists()
+    assert alive.exists() and unrelated.exists() and recent.exists()
 
 
 def test_macos_resource_forks_are_not_inputs(files, tmp_path):

@@ -72,9 +72,9 @@ def environment_parts(entry: ModelEntry) -> dict[str, str]:
 
 def find_plan(entry: ModelEntry, precision: str) -> Path | None:
     """A cached plan of ``precision`` built on this GPU and TensorRT from this ONNX file."""
-    expected = environment_parts(entry)
     from edgefer.backends.tensorrt import read_plan_metadata
 
+    expected = environment_parts(entry)
     for plan in sorted((entry.file.parent / "plans").glob(f"{entry.name}-{precision}-*.plan")):
         parts = (read_plan_metadata(plan) or {}).get("parts", {})
         if all(parts.get(k) == v for k, v in expected.items()):
