@@ -106,7 +106,7 @@ def llm_summary(status: LlmStatus, config: LlmConfig) -> dict[str, Any]:
     return {"queue": status.queued, "asked": stats["faces_asked"],
             "answered": stats["faces_answered"], "failed_requests": stats["failed_requests"],
             "refusals": stats["refusals"], "dropped": stats["dropped"],
-            "budget_left_today": max(0, config.requests_per_day - status.requests_today),
+            "budget_left_today": max(0, config.requests_per_day - stats["requests_today"]),
             "cost_usd": round(stats["cost_usd"], 4)}
 
 

@@ -38,8 +38,11 @@ class Budget:
         self._requests: deque[float] = deque()
         self._tokens: deque[Spent] = deque()
 
+    def requests_today(self) -> int:
+        return self._store.requests_on(utc_day())
+
     def day_exhausted(self) -> bool:
-        return self._store.requests_on(utc_day()) >= self.per_day
+        return self.requests_today() >= self.per_day
 
     def wait_s(self, tokens: int) -> float:
         """Seconds until a request of ``tokens`` fits both minute windows (0 if it fits now)."""

@@ -46,6 +46,8 @@ class LlmStats:
     invalid_labels: int = 0  # answers outside the seven classes ("contempt", "unknown")
     splits: int = 0
     cache_hits: int = 0
+    requests_today: int = 0  # sent today (UTC) by every run sharing the answer cache: the daily
+    # budget's count, read when the client starts and after each request, not per frame
     faces_asked: int = 0
     faces_answered: int = 0
     faces_unanswered: int = 0
@@ -110,6 +112,7 @@ class LlmClient:
         self.stats = stats
         self.budget = Budget(config.requests_per_minute, config.tokens_per_minute,
                              config.requests_per_day, cache)
+        self.stats.requests_today = self.budget.requests_today()
         self.breaker = CircuitBreaker()
         self._structured = config.structured != "off"
         self._openai = require("openai", "llm")
@@ -185,6 +188,7 @@ class LlmClient:
                 raise Unavailable("circuit open")
             spent = self.budget.spend(estimate)
             self.stats.requests += 1
+            self.stats.requests_today = self.budget.requests_today()
             outcome = await self._attempt(batch, spent, attempt)
             if isinstance(outcome, Parsed):
                 return outcome

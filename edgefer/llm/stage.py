@@ -23,7 +23,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgefer.align import Aligner
-from edgefer.llm.budget import utc_day
 from edgefer.llm.cache import cache_key
 from edgefer.llm.client import LlmStats
 from edgefer.llm.config import LlmConfig
@@ -108,13 +107,10 @@ class Worker(Protocol):
 
 @dataclass(frozen=True)
 class LlmStatus:
-    """The second opinion's gauges for dashboards: requests waiting, the worker's counters (of
-    this process), and the requests sent today (UTC) by every run sharing the answer cache,
-    which the daily budget counts."""
+    """The second opinion's gauges for dashboards: requests waiting, and the worker's counters."""
 
     queued: int
     stats: dict[str, Any]
-    requests_today: int
 
 
 class SecondOpinionStage:
@@ -192,8 +188,7 @@ class SecondOpinionStage:
         self._merge(record, faces, now_s)
 
     def status(self) -> LlmStatus:
-        return LlmStatus(self._worker.queued(), self._worker.stats.to_dict(),
-                         self._worker.cache.requests_on(utc_day()))
+        return LlmStatus(self._worker.queued(), self._worker.stats.to_dict())
 
     def _maybe_ask(self, frame: Frame, faces: Faces, row: int) -> None:
         track_id = int(faces.track_ids[row])
