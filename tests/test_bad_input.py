@@ -124,6 +124,8 @@ def test_unwritable_output_folder(corpus, tmp_path):
      EXIT_INPUT, "--llm-batch: must be >= 1"),
     (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--llm-model", "m", "--llm-prompt",
       "open"], EXIT_INPUT, "--llm-model, --llm-prompt need --llm"),
+    (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--llm-wait", "5"], EXIT_INPUT,
+     "--llm-wait needs --llm"),
     (["eval", "{corpus}", "--markdown", "{tmp}/t.md"], EXIT_INPUT,
      "--markdown writes the LLM tables: add --llm"),
     (["eval", "{corpus}", "--llm", "--mode", "detect"], EXIT_INPUT, "--mode crops"),

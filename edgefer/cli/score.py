@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from edgefer.apps.score import FileReport, ScoreOptions
 from edgefer.cli.common import add_llm_arguments, add_recognizer_arguments, recognizer_options
-from edgefer.errors import OutputError
+from edgefer.errors import InputError, OutputError
 from edgefer.types import FrameResult
 
 
@@ -46,8 +46,10 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--sequence-fps", type=float, default=30.0, metavar="FPS",
                         help="with --sequences: the frames' rate (default 30), which timestamps, "
                              "tracking and smoothing count by")
-    parser.add_argument("--llm-wait", type=float, default=30.0, metavar="S",
-                        help="at the end of each input, wait up to S seconds for LLM answers")
+    parser.add_argument("--llm-wait", type=float, metavar="S",
+                        help="with --llm: at the end of each input, and for a photo before its "
+                             f"row is written, wait up to S seconds for LLM answers (default "
+                             f"{ScoreOptions.llm_wait_s:g})")
     add_ray_arguments(parser)
     add_recognizer_arguments(parser)
     add_llm_arguments(parser)
@@ -81,9 +83,12 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
 def run_score(args: argparse.Namespace) -> int:
     from edgefer.apps.score import score
 
+    if args.llm_wait is not None and not args.llm:
+        raise InputError("--llm-wait needs --llm")
+    wait = ScoreOptions.llm_wait_s if args.llm_wait is None else args.llm_wait
     options = ScoreOptions(output=Path(args.output), overwrite=args.overwrite,
                            annotate=args.annotate, summary=args.summary, plot=args.plot,
-                           stride=args.stride, max_fps=args.max_fps, llm_wait_s=args.llm_wait,
+                           stride=args.stride, max_fps=args.max_fps, llm_wait_s=wait,
                            resume=args.resume, sequences=args.sequences,
                            sequence_fps=args.sequence_fps,
                            recognizer=recognizer_options(args))
