@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgefer.errors import ModelError  # noqa: E402
+from edgefer.errors import InputError, ModelError  # noqa: E402
 from edgefer.manifest import (  # noqa: E402
     FER2013_ROLL_TOLERANCE,
     update_manifest,
@@ -71,6 +71,40 @@ def test_command_line_overrides_reach_the_run_recipe(dataset, tmp_path):
     assert Recipe.load(out / "recipe.toml") == RECIPE.replace(epochs=1, seed=7)
 
 
+def test_a_run_folder_is_continued_or_replaced_only_when_asked(dataset, tmp_path):
+    """Training into a folder that holds a run is refused without --resume or --overwrite (it
+    would replace its checkpoints); --resume without --recipe continues with the run's own."""
+    from edgefer.cli.main import main
+    from edgefer.files import to_toml
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(to_toml(RECIPE.replace(epochs=1).to_dict()))
+    out = tmp_path / "run"
+    train_args = ["train", dataset.train_dir, "--val", dataset.val_dir, "--out", str(out)]
+    assert main([*train_args, "--recipe", str(recipe)]) == 0
+    before = (out / "last.pt").read_bytes()
+    assert main([*train_args, "--recipe", str(recipe)]) == 4
+    assert (out / "last.pt").read_bytes() == before
+    assert main([*train_args, "--resume", "--epochs", "2"]) == 0
+    assert len((out / "history.jsonl").read_text().splitlines()) == 2
+    assert main([*train_args, "--recipe", str(recipe), "--overwrite"]) == 0
+    assert len((out / "history.jsonl").read_text().splitlines()) == 3  # appended, epoch 1 again
+
+
+def test_a_training_set_smaller_than_a_batch_is_refused(dataset, tmp_path):
+    with pytest.raises(InputError, match="fewer than one batch"):
+        train.train(RECIPE.replace(batch_size=1024), dataset, tmp_path / "run")
+
+
+def test_a_missing_class_is_trained_with_a_warning(tmp_path, caplog):
+    root = synthetic_split(tmp_path / "train", 4, 0)
+    for image in (root / "disgust").iterdir():
+        image.unlink()
+    data = train.TrainData(str(root), str(synthetic_split(tmp_path / "val", 2, 1)))
+    train.train(RECIPE.replace(epochs=1, batch_size=8), data, tmp_path / "run")
+    assert any("no training images of disgust" in r.getMessage() for r in caplog.records)
+
+
 def test_sharpness_aware_gradient_is_taken_uphill_and_leaves_the_weights():
     """On f(w) = sum(a * w**2) / 2 the gradient is a * w: SAM's must be a * (w + rho * g / |g|)."""
     weights = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
@@ -125,8 +159,6 @@ def test_resume_is_exact(dataset, trained, tmp_path):
 
 
 def test_device_cuda_without_a_gpu_is_a_clear_error(dataset, tmp_path, monkeypatch):
-    from edgefer.errors import InputError
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a CPU build, here or not
     with pytest.raises(InputError, match="sees no CUDA GPU"):
         train.train(RECIPE, dataset, tmp_path, device="cuda")

@@ -157,6 +157,7 @@ def score(inputs: list[str], options: ScoreOptions,
                                len(items) > 1, start_frame)])
         finish(photos.flush())
         llm = recognizer.llm_status()
+        summary.model = recognizer.model.name
     forget_progress(options.output)
     if llm is not None:
         summary.llm_stats = llm.stats

@@ -91,6 +91,7 @@ class Summary:
         self.files: dict[str, _FileStats] = defaultdict(_FileStats)
         self.keep_timeline = keep_timeline
         self.llm_stats: dict[str, Any] | None = None  # the second opinion's counters, when on
+        self.model = ""  # the manifest name of the model that scored: every summary says which
 
     def add(self, file: str, result: FrameResult, rows: list[dict[str, Any]]) -> None:
         """Count one processed frame from the rows written for it (``face_rows``), so a resumed
@@ -137,8 +138,9 @@ class Summary:
         self.files[file].error = error
 
     def to_dict(self) -> dict[str, Any]:
-        files = {"files": {name: self._file_dict(stats) for name, stats in self.files.items()}}
-        return files if self.llm_stats is None else {**files, "llm": self.llm_stats}
+        document: dict[str, Any] = {"model": self.model} if self.model else {}
+        document["files"] = {name: self._file_dict(stats) for name, stats in self.files.items()}
+        return document if self.llm_stats is None else {**document, "llm": self.llm_stats}
 
     def _file_dict(self, stats: _FileStats) -> dict[str, Any]:
         if stats.error:

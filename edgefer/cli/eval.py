@@ -227,7 +227,7 @@ def record_metric(key: str, figures: dict[str, Any], options: EvalOptions) -> No
 def print_report(console: Any, figures: dict[str, Any]) -> None:
     from rich.table import Table
 
-    headline = Table(title=f"edgefer eval: {figures['n']} images")
+    headline = Table(title=f"edgefer eval: {figures['model']} on {figures['n']} images")
     for column in ("", "accuracy", "macro precision", "macro recall", "macro F1"):
         headline.add_column(column, justify="right")
     rows = [("model", figures), ("random (mean of 10)", figures["baselines"]["random"]),

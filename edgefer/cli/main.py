@@ -19,7 +19,10 @@ from edgefer.errors import EdgeferError
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said here, where the command is known, rather than by the top-level parser
+        parser.exit(2, f"error: unrecognized arguments: {' '.join(unknown)} (see: edgefer "
+                       f"{args.command} --help)\n")
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _interrupt)  # `live` installs its own, gentler handler

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefer.cli.common import command_line
-from edgefer.errors import InputError
+from edgefer.errors import InputError, OutputError
 from edgefer.manifest import update_manifest
 from edgefer.training.recipe import Recipe
 from edgefer.training.train import EpochStats, TrainData
@@ -26,7 +26,8 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--train-glob", default="*", help="file-name pattern for training images")
     parser.add_argument("--ferplus", metavar="CSV", help="FER+ votes (ferplus_labels.csv) used as "
                         "soft targets, weighted by the recipe's ferplus_weight")
-    parser.add_argument("--recipe", metavar="TOML", help="hyperparameters (default: built-in recipe)")
+    parser.add_argument("--recipe", metavar="TOML", help="hyperparameters (default: built-in "
+                        "recipe; with --resume, the run folder's recipe.toml)")
     parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     parser.add_argument("--arch", help="override the recipe's architecture")
     parser.add_argument("--threads", type=int, help="override the recipe's torch thread count")
@@ -38,6 +39,8 @@ def add_commands(commands: Any) -> None:
                              "resumes on either device")
     parser.add_argument("--out", required=True, help="run folder for checkpoints and history")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in a run folder that holds a run (otherwise refused)")
     parser.add_argument("--init", metavar="PT",
                         help="start from these weights (a checkpoint or a shipped .pt): the same "
                              "architecture fine-tunes; a narrower one of the same layout (vgg_s "
@@ -56,14 +59,17 @@ def add_commands(commands: Any) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from edgefer.training import train
 
-    recipe = Recipe.load(args.recipe) if args.recipe else Recipe()
+    out = Path(args.out)
+    if not args.resume and not args.overwrite and (out / "last.pt").exists():
+        raise OutputError(f"{out} holds a run (last.pt): pass --resume to continue it, or "
+                          "--overwrite to start over")
+    recipe = run_recipe(args.recipe, out / "recipe.toml" if args.resume else None)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("arch", args.arch),
                                    ("threads", args.threads), ("seed", args.seed))
                  if v is not None}
     recipe = recipe.replace(**overrides)
     data = TrainData(args.train_dir, args.val, args.train_glob, args.val_glob, args.ferplus,
                      args.crop_cache, args.init, tuple(args.teacher))
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.resume:
         (out / "command.txt").write_text(command_line() + "\n")
@@ -71,6 +77,13 @@ def run_train(args: argparse.Namespace) -> int:
         train.train(recipe, data, args.out, resume=args.resume, observer=observer,
                     device=args.device)
     return 0
+
+
+def run_recipe(given: str | None, saved: Path | None) -> Recipe:
+    """The recipe given; else, resuming, the one the run saved; else the built-in one."""
+    if given:
+        return Recipe.load(given)
+    return Recipe.load(saved) if saved is not None and saved.is_file() else Recipe()
 
 
 class RichObserver:
@@ -122,9 +135,12 @@ class RichObserver:
 def add_export_command(commands: Any) -> None:
     parser = commands.add_parser(
         "export", help="export a checkpoint to ONNX, calibrate it and add it to the manifest",
-        description="Writes engines/NAME.onnx (opset 17, dynamic batch) and NAME.pt, checks "
-                    "onnx.checker and PyTorch parity on the validation images, fits the "
-                    "temperature on them, and records the model in engines/manifest.json.")
+        description="Writes NAME.onnx (opset 17, dynamic batch) and NAME.pt beside the manifest "
+                    "(engines/, or the folder of $EDGEFER_MANIFEST: export into a copy of "
+                    "engines/ to keep the checkout's models), checks onnx.checker and PyTorch "
+                    "parity on the validation images, fits the temperature on them, and records "
+                    "the model in the manifest. A name already there is refused without "
+                    "--overwrite.")
     parser.add_argument("checkpoints", type=Path, nargs="+", metavar="CHECKPOINT",
                         help="best.pt or last.pt from 'edgefer train'; several export one "
                              "ensemble, their logits averaged (each with its --recipe)")
@@ -141,6 +157,7 @@ def add_export_command(commands: Any) -> None:
     parser.add_argument("--ferplus-labels", metavar="CSV",
                         help="judge and calibrate against the FER+ majority (models trained to FER+)")
     parser.add_argument("--default", action="store_true", help="make it the manifest's default")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model of this name")
     parser.set_defaults(run=run_export)
 
 
@@ -149,24 +166,27 @@ def add_quantize_command(commands: Any) -> None:
         "quantize", help="an int8 copy of a model for fast CPU inference (ONNX Runtime)",
         description="Static int8 quantization (QDQ, per-channel) calibrated on validation images; "
                     "records accuracy and agreement with the float model in the manifest.")
-    parser.add_argument("--model", default="vgg_s", help="the float model to quantize")
+    parser.add_argument("--model", help="the float model to quantize (default: the one the "
+                        "manifest's default was quantized from)")
     parser.add_argument("--name", required=True, help="manifest name of the int8 model")
     parser.add_argument("--val", required=True, help="validation images, DIR/<class>/*")
     parser.add_argument("--val-glob", default="*")
     parser.add_argument("--ferplus-labels", metavar="CSV",
                         help="judge and calibrate against the FER+ majority (models trained to FER+)")
     parser.add_argument("--default", action="store_true", help="make it the manifest's default")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model of this name")
     parser.set_defaults(run=run_quantize)
 
 
 def run_quantize(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from edgefer.manifest import load_model_entry
+    from edgefer.manifest import float_source, load_model_entry
     from edgefer.training import export
 
+    refuse_existing(args.name, args.overwrite)
     console = Console()
-    source = load_model_entry(args.model)
+    source = float_source(load_model_entry(args.model))
     source.verify()
     with console.status("quantizing and checking on the validation images"):
         target, figures = export.quantize_int8(source, args.name, args.val, args.val_glob,
@@ -177,6 +197,17 @@ def run_quantize(args: argparse.Namespace) -> int:
                   f"{figures['val_accuracy']:.4f} (float {figures['float_val_accuracy']:.4f}), "
                   f"agreement {figures['agreement_with_float']:.4f}")
     return 0
+
+
+def refuse_existing(name: str, overwrite: bool) -> None:
+    """A model name already in the manifest (its files beside it) is replaced only when asked:
+    without EDGEFER_MANIFEST, that is the checkout's own engines/."""
+    from edgefer.manifest import MANIFEST_PATH, read_manifest
+
+    exists = MANIFEST_PATH.is_file() and name in read_manifest().get("models", {})
+    if exists and not overwrite:
+        raise OutputError(f"model {name!r} exists in {MANIFEST_PATH}; pass --overwrite to "
+                          "replace it, or choose another --name")
 
 
 def train_command(checkpoint: Path) -> str:
@@ -193,6 +224,7 @@ def run_export(args: argparse.Namespace) -> int:
     if len(args.recipes) != len(args.checkpoints):
         raise InputError(f"{len(args.checkpoints)} checkpoints need {len(args.checkpoints)} "
                          f"recipe files (--recipe), in the same order; got {len(args.recipes)}")
+    refuse_existing(args.name, args.overwrite)
     console = Console()
     with console.status("exporting, checking parity and calibrating"):
         report = export.export_checkpoint(args.checkpoints, args.name, args.val, args.val_glob,

@@ -48,6 +48,7 @@ class EvalResult:
     excluded: int = 0
     relabelled_dropped: int = 0
     folder_labels: np.ndarray | None = None  # FER2013's own labels when scored against FER+
+    model: str = ""  # the manifest name of the model scored: every report says which
 
     @property
     def probs(self) -> np.ndarray:
@@ -97,7 +98,7 @@ def evaluate(options: EvalOptions, progress: Callable[[int, int], None] | None =
         else:
             raise InputError(f"eval mode must be 'crops' or 'detect', got {options.mode!r}")
     return EvalResult(list(folder.paths), folder.labels, logits, entry.temperature, found,
-                      data.excluded, data.relabelled_dropped, data.folder_labels)
+                      data.excluded, data.relabelled_dropped, data.folder_labels, entry.name)
 
 
 def _predict_crops(folder: datasets.ImageFolder, entry: ModelEntry,
@@ -147,6 +148,7 @@ def report(result: EvalResult, thresholds: tuple[float, ...] = (0.0, 0.3, 0.4, 0
     present = np.unique(y_true)
     scores = metrics.precision_recall_f1(y_true, y_pred)
     out: dict[str, Any] = {
+        "model": result.model,
         **metrics.summary(y_true, y_pred),
         "n": len(result.y_true),
         "accuracy": float(np.sum(y_true == y_pred) / len(result.y_true)),

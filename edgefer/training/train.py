@@ -193,6 +193,13 @@ def load_splits(recipe: Recipe, data: TrainData) -> tuple[Split, Split]:
     train = load_split(data.train_dir, data.train_glob, recipe, votes, majority, data.crop_cache)
     val = load_split(data.val_dir, data.val_glob, recipe, votes, majority, data.crop_cache)
     log.info("train %d images, validation %d images", len(train.labels), len(val.labels))
+    if len(train.labels) < recipe.batch_size:
+        raise InputError(f"{len(train.labels)} training images are fewer than one batch "
+                         f"(batch_size {recipe.batch_size}); lower batch_size in the recipe")
+    missing = [e for i, e in enumerate(EMOTIONS) if not (train.labels == i).any()]
+    if missing:
+        log.warning("no training images of %s in %s: the network will never predict %s",
+                    ", ".join(missing), data.train_dir, "it" if len(missing) == 1 else "them")
     return train, val
 
 
