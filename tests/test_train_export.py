@@ -374,3 +374,30 @@ def test_an_exported_ensemble_is_not_a_member_or_a_starting_point(trained, datas
     with pytest.raises(InputError, match="ensemble of 2 networks"):
         train.train(RECIPE, train.TrainData(dataset.train_dir, dataset.val_dir, init_from=str(pair)),
                     tmp_path / "run")
+
+
+def test_the_manifest_records_no_absolute_path(tmp_path):
+    """A path typed relative (from the repository, as the README's commands run) is kept as
+    typed; an absolute one is made relative to the repository."""
+    root = tmp_path / "repo"
+    assert export.recorded_path("../shared/data/fer2013/test", root) == "../shared/data/fer2013/test"
+    assert export.recorded_path(str(tmp_path / "data" / "val"), root) == "../data/val"
+
+
+def test_export_refuses_a_recipe_file_of_another_network(trained, dataset, tmp_path):
+    """The recipe file is the provenance the manifest records: one describing another network
+    (here vgg_m) is refused before any file is written."""
+    from edgefer.files import to_toml
+
+    other = tmp_path / "other.toml"
+    other.write_text(to_toml(RECIPE.replace(arch="vgg_m").to_dict()))
+    same = tmp_path / "same.toml"
+    same.write_text(to_toml(RECIPE.replace(epochs=90).to_dict()))  # the epochs may differ
+    engines = tmp_path / "engines"
+    with pytest.raises(InputError, match="arch 'vgg_m' there, 'vgg_s' in the checkpoint"):
+        export.export_checkpoint([trained[0] / "best.pt"], "x", dataset.val_dir, "*", engines,
+                                 recipe_files=[str(other)])
+    assert not engines.exists() or not list(engines.iterdir())
+    report = export.export_checkpoint([trained[0] / "best.pt"], "x", dataset.val_dir, "*",
+                                      engines, recipe_files=[str(same)])
+    assert report.onnx_path.is_file()

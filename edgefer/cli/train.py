@@ -229,7 +229,7 @@ def run_export(args: argparse.Namespace) -> int:
     with console.status("exporting, checking parity and calibrating"):
         report = export.export_checkpoint(args.checkpoints, args.name, args.val, args.val_glob,
                                           tta=args.tta, ferplus_csv=args.ferplus_labels,
-                                          weights=args.weights)
+                                          weights=args.weights, recipe_files=args.recipes)
         entry = export.manifest_entry(report, args.recipes, args.val, args.val_glob,
                                       command_line(),
                                       [train_command(path) for path in args.checkpoints])

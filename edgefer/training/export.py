@@ -28,6 +28,7 @@ from edgefer.manifest import (
     sha256_file,
 )
 from edgefer.training import datasets, metrics
+from edgefer.training.recipe import Recipe
 from edgefer.types import EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,8 @@ def validation_folder(val_dir: str, val_glob: str, ferplus_csv: str | None
 
 def export_checkpoint(checkpoints: Sequence[Path], name: str, val_dir: str, val_glob: str,
                       engines_dir: Path = MANIFEST_PATH.parent, tta: str = "none",
-                      ferplus_csv: str | None = None, weights: str = "model") -> ExportReport:
+                      ferplus_csv: str | None = None, weights: str = "model",
+                      recipe_files: Sequence[str] = ()) -> ExportReport:
     """Export ``checkpoints`` as ``engines/<name>.onnx`` (+ ``.pt`` weights) and calibrate it.
 
     Several checkpoints export as one ensemble: their logits averaged inside the graph.
@@ -124,11 +126,14 @@ def export_checkpoint(checkpoints: Sequence[Path], name: str, val_dir: str, val_
     ``edgefer.backends.torch.load_checkpoint``. ``tta="flip"`` exports the model averaged with
     its mirror image (twice the compute). Models trained to FER+ (``target_labels = "ferplus"``)
     are calibrated against the FER+ majority, which ``ferplus_csv`` must then provide.
+    ``recipe_files``, the provenance the manifest will record, must describe these networks.
     """
     torch = require("torch", "torch")
     from edgefer.models import average_of, with_flip_average
 
     networks, members = load_members(checkpoints, weights)
+    for path, member, recipe_file in zip(checkpoints, members, recipe_files, strict=False):
+        check_recipe_file(path, member.recipe, recipe_file)
     if members[0].recipe.get("target_labels") == "ferplus" and not ferplus_csv:
         raise ModelError(f"{checkpoints[0]} learned FER+ labels: calibrate it against them with "
                          "--ferplus-labels ferplus_labels.csv")
@@ -180,6 +185,18 @@ def load_members(checkpoints: Sequence[Path], weights: str) -> tuple[list[Any], 
     return networks, tuple(members)
 
 
+def check_recipe_file(checkpoint: Path, saved: dict[str, Any], recipe_file: str) -> None:
+    """Refuse a recipe file that describes another network than the checkpoint saved (its
+    architecture, or what its logits mean), before anything is written."""
+    given, trained = Recipe.load(recipe_file).to_dict(), Recipe.from_dict(saved).to_dict()
+    differs = [f"{key} {given[key]!r} there, {trained[key]!r} in the checkpoint"
+               for key in ("arch", "input_size", "mean", "std", "target_labels")
+               if given[key] != trained[key]]
+    if differs:
+        raise InputError(f"{recipe_file} is not the recipe {checkpoint} was trained with: "
+                         + "; ".join(differs))
+
+
 def reads(recipe: dict[str, Any]) -> tuple[Any, ...]:
     """What a network's logits mean: its input size and normalization, and its labels."""
     return (recipe["input_size"], recipe["mean"], recipe["std"],
@@ -200,6 +217,13 @@ def repo_relative(path: str, root: Path) -> str:
     """``path`` relative to the repository ``root`` (``../shared/data/...``): the manifest is
     committed, so it records no absolute path of the machine that trained the model."""
     return os.path.relpath(Path(path).resolve(), root.resolve())
+
+
+def recorded_path(path: str, root: Path) -> str:
+    """A path given on the command line as the manifest records it: as typed when relative (the
+    README's commands run from the repository), relative to the repository ``root`` when
+    absolute, so that no path of the machine that exported the model is committed."""
+    return repo_relative(path, root) if Path(path).is_absolute() else path
 
 
 DATA_PATHS = ("train_dir", "val_dir", "ferplus_csv", "crop_cache", "init_from", "teachers")
@@ -244,8 +268,8 @@ def manifest_entry(report: ExportReport, recipe_files: Sequence[str], val_dir: s
         "tta": report.tta,
         "license": "Apache-2.0 (weights trained by the edgefer authors; see engines/NOTICE.md)",
         "metrics": {
-            "val_accuracy": {"value": round(report.val_accuracy, 4), "data": f"{val_dir} {val_glob}",
-                             "command": command},
+            "val_accuracy": {"value": round(report.val_accuracy, 4), "command": command,
+                             "data": f"{recorded_path(val_dir, engines_dir.parent)} {val_glob}"},
             "val_ece_before_temperature": {"value": round(report.val_ece_before, 4),
                                            "command": command},
             "val_ece_after_temperature": {"value": round(report.val_ece_after, 4),
@@ -267,7 +291,8 @@ def train_record(member: Member, recipe_file: str, train_command: str, engines_d
     return {
         "data": relative_data(member.data, engines_dir.parent),
         "recipe": str(recipe.relative_to(engines_dir.resolve()))
-        if recipe.is_relative_to(engines_dir.resolve()) else recipe_file,
+        if recipe.is_relative_to(engines_dir.resolve()) else recorded_path(recipe_file,
+                                                                           engines_dir.parent),
         "epochs": member.epoch,
         "date": date.today().isoformat(),
         "command": train_command,
