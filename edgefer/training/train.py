@@ -146,6 +146,7 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(recipe.threads)
     train_split, val_split = load_splits(recipe, data)
+    check_trainable(train_split, recipe, data.train_dir)
     if recipe.teacher_weight > 0:
         add_teacher_targets(train_split, recipe, data.teachers)
     train_split, val_split = train_split.to(device), val_split.to(device)
@@ -193,14 +194,19 @@ def load_splits(recipe: Recipe, data: TrainData) -> tuple[Split, Split]:
     train = load_split(data.train_dir, data.train_glob, recipe, votes, majority, data.crop_cache)
     val = load_split(data.val_dir, data.val_glob, recipe, votes, majority, data.crop_cache)
     log.info("train %d images, validation %d images", len(train.labels), len(val.labels))
-    if len(train.labels) < recipe.batch_size:
-        raise InputError(f"{len(train.labels)} training images are fewer than one batch "
+    return train, val
+
+
+def check_trainable(split: Split, recipe: Recipe, where: str) -> None:
+    """Refuse a training set without one whole batch (every batch is whole: BatchNorm); warn
+    of a class it lacks, which the network would never predict."""
+    if len(split.labels) < recipe.batch_size:
+        raise InputError(f"{len(split.labels)} training images are fewer than one batch "
                          f"(batch_size {recipe.batch_size}); lower batch_size in the recipe")
-    missing = [e for i, e in enumerate(EMOTIONS) if not (train.labels == i).any()]
+    missing = [e for i, e in enumerate(EMOTIONS) if not (split.labels == i).any()]
     if missing:
         log.warning("no training images of %s in %s: the network will never predict %s",
-                    ", ".join(missing), data.train_dir, "it" if len(missing) == 1 else "them")
-    return train, val
+                    ", ".join(missing), where, "it" if len(missing) == 1 else "them")
 
 
 def load_split(root: str, glob: str, recipe: Recipe, votes: dict[str, np.ndarray],
