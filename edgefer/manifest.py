@@ -185,6 +185,10 @@ def float_source(entry: ModelEntry, path: Path = MANIFEST_PATH) -> ModelEntry:
 def detector_path(kind: str, path: Path = MANIFEST_PATH) -> Path:
     """The vendored BlazeFace model for ``kind`` ("short" or "full"), checked against its hash."""
     detectors = read_manifest(path).get("detectors", {})
+    if not detectors:
+        raise ModelError(f"{path} lists no face detectors: a manifest of your own needs the "
+                         "repository's engines/ copied whole (cp -r engines DIR), blazeface/ "
+                         "and its entries included")
     if kind not in detectors:
         raise ModelError(f"unknown face detector {kind!r}; available: {', '.join(detectors)}")
     entry = detectors[kind]

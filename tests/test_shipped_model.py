@@ -82,3 +82,13 @@ def test_input_contract_formula():
     expected = (pixels.astype(np.float32) * spec.scale - spec.mean[0]) / spec.std[0]
     np.testing.assert_allclose(x[0, 0], expected[0], rtol=1e-6)
     assert x.shape == (1, 1, 2, 2) and x.dtype == np.float32
+
+
+def test_a_manifest_without_detectors_says_to_copy_engines_whole(tmp_path):
+    """What an export into a fresh, empty EDGEFER_MANIFEST leads to."""
+    from edgefer.errors import ModelError
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text('{"schema": 1, "models": {}}')
+    with pytest.raises(ModelError, match="copied whole"):
+        detector_path("short", manifest)
