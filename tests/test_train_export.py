@@ -91,6 +91,15 @@ def test_a_run_folder_is_continued_or_replaced_only_when_asked(dataset, tmp_path
     assert len((out / "history.jsonl").read_text().splitlines()) == 3  # appended, epoch 1 again
 
 
+def test_a_refused_run_leaves_no_run_folder(dataset, tmp_path):
+    from edgefer.cli.main import main
+
+    out = tmp_path / "run"
+    assert main(["train", dataset.train_dir, "--val", str(tmp_path / "nowhere"), "--out",
+                 str(out)]) == 2
+    assert not out.exists()
+
+
 def test_a_training_set_smaller_than_a_batch_is_refused(dataset, tmp_path):
     with pytest.raises(InputError, match="fewer than one batch"):
         train.train(RECIPE.replace(batch_size=1024), dataset, tmp_path / "run")

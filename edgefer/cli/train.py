@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 from typing import Any
 
 from edgefer.cli.common import command_line
-from edgefer.errors import InputError, OutputError
+from edgefer.errors import EdgeferError, InputError, OutputError
 from edgefer.manifest import update_manifest
 from edgefer.training.recipe import Recipe
 from edgefer.training.train import EpochStats, TrainData
@@ -70,12 +71,18 @@ def run_train(args: argparse.Namespace) -> int:
     recipe = recipe.replace(**overrides)
     data = TrainData(args.train_dir, args.val, args.train_glob, args.val_glob, args.ferplus,
                      args.crop_cache, args.init, tuple(args.teacher))
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     if not args.resume:
         (out / "command.txt").write_text(command_line() + "\n")
-    with RichObserver() as observer:
-        train.train(recipe, data, args.out, resume=args.resume, observer=observer,
-                    device=args.device)
+    try:
+        with RichObserver() as observer:
+            train.train(recipe, data, args.out, resume=args.resume, observer=observer,
+                        device=args.device)
+    except EdgeferError:
+        if created and not (out / "last.pt").exists():  # refused before an epoch: no debris
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return 0
 
 
