@@ -38,6 +38,8 @@ class Engine(ABC):
         if len(batch) == 0:
             return np.zeros((0, len(EMOTIONS)), dtype=np.float32)
         step = self.max_batch or len(batch)
+        if len(batch) <= step:  # every frame's batch on the CPU engine: no split, no copy
+            return self._infer(batch)
         return np.concatenate([self._infer(batch[i:i + step]) for i in range(0, len(batch), step)])
 
     def _check(self, batch: np.ndarray) -> None:

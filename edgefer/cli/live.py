@@ -12,6 +12,7 @@ from edgefer.apps.web.server import HttpOptions
 from edgefer.apps.window import DisplayOptions
 from edgefer.capture import CaptureOptions
 from edgefer.cli.common import add_llm_arguments, add_recognizer_arguments, recognizer_options
+from edgefer.sources import is_camera, is_stream
 
 
 def add_commands(commands: Any) -> None:
@@ -125,7 +126,7 @@ def _run_session(options: LiveOptions, pace_with: str) -> int:
 def _unpaced_file(capture: CaptureOptions) -> bool:
     """A video file or folder read without --realtime: frames dropped there are the reader
     outrunning the pipeline, not a camera's frames arriving faster than they are processed."""
-    return not capture.realtime and not capture.source.isdigit() and Path(capture.source).exists()
+    return not (capture.realtime or is_camera(capture.source) or is_stream(capture.source))
 
 
 def print_stats(console: Any, stats: LiveStats) -> None:

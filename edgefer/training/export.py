@@ -185,13 +185,15 @@ def load_members(checkpoints: Sequence[Path], weights: str) -> tuple[list[Any], 
     return networks, tuple(members)
 
 
+READS = ("input_size", "mean", "std", "target_labels")  # what a network's logits mean
+
+
 def check_recipe_file(checkpoint: Path, saved: dict[str, Any], recipe_file: str) -> None:
     """Refuse a recipe file that describes another network than the checkpoint saved (its
     architecture, or what its logits mean), before anything is written."""
     given, trained = Recipe.load(recipe_file).to_dict(), Recipe.from_dict(saved).to_dict()
     differs = [f"{key} {given[key]!r} there, {trained[key]!r} in the checkpoint"
-               for key in ("arch", "input_size", "mean", "std", "target_labels")
-               if given[key] != trained[key]]
+               for key in ("arch", *READS) if given[key] != trained[key]]
     if differs:
         raise InputError(f"{recipe_file} is not the recipe {checkpoint} was trained with: "
                          + "; ".join(differs))
@@ -199,8 +201,7 @@ def check_recipe_file(checkpoint: Path, saved: dict[str, Any], recipe_file: str)
 
 def reads(recipe: dict[str, Any]) -> tuple[Any, ...]:
     """What a network's logits mean: its input size and normalization, and its labels."""
-    return (recipe["input_size"], recipe["mean"], recipe["std"],
-            recipe.get("target_labels", "fer2013"))
+    return tuple(recipe.get(key, "fer2013" if key == "target_labels" else None) for key in READS)
 
 
 def shipped_weights(networks: Sequence[Any], members: Sequence[Member]) -> dict[str, Any]:
@@ -234,7 +235,7 @@ def relative_data(data: dict[str, Any], root: Path) -> dict[str, Any]:
     def convert(value: Any) -> Any:
         if isinstance(value, (list, tuple)):
             return [convert(v) for v in value]
-        return repo_relative(value, root) if value else value
+        return recorded_path(value, root) if value else value
 
     return {key: convert(value) if key in DATA_PATHS else value for key, value in data.items()}
 
