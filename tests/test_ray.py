@@ -22,6 +22,7 @@ import pytest
 from edgefer.apps.distributed import Dataset, RayOptions, expand_uris, part_name, score_on_ray
 from edgefer.apps.score import ScoreOptions
 from edgefer.errors import InputError
+from edgefer.manifest import load_model_entry
 from tests.conftest import ROOT
 
 pq = pytest.importorskip("pyarrow.parquet")
@@ -90,7 +91,9 @@ def test_dataset_equals_a_local_run(scored, reference, inputs) -> None:
     assert not (out / "_temporary").exists()
     import json
 
-    summary = json.loads((folder / "summary.json").read_text())["files"]
+    document = json.loads((folder / "summary.json").read_text())
+    assert document["model"] == load_model_entry().name and "llm" not in document
+    summary = document["files"]
     assert set(summary) == {str(p) for p in inputs.iterdir()} | {str(folder / "broken.mp4")}
     assert "error" in summary[str(folder / "broken.mp4")]
     assert summary[str(inputs / "c.mp4")]["frames"] == 120
@@ -170,6 +173,36 @@ def test_archive_members_are_scored_like_files(inputs, cluster, tmp_path) -> Non
     assert rows(out) == rows(local)
     assert {row["file"] for row in pq.read_table(out).to_pylist()} == {
         f"{archive}/day1/a.mp4", f"{archive}/portrait.jpg"}
+
+
+@pytest.mark.ray
+def test_the_summary_adds_up_every_workers_llm_counters(inputs, cluster, tmp_path) -> None:
+    """Each worker asks the LLM itself; the driver's summary counts every face asked, as a
+    local run's does, and names the model."""
+    pytest.importorskip("openai")
+    import json
+
+    import cv2
+
+    from tools.openai_stub import StubServer, StubState
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    portrait = cv2.imread(str(inputs / "portrait.jpg"))
+    for shade, name in enumerate(("one.jpg", "two.jpg", "three.jpg")):  # not one cached answer
+        cv2.imwrite(str(photos / name), cv2.convertScaleAbs(portrait, alpha=1.0, beta=8 * shade))
+    with StubServer(StubState(answer=lambda face: "surprise")) as server:
+        result = edgefer("score", str(photos), "-o", str(tmp_path / "dataset"), "--summary",
+                         str(tmp_path / "summary.json"), "--llm", "--llm-base-url",
+                         server.base_url, "--llm-model", "stub", "--llm-threshold", "1.0",
+                         "--ray-workers", "2", "--ray-cpus-per-worker", "1",
+                         "--ray", cluster.address, env=cluster.env)
+        asked = sum(request["faces"] for request in server.state.requests)
+    assert result.returncode == 0, result.stderr
+    document = json.loads((tmp_path / "summary.json").read_text())
+    assert document["model"] == load_model_entry().name
+    assert (document["llm"]["faces_asked"], document["llm"]["faces_answered"]) == (3, 3) == (
+        asked, sum(f["llm_answers"] for f in document["files"].values()))
 
 
 @pytest.mark.ray

@@ -35,10 +35,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgefer.apps.score import FileReport, LazyTable, ScoreOptions, score_file
+from edgefer.apps.score import FileReport, LazyTable, ScoreOptions, score_file, warn_if_unanswered
 from edgefer.apps.summary import Summary, merge_summaries
 from edgefer.errors import ConfigError, EdgeferError, InputError, OutputError, require
 from edgefer.files import atomic_write, temp_prefix, write_json_atomic
+from edgefer.llm.client import add_counts, counts_since
+from edgefer.manifest import load_model_entry
 from edgefer.pipeline import Recognizer
 from edgefer.sinks import ROW_COLUMNS, check_output
 from edgefer.sources import expand_inputs, is_camera, is_stream
@@ -83,6 +85,8 @@ class RayRun:
     worker_startup_s: list[float] = field(default_factory=list)
     file_overhead_s: list[float] = field(default_factory=list)  # round trip minus scoring time
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)  # with --summary only
+    model: str = ""  # the manifest name of the model that scored
+    llm: dict[str, Any] | None = None  # the second opinion's counters, all workers together
 
 
 class ClusterObserver(Protocol):
@@ -121,10 +125,11 @@ def score_on_ray(inputs: list[str], options: ScoreOptions, cluster: RayOptions,
     items = expand_uris(inputs, options.sequences)
     if not items:
         raise InputError(f"no images or videos found in {', '.join(inputs)}")
+    run_model = load_model_entry(options.recognizer.model, options.recognizer.manifest).name
     dataset = Dataset(cluster.output)
     dataset.prepare(run_settings(options), cluster.overwrite)
     complete = dataset.completed(items)
-    run = RayRun(skipped=[item for item in items if item in complete])
+    run = RayRun(skipped=[item for item in items if item in complete], model=run_model)
     todo = [item for item in items if item not in complete]
     ray = require("ray", "ray")
     if todo:
@@ -134,6 +139,8 @@ def score_on_ray(inputs: list[str], options: ScoreOptions, cluster: RayOptions,
         finally:
             ray.shutdown()
     dataset.clean_staging()
+    if run.llm is not None:
+        warn_if_unanswered(run.llm)
     if options.summary:
         write_json_atomic(options.summary, _merged_summary(items, run, dataset))
     return run
@@ -352,7 +359,8 @@ def _merged_summary(items: list[str], run: RayRun, dataset: Dataset) -> dict[str
         else:
             summary.add_rows(dataset.read_rows(item))
         parts.append(summary.to_dict())
-    return merge_summaries(parts)
+    document = {"model": run.model, **merge_summaries(parts)}
+    return document if run.llm is None else {**document, "llm": run.llm}
 
 
 # -- connecting ------------------------------------------------------------------------------
@@ -412,6 +420,7 @@ def worker_resources(ray: Any, cluster: RayOptions, engine: str, files: int) -> 
 class FileResult:
     report: FileReport
     summary: dict[str, Any] | None = None  # the file's ``--summary`` entry, when asked for
+    llm: dict[str, Any] | None = None  # the worker's LLM counters while it scored this input
 
 
 class _Progress:
@@ -466,6 +475,7 @@ class _Worker:
         self.progress = progress
         self.report_every_s = report_every_s
         self.error: EdgeferError | None = None
+        self.llm_counted: dict[str, Any] = {}  # the LLM counters already reported
         try:
             self.recognizer = Recognizer(options.recognizer)
         except EdgeferError as err:  # reported by ready(): every worker would fail the same
@@ -485,7 +495,17 @@ class _Worker:
             summary.fail(item, str(err))
         report.dominant = summary.dominant(item)
         report.exception = None  # the message travels; the driver needs no traceback
-        return FileResult(report, summary.to_dict() if want_summary else None)
+        return FileResult(report, summary.to_dict() if want_summary else None, self._llm_share())
+
+    def _llm_share(self) -> dict[str, Any] | None:
+        """What the second opinion counted since the last input (answers to an earlier input's
+        faces that arrived late included): the driver adds the shares up."""
+        status = self.recognizer.llm_status()
+        if status is None:
+            return None
+        share = counts_since(status.stats, self.llm_counted)
+        self.llm_counted = status.stats
+        return share
 
     def _score(self, item: str, path: str, summary: Summary, scratch: str) -> FileReport:
         written = self.dataset.staging_file(item, scratch)
@@ -600,6 +620,8 @@ class _Scheduler:
         self.result.reports.append(report)
         if result.summary is not None:
             self.result.summaries[item] = result.summary
+        if result.llm is not None:
+            self.result.llm = add_counts(self.result.llm or {}, result.llm)
         self.frames_done += report.frames
         self.progress.forget.remote(item)
         if round_trip_s is not None and report.error is None:

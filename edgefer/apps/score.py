@@ -161,7 +161,7 @@ def score(inputs: list[str], options: ScoreOptions,
     forget_progress(options.output)
     if llm is not None:
         summary.llm_stats = llm.stats
-        _say_if_unanswered(llm.stats)
+        warn_if_unanswered(llm.stats)
     if options.summary:
         write_json_atomic(options.summary, summary.to_dict())
     if options.plot and not summary.plot(options.plot):
@@ -323,7 +323,7 @@ class _PhotoWindow:
 _NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
 
 
-def _say_if_unanswered(stats: dict[str, Any]) -> None:
+def warn_if_unanswered(stats: dict[str, Any]) -> None:
     """An LLM that answered none of the faces asked is said in one line: in the table, an
     endpoint that is down looks like one that was never asked."""
     if stats["faces_asked"] and not stats["faces_answered"]:

@@ -64,6 +64,23 @@ class LlmStats:
         return out
 
 
+GAUGES = ("requests_today",)  # readings, not counts: the latest reading stands
+
+
+def counts_since(now: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    """What one client counted between two ``LlmStats.to_dict`` readings (a Ray worker reports
+    each input's share, so the driver's totals survive a worker that dies)."""
+    return {k: v if k in GAUGES else v - before.get(k, 0) for k, v in now.items()}
+
+
+def add_counts(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """``total`` with ``part`` (another client's or another input's counters) added in."""
+    merged = {k: max(total.get(k, 0), v) if k in GAUGES else total.get(k, 0) + v
+              for k, v in part.items()}
+    merged["cost_usd"] = round(merged.get("cost_usd", 0.0), 6)
+    return {**total, **merged}
+
+
 class Unavailable(Exception):
     """The endpoint cannot be asked now (circuit open, budget spent, retries exhausted)."""
 
