@@ -27,15 +27,19 @@ def command_line() -> str:
     return "edgefer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def add_engine_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Which model runs, and on what: every command that classifies faces."""
+    parser.add_argument("--model", help=MODEL_HELP)
+    parser.add_argument("--engine", default="onnxruntime", choices=ENGINES,
+                        help="inference engine (default: onnxruntime on the CPU; auto: TensorRT, "
+                             "then ONNX Runtime CUDA, then CPU)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp16",
+                        help="TensorRT plan precision (with --engine tensorrt/auto)")
+
+
 def add_recognizer_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("recognition")
-    group.add_argument("--model", help=MODEL_HELP)
-    group.add_argument("--engine", default="onnxruntime",
-                       choices=ENGINES,
-                       help="inference engine (default: onnxruntime on the CPU; auto: TensorRT, "
-                            "then ONNX Runtime CUDA, then CPU)")
-    group.add_argument("--precision", choices=PRECISIONS, default="fp16",
-                       help="TensorRT plan precision (with --engine tensorrt/auto)")
+    add_engine_arguments(group)
     group.add_argument("--detector", choices=DETECTOR_MODELS, default="auto",
                        help="BlazeFace model: auto (default: short on video; on photos short "
                             "and full merged), short (faces within ~2 m) or full "

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgefer.backends.base import ENGINES, PRECISIONS
-from edgefer.cli.common import MODEL_HELP
+from edgefer.cli.common import add_engine_arguments, add_llm_arguments
 from edgefer.detect import DETECTOR_MODELS
 from edgefer.training.evaluate import EvalOptions
 from edgefer.types import EMOTIONS
@@ -34,11 +33,7 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--detector", choices=DETECTOR_MODELS, default="short",
                         help="with --mode detect: short (default: what the live path runs on "
                              "video), full, or auto (short and full merged on these stills)")
-    parser.add_argument("--model", help=MODEL_HELP)
-    parser.add_argument("--engine", default="onnxruntime",
-                        choices=ENGINES)
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp16",
-                        help="TensorRT plan precision")
+    add_engine_arguments(parser)
     parser.add_argument("--limit", type=int, help="stratified sample of N images")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON")
     parser.add_argument("--confusion-png", type=Path, metavar="OUT.png", help="confusion matrix plot")
@@ -52,8 +47,6 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--record", metavar="KEY",
                         help="store accuracy and macro-F1 under metrics.KEY in the manifest, "
                              "with this command line")
-    from edgefer.cli.common import add_llm_arguments
-
     add_llm_arguments(parser)
     parser.set_defaults(run=run_eval)
 
