@@ -248,6 +248,14 @@ def test_manifest_entry_is_valid_and_reloads(exported, tmp_path):
         assert (root / recorded).resolve() == Path(getattr(exported_data(exported), key)).resolve()
 
 
+def test_an_export_states_only_the_license_it_is_given(exported):
+    """Weights a user trained are not the edgefer authors': no license is assumed."""
+    assert export.manifest_entry(exported, ["r.toml"], "val", "*")["license"].startswith(
+        "not stated")
+    stated = export.manifest_entry(exported, ["r.toml"], "val", "*", license_text="CC-BY-4.0")
+    assert stated["license"] == "CC-BY-4.0"
+
+
 @pytest.mark.parametrize("live_framing, live_roll, roll", [
     (0.0, 0.0, FER2013_ROLL_TOLERANCE), (0.5, 0.0, 0.0), (0.5, 15.0, 15.0)])
 def test_the_framing_follows_what_the_network_learnt(live_framing, live_roll, roll):

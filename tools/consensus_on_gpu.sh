@@ -53,7 +53,8 @@ train "$RUNS/student" --recipe $KD_RECIPE --epochs "$STUDENT_EPOCHS" --init "$IN
 train "$RUNS/control" --recipe engines/recipes/vgg_s_ferplus_stage2.toml --epochs "$STUDENT_EPOCHS" \
     --seed 3 --init "$INIT"
 edgefer export "$RUNS/student/last.pt" --name "$NAME" "${VAL[@]}" --recipe $KD_RECIPE \
-    --tta flip --ferplus-labels $VOTES
+    --tta flip --ferplus-labels $VOTES \
+    --license "Apache-2.0 (weights trained by the edgefer authors; see engines/NOTICE.md)"
 edgefer quantize --model "$NAME" --name "${NAME}_int8" "${VAL[@]}" --ferplus-labels $VOTES
 # Shipped consensus model, teacher, student, control and vgg_m side by side: FER+ majority on
 # PublicTest, FER2013's own crops and the live framing (the rule to ship: +0.3 on their mean,

@@ -163,6 +163,9 @@ def add_export_command(commands: Any) -> None:
                              "best.pt holds the weight average as model")
     parser.add_argument("--ferplus-labels", metavar="CSV",
                         help="judge and calibrate against the FER+ majority (models trained to FER+)")
+    parser.add_argument("--license", metavar="TEXT",
+                        help="the weights' license and provenance, recorded in the manifest "
+                             "(int8 copies inherit it; default: not stated)")
     parser.add_argument("--default", action="store_true", help="make it the manifest's default")
     parser.add_argument("--overwrite", action="store_true", help="replace a model of this name")
     parser.set_defaults(run=run_export)
@@ -239,7 +242,8 @@ def run_export(args: argparse.Namespace) -> int:
                                           weights=args.weights, recipe_files=args.recipes)
         entry = export.manifest_entry(report, args.recipes, args.val, args.val_glob,
                                       command_line(),
-                                      [train_command(path) for path in args.checkpoints])
+                                      [train_command(path) for path in args.checkpoints],
+                                      args.license or export.UNSTATED_LICENSE)
         update_manifest(args.name, entry, make_default=args.default)
     console.print(f"wrote {report.onnx_path} ({report.size_bytes / 1e6:.1f} MB, "
                   f"{report.parameters:,} parameters) and {report.weights_path}")

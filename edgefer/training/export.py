@@ -240,13 +240,17 @@ def relative_data(data: dict[str, Any], root: Path) -> dict[str, Any]:
     return {key: convert(value) if key in DATA_PATHS else value for key, value in data.items()}
 
 
+UNSTATED_LICENSE = "not stated (edgefer export --license records one)"
+
+
 def manifest_entry(report: ExportReport, recipe_files: Sequence[str], val_dir: str,
-                   val_glob: str, command: str = "", train_commands: Sequence[str] = ()
-                   ) -> dict[str, Any]:
+                   val_glob: str, command: str = "", train_commands: Sequence[str] = (),
+                   license_text: str = UNSTATED_LICENSE) -> dict[str, Any]:
     """The manifest entry for an export; metrics start with the validation figures.
 
     ``recipe_files`` and ``train_commands`` name each member's recipe and training command;
-    ``command`` is the export command line, recorded beside each figure it produced.
+    ``command`` is the export command line, recorded beside each figure it produced. Only
+    whoever trained the weights can state their license, so none is assumed.
     """
     engines_dir = report.onnx_path.parent
     commands = list(train_commands) or [""] * len(report.members)
@@ -267,7 +271,7 @@ def manifest_entry(report: ExportReport, recipe_files: Sequence[str], val_dir: s
         "output": {"name": OUTPUT_NAME, "kind": "logits"},
         "temperature": round(report.temperature, 4),
         "tta": report.tta,
-        "license": "Apache-2.0 (weights trained by the edgefer authors; see engines/NOTICE.md)",
+        "license": license_text,
         "metrics": {
             "val_accuracy": {"value": round(report.val_accuracy, 4), "command": command,
                              "data": f"{recorded_path(val_dir, engines_dir.parent)} {val_glob}"},
