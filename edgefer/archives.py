@@ -27,6 +27,7 @@ from edgefer.files import temp_prefix
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 OPEN_ARCHIVES = 4  # handles kept per process
 ARCHIVE_ERRORS = (OSError, EOFError, zlib.error, tarfile.TarError, zipfile.BadZipFile)
+_UTF8_FLAG = 0x800  # a zip member's general-purpose flag bit 11: "name and comment are UTF-8"
 
 
 def is_archive(path: str | Path) -> bool:
@@ -85,6 +86,19 @@ def extract_member(archive: Path, member: str) -> Path:
     return Path(copy.name)
 
 
+def _zip_name(info: zipfile.ZipInfo) -> str:
+    """A zip member's name as its maker meant it. Without the UTF-8 flag (bit 11) zipfile decodes
+    names as cp437, but Info-ZIP's ``zip`` 3.0 on Linux writes UTF-8 names without the flag
+    (``é`` would read as ``├⌐``): names whose raw bytes are UTF-8 are read as UTF-8, others stay
+    cp437. The member is still opened by its ZipInfo, whose name zipfile checks unchanged."""
+    if info.flag_bits & _UTF8_FLAG:
+        return info.filename
+    try:
+        return info.filename.encode("cp437").decode("utf-8")
+    except UnicodeError:  # cp437 indeed (or a name zipfile already decoded otherwise)
+        return info.filename
+
+
 def _normal(name: str) -> str:
     """A member's name as a path through the archive writes it (``./a.jpg`` is ``a.jpg``)."""
     return posixpath.normpath(name).lstrip("/")
@@ -100,7 +114,8 @@ class _Archive:
         try:
             if is_zip:
                 self._file: zipfile.ZipFile | tarfile.TarFile = zipfile.ZipFile(path)
-                infos = [(info.filename, info) for info in self._file.infolist() if not info.is_dir()]
+                infos = [(_zip_name(info), info) for info in self._file.infolist()
+                         if not info.is_dir()]
             else:
                 self._file = tarfile.open(path, "r:*")  # noqa: SIM115 (kept open; any compression)
                 infos = [(info.name, info) for info in self._file.getmembers() if info.isfile()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import tarfile
 import tempfile
 import time
@@ -215,3 +216,46 @@ def test_macos_resource_forks_are_not_inputs(files, tmp_path):
     (files / "._photo.png").write_bytes(b"\x00\x05\x16\x07")
     assert expand_inputs([str(archive)]) == [f"{archive}/photo.png"]
     assert str(files / "._photo.png") not in expand_inputs([str(files)])
+
+
+def unflagged_zip(archive: Path, members: dict[bytes, bytes]) -> Path:
+    """A zip of ``members`` named by their raw bytes without the UTF-8 flag (bit 11), as Info-ZIP's
+    ``zip`` 3.0 writes UTF-8 names on Linux (and old Windows tools cp437 ones). zipfile flags every
+    name that is not ASCII, so each is written under an ASCII stand-in as long, then renamed in
+    place in its local header (name at 30) and its central directory entry (name at 46)."""
+    with zipfile.ZipFile(archive, "w") as packed:
+        for i, (name, data) in enumerate(members.items()):
+            packed.writestr(str(i).rjust(len(name), "x"), data)
+    raw = bytearray(archive.read_bytes())
+    entry = struct.unpack_from("<I", raw, len(raw) - 6)[0]  # the end record's directory offset
+    for name in members:
+        local = struct.unpack_from("<I", raw, entry + 42)[0]
+        raw[local + 30:local + 30 + len(name)] = raw[entry + 46:entry + 46 + len(name)] = name
+        entry += 46 + sum(struct.unpack_from("<3H", raw, entry + 28))  # name, extra, comment
+    archive.write_bytes(raw)
+    return archive
+
+
+def test_zip_names_in_utf8_without_the_flag(tmp_path):
+    """zipfile reads unflagged names as cp437 (``two p├⌐ople ≡ƒÿÇ.jpg``), but Info-ZIP's ``zip``
+    writes UTF-8 there: such members are listed, opened and scored by their UTF-8 names, and a
+    name whose bytes are not UTF-8 stays cp437."""
+    import csv
+
+    from edgefer.apps.demo import portrait_path
+
+    utf8, cp437 = "sub/two péople 😀.jpg", "grün.jpg"
+    photo = portrait_path().read_bytes()
+    archive = unflagged_zip(tmp_path / "arc.zip",
+                            {utf8.encode(): photo, cp437.encode("cp437"): photo})
+    with zipfile.ZipFile(archive) as packed:
+        assert [info.flag_bits & 0x800 for info in packed.infolist()] == [0, 0]
+        assert packed.namelist() == [utf8.encode().decode("cp437"), cp437]
+    members = [f"{archive}/{utf8}", f"{archive}/{cp437}"]
+    assert expand_inputs([str(archive)]) == members
+    for member in members:
+        np.testing.assert_array_equal(read_image(member), read_image(str(portrait_path())))
+    result = run_cli("score", members[0], "-o", str(tmp_path / "out.csv"))
+    assert result.returncode == 0, result.stderr
+    with (tmp_path / "out.csv").open(encoding="utf-8") as handle:
+        assert [row["file"] for row in csv.DictReader(handle)] == [members[0]]
