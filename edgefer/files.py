@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -76,8 +77,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 def write_json_atomic(path: str | Path, payload: Any) -> None:
-    """``payload`` as indented JSON (NumPy values and paths converted), written atomically."""
-    text = json.dumps(payload, indent=2, default=_json_default) + "\n"
+    """``payload`` as indented, strict JSON (``_plain``), written atomically."""
+    text = json.dumps(_plain(payload), indent=2, allow_nan=False) + "\n"
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
@@ -122,11 +123,16 @@ def _umask() -> int:
     return mask
 
 
-def _json_default(value: Any) -> Any:
+def _plain(value: Any) -> Any:
+    """JSON's own types: NumPy values and paths converted, and a figure that is undefined
+    (NaN: the accuracy of no faces) as null, since strict parsers (browsers', ``jq``'s) reject
+    Python's ``NaN``."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(item) for item in value]
     if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot serialise {type(value).__name__}")
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value) if isinstance(value, Path) else value

@@ -72,15 +72,16 @@ class Recognizer:
 
     def __init__(self, options: RecognizerOptions = RecognizerOptions()) -> None:
         self.options = options
-        self.model: ModelEntry = load_model_entry(options.model, options.manifest)
-        self.aligner = Aligner(self.model.input)
+        requested = load_model_entry(options.model, options.manifest)
         self.detector = FaceDetector(options.detector)
         try:
-            engine = open_engine(self.model, options.engine, options.engine_threads,
+            engine = open_engine(requested, options.engine, options.engine_threads,
                                  options.precision)
         except BaseException:
             self.detector.close()
             raise
+        self.model: ModelEntry = engine.entry or requested  # an int8 entry's float source on GPUs
+        self.aligner = Aligner(self.model.input)
         self.classifier = Classifier(engine, self.model.temperature, len(self.model.classes))
         self._tracker = IouTracker(options.tracker)
         self._smoother = Smoother(options.smoothing)

@@ -26,12 +26,16 @@ def folder(tmp_path_factory, portrait):
     return root
 
 
+def strict(constant: str) -> None:
+    raise AssertionError(f"{constant} is not JSON")
+
+
 def test_eval_json_is_consistent(folder, tmp_path):
     out = tmp_path / "figures.json"
     result = run_cli("eval", str(folder), "--json", str(out), "--confusion-png",
                      str(tmp_path / "cm.png"))
     assert result.returncode == 0, result.stderr
-    figures = json.loads(out.read_text())
+    figures = json.loads(out.read_text(), parse_constant=strict)  # no NaN: browsers' JSON
     assert figures["n"] == 20
     matrix = np.array(figures["confusion_matrix"])
     assert matrix.sum() == 20
@@ -78,6 +82,8 @@ def test_eval_cascade_against_a_stub_llm(folder, tmp_path):
     assert f"Over {held['repeated_splits']['splits']} different halves" in markdown
     assert "Every face asked and fused, out of fold" in markdown
     assert 0 <= held["all_faces_out_of_fold"]["fused_accuracy"] <= 1
+    assert held["all_faces_out_of_fold"]["gain_standard_error"] >= 0
+    assert "points (± one standard error over the faces)" in markdown
 
 
 def test_eval_reads_a_zipped_or_tarred_dataset_in_place(folder, tmp_path):
@@ -110,3 +116,55 @@ def test_a_file_that_is_no_dataset_is_one_line(tmp_path):
     (tmp_path / "labels.csv").write_text("a,b\n")
     assert_one_line_error(run_cli("eval", str(tmp_path / "labels.csv")), 2, "not a dataset",
                           "archive")
+
+
+def test_an_llm_that_answers_nothing_leaves_the_cnn_figures(folder, tmp_path):
+    """Nothing to compare: the CNN's figures are printed and written, then one line, exit 2."""
+    pytest.importorskip("openai")
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "figures.json"
+    result = run_cli("eval", str(folder), "--llm", "--llm-base-url", f"http://127.0.0.1:{port}/v1",
+                     "--llm-model", "stub", "--json", str(out))
+    assert_one_line_error(result, 2, "the LLM answered none of the 20 faces asked",
+                          "requests failed")
+    assert json.loads(out.read_text())["n"] == 20 and "edgefer eval" in result.stdout
+
+
+def test_figures_are_filed_under_the_model_that_ran(folder, tmp_path):
+    """The PyTorch engine runs an int8 entry's float source: the report names that model."""
+    pytest.importorskip("torch")
+    from edgefer.manifest import float_source, load_model_entry
+
+    out = tmp_path / "figures.json"
+    result = run_cli("eval", str(folder), "--engine", "torch", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    ran = float_source(load_model_entry()).name
+    assert ran != load_model_entry().name
+    assert json.loads(out.read_text())["model"] == ran and f"edgefer eval: {ran}" in result.stdout
+
+
+def test_onnxruntime_gpu_without_a_gpu_provider_is_refused(folder):
+    from edgefer.backends.select import ort_gpu_providers
+
+    if ort_gpu_providers():
+        pytest.skip("this ONNX Runtime has a GPU provider")
+    assert_one_line_error(run_cli("eval", str(folder), "--engine", "onnxruntime-gpu"), 3,
+                          "no CUDA or TensorRT provider", "--engine onnxruntime")
+
+
+@pytest.mark.parametrize("args, code, needles", [
+    (["--json", "{tmp}/missing/x.json"], 4, ["output folder does not exist"]),
+    (["--limit", "0"], 2, ["--limit", "must be >= 1"]),
+    (["--ferplus-labels", "{tmp}/votes.csv"], 2, ["is not a FER+ label file"]),
+    (["--ferplus-labels", "{tmp}/binary.csv"], 2, ["not a readable FER+ label file"]),
+    (["--exclude-list", "{tmp}/binary.csv"], 2, ["not a readable CSV exclude list"]),
+])
+def test_bad_arguments_are_refused_before_evaluating(folder, tmp_path, args, code, needles):
+    (tmp_path / "votes.csv").write_text("test_image,train_image\na.png,b.png\n")
+    (tmp_path / "binary.csv").write_bytes(b"garbage\x00\xff\n")
+    args = [a.format(tmp=tmp_path) for a in args]
+    assert_one_line_error(run_cli("eval", str(folder), *args), code, *needles)

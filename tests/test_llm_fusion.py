@@ -101,7 +101,24 @@ def test_all_faces_out_of_fold_measures_what_the_answers_hold():
     guessing = cascade.all_faces_out_of_fold(y, probs, guesses, repeats=2)
     assert reliable["gain"] > 0.15  # the LLM is right on three classes the CNN often misses
     assert abs(guessing["gain"]) < 0.02
+    # a guessing endpoint's gain is within a few of its standard errors of zero; the reliable
+    # one's many standard errors above it
+    assert abs(guessing["gain"]) < 3 * guessing["gain_standard_error"] + 1e-9
+    assert reliable["gain"] > 5 * reliable["gain_standard_error"]
     assert reliable["recalibrated_accuracy"] == pytest.approx(guessing["recalibrated_accuracy"])
+
+
+def test_a_half_without_answers_fits_the_cnn_as_it_is():
+    """Answers for a few faces only (an endpoint that mostly failed): halves without any
+    answer give the prior, the CNN unchanged, instead of failing."""
+    y, probs, llm = synthetic(60, 3)
+    labels = np.full(len(y), -1)
+    labels[:2] = llm.labels[:2]
+    sparse = cascade.LlmAnswers(labels, np.where(labels[:, None] >= 0, llm.probs, np.nan),
+                                np.ones((len(y), 2)), None)
+    held = cascade.held_out_figures(y, probs, sparse, max_share=1.0, splits=3)
+    assert 0 <= held["second_half_cnn"]["accuracy"] <= 1
+    assert held["tokens_per_face_asked"] == [1.0, 1.0]  # the answered faces' own tokens
 
 
 def test_held_out_report_never_fits_on_the_faces_it_reports():
@@ -202,5 +219,6 @@ def test_calibrate_refuses_when_too_few_faces_are_answered(folder, tmp_path):
                          "--llm-base-url", server.base_url, "--llm-cache",
                          str(tmp_path / "a.sqlite"), "--out", str(tmp_path / "f.json"))
     assert result.returncode == 2 and "at least 50" in result.stderr
+    assert "answers outside the seven classes" in result.stderr  # why none counted
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "f.json").exists()

@@ -19,7 +19,8 @@ def open_engine(entry: ModelEntry, backend: str = "onnxruntime", threads: int = 
                 precision: str = "fp16") -> Engine:
     """Open ``entry`` on ``backend``; the model file is verified against its sha256 first.
 
-    GPU and PyTorch backends run the float model an int8 entry was quantized from.
+    GPU and PyTorch backends run the float model an int8 entry was quantized from: the
+    engine's ``entry`` names the model that runs, so reports and figures are filed under it.
     """
     if backend not in ("auto", "onnxruntime"):
         entry = float_source(entry)
@@ -32,6 +33,12 @@ def open_engine(entry: ModelEntry, backend: str = "onnxruntime", threads: int = 
         backend = choice.engine
         if backend != "onnxruntime":
             entry = float_source(entry)
+    engine = _open(entry, backend, threads, precision)
+    engine.entry = entry
+    return engine
+
+
+def _open(entry: ModelEntry, backend: str, threads: int, precision: str) -> Engine:
     if backend == "onnxruntime-gpu":
         from edgefer.backends.select import ort_gpu_engine
 

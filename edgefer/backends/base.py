@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from edgefer.errors import InputError
-from edgefer.manifest import InputSpec
+from edgefer.manifest import InputSpec, ModelEntry
 from edgefer.types import EMOTIONS
 
 # The one list of engine names (--engine, open_engine, the choice of --engine auto) and
@@ -29,6 +29,7 @@ class Engine(ABC):
 
     def __init__(self, spec: InputSpec, max_batch: int | None = None) -> None:
         self.spec = spec
+        self.entry: ModelEntry | None = None  # the model it runs, set by open_engine
         self.max_batch = max_batch  # the most rows one _infer call takes (a TensorRT profile's)
 
     def run(self, batch: np.ndarray) -> np.ndarray:

@@ -86,10 +86,15 @@ def ort_gpu_engine(entry: ModelEntry, threads: int = 1) -> Engine:
     """ONNX Runtime with the TensorRT and CUDA execution providers, caching engines on disk."""
     from edgefer.backends.onnxruntime import CPU, OnnxRuntimeEngine
 
+    gpu_providers = ort_gpu_providers()
+    if not gpu_providers:
+        raise ModelError("--engine onnxruntime-gpu: this ONNX Runtime has no CUDA or "
+                                "TensorRT provider; install onnxruntime-gpu on a machine with a "
+                                "CUDA GPU, or use --engine onnxruntime (the CPU)")
     cache = entry.file.parent / "plans" / "ort"
     cache.mkdir(parents=True, exist_ok=True)
     providers: list = []
-    for provider in ort_gpu_providers():
+    for provider in gpu_providers:
         if provider == "TensorrtExecutionProvider":
             providers.append((provider, {"trt_engine_cache_enable": True,
                                          "trt_engine_cache_path": str(cache),
@@ -97,4 +102,11 @@ def ort_gpu_engine(entry: ModelEntry, threads: int = 1) -> Engine:
                                          "trt_fp16_enable": True}))
         else:
             providers.append(provider)
-    return OnnxRuntimeEngine(entry.file, entry.input, threads=threads, providers=[*providers, CPU])
+    engine = OnnxRuntimeEngine(entry.file, entry.input, threads=threads,
+                               providers=[*providers, CPU])
+    if engine.providers == [CPU]:  # the GPU providers failed to start (no GPU, no CUDA)
+        engine.close()
+        raise ModelError("--engine onnxruntime-gpu: the CUDA and TensorRT providers "
+                                "did not start (no CUDA GPU or libraries?); --debug shows ONNX "
+                                "Runtime's reason, --engine onnxruntime runs on the CPU")
+    return engine

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from edgefer.backends.base import ENGINES, PRECISIONS
 from edgefer.decide import POLICIES
@@ -25,6 +26,16 @@ def command_line() -> str:
     import shlex
 
     return "edgefer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def check_reports(*outputs: tuple[Path | None, str]) -> None:
+    """Each (path or None, suffix) a command will write its figures to, checked before
+    minutes of evaluation (or paid LLM requests) rather than after. Replaced if present."""
+    from edgefer.sinks import check_output
+
+    for path, suffix in outputs:
+        if path is not None:
+            check_output(path, True, (suffix,))
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

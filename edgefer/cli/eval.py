@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgefer.cli.common import add_engine_arguments, add_llm_arguments
+from edgefer.cli.common import add_engine_arguments, add_llm_arguments, at_least_one, check_reports
 from edgefer.detect import DETECTOR_MODELS
+from edgefer.errors import InputError
 from edgefer.training.evaluate import EvalOptions
 from edgefer.types import EMOTIONS
 
@@ -34,7 +35,9 @@ def add_commands(commands: Any) -> None:
                         help="with --mode detect: short (default: what the live path runs on "
                              "video), full, or auto (short and full merged on these stills)")
     add_engine_arguments(parser)
-    parser.add_argument("--limit", type=int, help="stratified sample of N images")
+    parser.add_argument("--limit", type=at_least_one, metavar="N",
+                        help="a stratified sample of about N images (class shares kept, every "
+                             "class at least one)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON")
     parser.add_argument("--confusion-png", type=Path, metavar="OUT.png", help="confusion matrix plot")
     parser.add_argument("--cascade", action="store_true",
@@ -59,6 +62,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from edgefer.training.evaluate import evaluate, report
 
     config = llm_settings(args)
+    check_reports((args.json, ".json"), (args.confusion_png, ".png"), (args.markdown, ".md"))
     options = EvalOptions(data_dir=args.data_dir, glob=args.glob, exclude_list=args.exclude_list,
                           ferplus_labels=args.ferplus_labels, mode=args.mode, detector=args.detector,
                           model=args.model, engine=args.engine, precision=args.precision,
@@ -87,7 +91,6 @@ def llm_settings(args: argparse.Namespace) -> Any:
     """The LLM comparison's settings, None without --llm or --cascade; checked before the
     evaluation, which can take minutes, rather than after it."""
     from edgefer.cli.common import llm_config
-    from edgefer.errors import InputError
 
     args.llm = args.llm or args.cascade
     config = llm_config(args)
@@ -102,9 +105,14 @@ def llm_settings(args: argparse.Namespace) -> Any:
 
 def run_llm_comparison(args: argparse.Namespace, config: Any, options: EvalOptions,
                        result: Any, console: Any) -> dict[str, Any]:
+    from edgefer.llm.client import why_unanswered
     from edgefer.training import cascade
 
     answers = ask_llm_about(result, options, config, console)
+    if not answers.answered.any():  # nothing to compare: the CNN's figures above stand
+        raise InputError(f"the LLM answered none of the {len(answers.labels)} faces asked "
+                         f"({why_unanswered(answers.stats.to_dict())}); check --llm-base-url, "
+                         "$OPENAI_API_KEY and the server (--debug logs each failure)")
     figures = cascade.cascade_report(result.y_true, result.probs, answers, config.threshold,
                                      config, max_share=args.max_share)
     markdown = cascade_markdown(figures, args.cascade, config)
@@ -193,23 +201,26 @@ def all_faces_line(ceiling: dict[str, Any] | None) -> list[str]:
     return [f"Every face asked and fused, out of fold ({ceiling['folds']} folds x "
             f"{ceiling['repeats']}): {ceiling['fused_accuracy']:.4f} vs the recalibrated CNN "
             f"{ceiling['recalibrated_accuracy']:.4f}: the answers hold "
-            f"{100 * ceiling['gain']:+.2f} points beyond the CNN under these labels."]
+            f"{100 * ceiling['gain']:+.2f} ± {100 * ceiling['gain_standard_error']:.2f} points "
+            "(± one standard error over the faces) beyond the CNN under these labels."]
 
 
 def cost_line(cost: dict[str, Any]) -> str:
     prompt, completion = cost["tokens_per_face"]
     return (f"Cost ({cost['model']}, USD {cost['price_per_million'][0]:g}/{cost['price_per_million'][1]:g}"
             f" per million tokens): {prompt:.0f} prompt + {completion:.0f} completion tokens per "
-            f"face sent = ${cost['usd_per_face']:.6f}; at {cost['share_sent']:.0%} sent and one "
+            f"face asked = ${cost['usd_per_face']:.6f}; at {cost['share_sent']:.0%} sent and one "
             f"question per 5 s cooldown, ${cost['usd_per_hour_one_face']:.4f} per hour of video "
             "per face in view.")
 
 
 def record_metric(key: str, figures: dict[str, Any], options: EvalOptions) -> None:
+    """Files the figures under the model that produced them (``figures["model"]``: on a GPU or
+    PyTorch engine, an int8 entry's float source), never under the name asked for."""
     from edgefer.cli.common import command_line
     from edgefer.manifest import load_model_entry, update_manifest
 
-    entry = load_model_entry(options.model, options.manifest)
+    entry = load_model_entry(figures["model"], options.manifest)
     raw = dict(entry.raw)
     raw["metrics"] = {**raw["metrics"], key: {
         "value": round(figures["accuracy"], 4), "macro_f1": round(figures["macro_f1"], 4),

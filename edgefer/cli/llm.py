@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from edgefer.cli.common import at_least_one
 from edgefer.types import EMOTIONS
 
 MIN_ANSWERED = 50  # answered faces below which the learned policy is not fitted
@@ -32,7 +33,8 @@ def add_commands(commands: Any) -> None:
     calibrate.add_argument("--ferplus-labels", type=Path, metavar="CSV",
                            help="fit to the FER+ majority vote instead of folder labels")
     calibrate.add_argument("--model", help="CNN model name in the manifest (default: its default)")
-    calibrate.add_argument("--limit", type=int, help="a stratified sample of N faces (budget)")
+    calibrate.add_argument("--limit", type=at_least_one, metavar="N",
+                           help="a stratified sample of about N faces (budget)")
     calibrate.add_argument("--max-share", type=float, default=0.3, metavar="S",
                            help="the largest share of faces the learned policy may send "
                                 "(default 0.3)")
@@ -52,10 +54,11 @@ def default_cache() -> Path:
 def run_calibrate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from edgefer.cli.common import llm_config
+    from edgefer.cli.common import check_reports, llm_config
     from edgefer.cli.eval import ask_llm_about
     from edgefer.errors import InputError
     from edgefer.files import write_json_atomic
+    from edgefer.llm.client import why_unanswered
     from edgefer.llm.fusion import fusion_path
     from edgefer.manifest import load_model_entry
     from edgefer.training import cascade
@@ -70,6 +73,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         args.llm_cache = str(default_cache())
         default_cache().parent.mkdir(parents=True, exist_ok=True)
     config = llm_config(args)
+    check_reports((args.out, ".json"), (args.json, ".json"))
     console = Console()
     options = EvalOptions(data_dir=args.data_dir, glob=args.glob, exclude_list=args.exclude_list,
                           ferplus_labels=args.ferplus_labels, model=args.model, limit=args.limit)
@@ -77,8 +81,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
     answers = ask_llm_about(result, options, config, console)
     if answers.answered.sum() < MIN_ANSWERED:
         raise InputError(f"only {int(answers.answered.sum())} of {len(answers.labels)} faces "
-                         f"answered; at least {MIN_ANSWERED} are needed to fit (check the endpoint, "
-                         "the budget or --llm-cache, and run again: answers so far are kept)")
+                         f"answered ({why_unanswered(answers.stats.to_dict())}); at least "
+                         f"{MIN_ANSWERED} are needed to fit (check the endpoint, the budget or "
+                         "--llm-cache, and run again: answers so far are kept)")
     figures = calibration_figures(result.y_true, result.probs, answers, config, args.max_share)
     provenance = {"endpoint": config.resolved_base_url() or "https://api.openai.com/v1",
                   "llm_model": config.model, "prompt": config.prompt,

@@ -64,6 +64,21 @@ class LlmStats:
         return out
 
 
+UNANSWERED_CAUSES = (("failed_requests", "requests failed after their retries"),
+                     ("timeouts", "timeouts"), ("invalid_replies", "invalid replies"),
+                     ("refusals", "refusals"),
+                     ("invalid_labels", "answers outside the seven classes"),
+                     ("budget_rejections", "requests over the budget"),
+                     ("circuit_rejections", "requests held back by the open breaker"))
+
+
+def why_unanswered(stats: dict[str, Any]) -> str:
+    """The counters that explain faces asked and never answered, in words: an endpoint that is
+    down, one that replies nonsense and one that is merely slow need different fixes."""
+    causes = [f"{stats[key]} {what}" for key, what in UNANSWERED_CAUSES if stats.get(key)]
+    return ", ".join(causes) or "no reply had come when the run ended: a slow endpoint?"
+
+
 GAUGES = ("requests_today",)  # readings, not counts: the latest reading stands
 
 

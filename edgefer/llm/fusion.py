@@ -124,7 +124,8 @@ class FusionModel:
             raise ConfigError(f"fusion file format {raw.get('format')!r} is not {FORMAT}; "
                               "re-run `edgefer llm calibrate`")
         arrays = {key: np.asarray(raw[key], np.float64) for key in ARRAYS}
-        model = cls(**arrays, benefit_threshold=float(raw["benefit_threshold"]),
+        threshold = raw["benefit_threshold"]  # null: never ask (strict JSON has no infinity)
+        model = cls(**arrays, benefit_threshold=np.inf if threshold is None else float(threshold),
                     provenance=dict(raw.get("provenance", {})))
         shapes = {"recalibration": (1 + classes, classes), "fusion": (1 + 2 * classes, classes),
                   "answer_confusion": (classes, classes + 1),

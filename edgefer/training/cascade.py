@@ -123,8 +123,11 @@ def fit_softmax(features: np.ndarray, y: np.ndarray, prior: np.ndarray, l2: floa
                 steps: int = 25) -> np.ndarray:
     """Multinomial logistic regression by Newton's method, shrunk towards ``prior`` (d, classes)
     with a penalty ``l2 * n * |W - prior|^2 / 2``: with little data the fit stays near the prior
-    (for the recalibration: the CNN as it is; for the fusion: the CNN, ignoring the LLM)."""
+    (for the recalibration: the CNN as it is; for the fusion: the CNN, ignoring the LLM), and
+    with none (an endpoint that answered no face of this half) it is the prior."""
     n, d = features.shape
+    if n == 0:
+        return prior.copy()
     classes = prior.shape[1]
     onehot = np.eye(classes)[y]
     penalty = l2 * n
@@ -373,7 +376,7 @@ def held_out_report(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, seed:
                   for s, r, lr in zip(SHARES, second["replace"], second["learned"], strict=True)],
         "per_class_accuracy": {"cnn": per_class_accuracy(y2, p2.argmax(1)),
                                "llm": per_class_accuracy(y2, llm2.labels)},
-        "tokens_per_face_sent": _tokens_per_face(llm2.tokens[sent]),
+        "tokens_per_face_asked": _tokens_per_face(llm2.tokens[llm2.answered]),
     }
 
 
@@ -382,20 +385,25 @@ def all_faces_out_of_fold(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers,
     """What the answers hold beyond the CNN at all: every face asked and fused, each fold scored
     by models fitted on the others. No routing can gain more than this on new faces (with as
     much fitting data), so a gain near zero here means the endpoint does not help under these
-    labels, whatever the share sent."""
-    recalibrated, fused = np.zeros(repeats), np.zeros(repeats)
+    labels, whatever the share sent. Its standard error is the faces' (paired: each face
+    right or wrong with and without its answer, averaged over the repeats): on a few hundred
+    faces an endpoint that knows nothing shows a gain of a point or two either way."""
+    recalibrated, fused = np.zeros(len(y)), np.zeros(len(y))  # times right, per face
     for repeat in range(repeats):
         for train, test in fold_splits(len(y), folds, seed=repeat):
             model = fit_models(y[train], cnn_probs[train], llm.subset(train))
             predictions = model.recalibrate(cnn_probs[test]).argmax(1)
-            recalibrated[repeat] += np.sum(predictions == y[test])
+            recalibrated[test] += predictions == y[test]
             answered = test[llm.answered[test]]
             predictions[llm.answered[test]] = model.fuse(cnn_probs[answered],
                                                          llm.probs[answered]).argmax(1)
-            fused[repeat] += np.sum(predictions == y[test])
-    recalibrated, fused = recalibrated / len(y), fused / len(y)
-    return {"folds": folds, "repeats": repeats, "recalibrated_accuracy": float(recalibrated.mean()),
-            "fused_accuracy": float(fused.mean()), "gain": float((fused - recalibrated).mean())}
+            fused[test] += predictions == y[test]
+    gains = (fused - recalibrated) / repeats
+    return {"folds": folds, "repeats": repeats,
+            "recalibrated_accuracy": float(recalibrated.mean() / repeats),
+            "fused_accuracy": float(fused.mean() / repeats), "gain": float(gains.mean()),
+            "gain_standard_error": float(gains.std(ddof=1) / np.sqrt(len(y)))
+            if len(y) > 1 else 0.0}
 
 
 def held_out_figures(y: np.ndarray, cnn_probs: np.ndarray, llm: LlmAnswers, max_share: float,
@@ -426,7 +434,7 @@ def _tokens_per_face(tokens: np.ndarray) -> list[float]:
 def cost_report(held: dict[str, Any], config: LlmConfig) -> dict[str, Any]:
     """USD per face sent (from the replies' ``usage``) and per hour of video with one face in
     view at the learned operating point (at most one question per cooldown)."""
-    prompt, completion = held["tokens_per_face_sent"]
+    prompt, completion = held["tokens_per_face_asked"]
     price_in, price_out = config.prices_per_million()
     per_face = (prompt * price_in + completion * price_out) / 1e6
     share = held["second_half_learned"]["sent"]

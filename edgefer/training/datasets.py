@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 
 FERPLUS_VOTE_COLUMNS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+# every vote column of ferplus_labels.csv, in its order
+FERPLUS_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+                   "contempt", "unknown", "NF")
 
 
 @dataclass(frozen=True)
@@ -132,9 +135,12 @@ def read_exclude_list(csv_path: str | Path) -> set[str]:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise InputError(f"exclude list not found: {csv_path}")
-    with csv_path.open(newline="") as handle:
-        return {image_key(row[0]) for row in csv.reader(handle)
-                if row and row[0] not in ("test_image", "path")}
+    try:
+        with csv_path.open(newline="", encoding="utf-8") as handle:
+            return {image_key(row[0]) for row in csv.reader(handle)
+                    if row and row[0] not in ("test_image", "path")}
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise InputError(f"{csv_path}: not a readable CSV exclude list ({err})") from None
 
 
 def load_pixels(dataset: ImageFolder, size: tuple[int, int] = (48, 48)) -> np.ndarray:
@@ -147,17 +153,12 @@ def read_ferplus_votes(csv_path: str | Path) -> dict[str, np.ndarray]:
 
     Contempt, unknown and not-a-face votes are dropped; images with no remaining vote are left out.
     """
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise InputError(f"FER+ label file not found: {csv_path}")
     votes: dict[str, np.ndarray] = {}
-    with csv_path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if not all(row[c] for c in FERPLUS_VOTE_COLUMNS):  # images FER+ dropped
-                continue
-            counts = np.array([float(row[c]) for c in FERPLUS_VOTE_COLUMNS], dtype=np.float32)
-            if counts.sum() > 0:
-                votes[image_key(row["path"])] = counts
+    for row, counts in _ferplus_rows(csv_path):
+        kept = np.array([counts[FERPLUS_COLUMNS.index(c)] for c in FERPLUS_VOTE_COLUMNS],
+                        dtype=np.float32)
+        if kept.sum() > 0:
+            votes[image_key(row["path"])] = kept
     return votes
 
 
@@ -166,21 +167,34 @@ def ferplus_majority(csv_path: str | Path) -> dict[str, str]:
 
     Images whose majority is contempt, unknown or not-a-face are omitted.
     """
-    columns = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
-               "contempt", "unknown", "NF")
-    if not Path(csv_path).is_file():
-        raise InputError(f"FER+ label file not found: {csv_path}")
     majority: dict[str, str] = {}
-    with Path(csv_path).open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if not all(row[c] for c in columns):  # images FER+ dropped have no votes
-                continue
-            counts = [float(row[c]) for c in columns]
-            label = canonical_label(columns[int(np.argmax(counts))])
-            if label is not None:
-                majority[image_key(row["path"])] = label
-                majority[row["ferplus_image_name"]] = label
+    for row, counts in _ferplus_rows(csv_path):
+        label = canonical_label(FERPLUS_COLUMNS[int(np.argmax(counts))])
+        if label is not None:
+            majority[image_key(row["path"])] = label
+            majority[row["ferplus_image_name"]] = label
     return majority
+
+
+def _ferplus_rows(csv_path: str | Path) -> Iterator[tuple[dict[str, str], np.ndarray]]:
+    """Each image FER+ kept (those it dropped have no votes) with its ten vote counts; a file
+    that is not ``ferplus_labels.csv`` (another CSV, a binary file) fails in one line."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise InputError(f"FER+ label file not found: {csv_path}")
+    try:
+        with csv_path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in ("path", "ferplus_image_name", *FERPLUS_COLUMNS)
+                       if c not in (reader.fieldnames or ())]
+            if missing:
+                raise InputError(f"{csv_path} is not a FER+ label file (ferplus_labels.csv): "
+                                 f"no column {', '.join(missing)}")
+            for row in reader:
+                if all(row[c] for c in FERPLUS_COLUMNS):
+                    yield row, np.array([float(row[c]) for c in FERPLUS_COLUMNS])
+    except (UnicodeDecodeError, csv.Error, ValueError) as err:
+        raise InputError(f"{csv_path}: not a readable FER+ label file ({err})") from None
 
 
 def relabel_ferplus(folder: ImageFolder, majority: dict[str, str]) -> tuple[ImageFolder, int]:

@@ -87,10 +87,11 @@ def load_dataset(options: EvalOptions) -> EvalData:
 
 def evaluate(options: EvalOptions, progress: Callable[[int, int], None] | None = None
              ) -> EvalResult:
-    entry = load_model_entry(options.model, options.manifest)
+    requested = load_model_entry(options.model, options.manifest)
     data = load_dataset(options)
     folder = data.folder
-    with open_engine(entry, options.engine, threads=2, precision=options.precision) as engine:
+    with open_engine(requested, options.engine, threads=2, precision=options.precision) as engine:
+        entry = engine.entry or requested  # what runs: GPU engines run an int8 entry's float source
         if options.mode == "crops":
             logits, found = _predict_crops(folder, entry, engine.run, progress)
         elif options.mode == "detect":
