@@ -7,6 +7,7 @@ import importlib.util
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,6 +192,11 @@ def test_missing_models_say_how_to_find_them(corpus, tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
                     reason="checks the message shown when tensorrt is missing")
-def test_build_without_tensorrt_names_the_install(tmp_path):
+def test_build_without_tensorrt_says_what_would_help(tmp_path):
+    from edgefer.backends.cuda import DRIVER_SIGNS
+
     result = run_cli("build")
-    assert_one_line_error(result, EXIT_MISSING, "pip install 'edgefer[tensorrt]'")
+    if any(Path(sign).exists() for sign in DRIVER_SIGNS):  # an NVIDIA driver: install TensorRT
+        assert_one_line_error(result, EXIT_MISSING, "pip install 'edgefer[tensorrt]'")
+    else:
+        assert_one_line_error(result, EXIT_MODEL, "no NVIDIA GPU driver", "--engine onnxruntime")

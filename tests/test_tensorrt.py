@@ -189,11 +189,19 @@ def test_core_imports_without_gpu_packages():
 
 @pytest.mark.skipif(select.importlib.util.find_spec("tensorrt") is not None,
                     reason="checks the message shown when tensorrt is missing")
-def test_missing_tensorrt_names_the_install_command(entry):
-    from edgefer.backends import open_engine
+def test_missing_tensorrt_says_what_would_help(entry, monkeypatch, tmp_path):
+    """With an NVIDIA driver, the install command; without one, that TensorRT cannot run here
+    (installing its wheels would not help)."""
+    from edgefer.backends import cuda, open_engine
     from edgefer.errors import MissingDependency
 
-    with pytest.raises((MissingDependency, ModelError), match=r"edgefer\[tensorrt\]|CUDA"):
+    driver = tmp_path / "version"
+    driver.write_text("NVRM version")
+    monkeypatch.setattr(cuda, "DRIVER_SIGNS", (str(driver),))
+    with pytest.raises(MissingDependency, match=r"pip install 'edgefer\[tensorrt\]'"):
+        open_engine(entry, "tensorrt")
+    monkeypatch.setattr(cuda, "DRIVER_SIGNS", (str(tmp_path / "absent"),))
+    with pytest.raises(ModelError, match=r"no NVIDIA GPU driver on this machine.*--engine onnxruntime"):
         open_engine(entry, "tensorrt")
 
 

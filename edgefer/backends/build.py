@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgefer.backends.base import PRECISIONS
+from edgefer.backends.cuda import require_tensorrt
 from edgefer.errors import ConfigError, InputError, ModelError, require
 from edgefer.files import atomic_write, write_json_atomic
 from edgefer.manifest import ModelEntry
@@ -142,7 +143,7 @@ def _detected_samples(entry: ModelEntry, paths: list[Path]) -> Iterator[np.ndarr
 
 def make_calibrator(batches: Iterator[np.ndarray], batch_size: int, cache_file: Path) -> Any:
     """An ``IInt8EntropyCalibrator2`` over ``batches`` (subclassing needs tensorrt, hence here)."""
-    trt = require("tensorrt", "tensorrt")
+    trt = require_tensorrt()
     from edgefer.backends.cuda import DeviceBuffer, check, cudart
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
@@ -188,7 +189,7 @@ class BuildReport:
 def build_engine(entry: ModelEntry, options: BuildOptions, engines_dir: Path,
                  status: Callable[[str], None] = log.info) -> BuildReport:
     """Parse the ONNX file, build a serialized plan for this GPU, and write it with metadata."""
-    trt = require("tensorrt", "tensorrt")
+    trt = require_tensorrt()
     from edgefer.backends.cuda import current_gpu
 
     gpu = current_gpu()

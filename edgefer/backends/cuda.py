@@ -10,11 +10,29 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgefer.errors import ModelError, require
+from edgefer.errors import MissingDependency, ModelError, require
+
+# Signs of an NVIDIA driver: desktop and server GPUs, and Jetson (Tegra) boards
+DRIVER_SIGNS = ("/proc/driver/nvidia/version", "/dev/nvidia0", "/etc/nv_tegra_release",
+                "/dev/nvhost-ctrl-gpu")
+
+
+def require_tensorrt() -> Any:
+    """The tensorrt module; on a machine without any NVIDIA driver, the error says that
+    instead of sending the user to install TensorRT's wheels, which could not run here."""
+    try:
+        return require("tensorrt", "tensorrt")
+    except MissingDependency:
+        if not any(Path(sign).exists() for sign in DRIVER_SIGNS):
+            raise ModelError("no NVIDIA GPU driver on this machine: TensorRT builds and runs "
+                             "engines on an NVIDIA GPU; here use --engine onnxruntime (the "
+                             "default, the CPU)") from None
+        raise
 
 
 def cudart() -> Any:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgefer.backends.base import Engine
-from edgefer.errors import ModelError, require
+from edgefer.backends.cuda import require_tensorrt
+from edgefer.errors import ModelError
 from edgefer.manifest import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def environment_parts(entry: ModelEntry) -> dict[str, str]:
     """The parts of a plan's cache key that this machine and model fix (not the batch profile)."""
     from edgefer.backends.cuda import current_gpu
 
-    tensorrt = require("tensorrt", "tensorrt")
+    tensorrt = require_tensorrt()
     gpu = current_gpu()
     if gpu is None:
         raise ModelError("no CUDA GPU found")

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from edgefer.backends.base import Engine
-from edgefer.backends.cuda import DeviceBuffer, PinnedBuffer, check, cudart
-from edgefer.errors import ModelError, require
+from edgefer.backends.cuda import DeviceBuffer, PinnedBuffer, check, cudart, require_tensorrt
+from edgefer.errors import ModelError
 from edgefer.manifest import InputSpec
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class TensorRTEngine(Engine):
 
     def __init__(self, plan_path: Path, spec: InputSpec,
                  expected_parts: dict[str, str] | None = None) -> None:
-        trt = require("tensorrt", "tensorrt")
+        trt = require_tensorrt()
         check_plan_metadata(plan_path, expected_parts)
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
