@@ -32,13 +32,15 @@ class Hud:
 
 
 def face_label(faces: Faces, row: int) -> tuple[str, float, bool]:
-    """The label ``decide_labels`` chose for ``row`` ("unknown" if unset), the probability the
-    CNN gives it, and whether the LLM had a hand in it."""
+    """The label ``decide_labels`` chose for ``row`` ("unknown" if unset), the confidence
+    behind it (the LLM's own for the LLM's label, which may be one the CNN gave 3%; else the
+    CNN's), and whether the LLM had a hand in it."""
     index = int(faces.final_labels[row])
     label = label_name(index)
-    confidence = float(faces.shown_probs(row)[index]) if index >= 0 else 0.0
-    from_llm = faces.label_sources[row] in (LabelSource.LLM, LabelSource.FUSE)
-    return label, confidence, bool(from_llm)
+    source = faces.label_sources[row]
+    probs = faces.llm_probs[row] if source == LabelSource.LLM else faces.shown_probs(row)
+    confidence = float(probs[index]) if index >= 0 else 0.0
+    return label, confidence, bool(source in (LabelSource.LLM, LabelSource.FUSE))
 
 
 def draw_faces(image: np.ndarray, faces: Faces, debug: bool = False) -> np.ndarray:

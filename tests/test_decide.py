@@ -73,3 +73,16 @@ def test_learned_policy_decides_answered_and_unanswered_faces_by_its_model():
 def test_learned_policy_without_a_model_is_refused():
     with pytest.raises(ValueError, match="fusion model"):
         decide_labels(one_face(P_HAPPY), "learned")
+
+
+def test_an_llm_label_is_shown_with_the_llms_confidence():
+    """The LLM may answer a label the CNN gave little: its bar shows the LLM's confidence, not
+    the CNN's 0% for that label."""
+    from edgefer.annotate import face_label
+
+    faces = one_face(P_HAPPY, smoothed=HAPPY, llm=EMOTIONS.index("fear"))
+    faces.llm_probs[0] *= 0.8
+    decide_labels(faces, "override")
+    assert face_label(faces, 0) == ("fear", pytest.approx(0.8), True)
+    faces = decide_labels(one_face(P_HAPPY, smoothed=HAPPY), "override")
+    assert face_label(faces, 0) == ("happy", pytest.approx(0.6), False)
