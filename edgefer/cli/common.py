@@ -44,8 +44,23 @@ def add_engine_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
     parser.add_argument("--engine", default="onnxruntime", choices=ENGINES,
                         help="inference engine (default: onnxruntime on the CPU; auto: TensorRT, "
                              "then ONNX Runtime CUDA, then CPU)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp16",
-                        help="TensorRT plan precision (with --engine tensorrt/auto)")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="TensorRT plan precision (with --engine tensorrt/auto; default fp16)")
+
+
+def precision(args: argparse.Namespace) -> str:
+    """The TensorRT plan precision; refused with an engine that runs no plan."""
+    if args.engine not in ("tensorrt", "auto"):
+        refuse_without("--engine tensorrt or auto", "--precision" if args.precision else None)
+    return args.precision or "fp16"
+
+
+def refuse_without(needed: str, *given: str | None) -> None:
+    """Flags that mean something only with ``needed``, given without it: an error rather than
+    silently ignored (the user meant something by them). ``given``: the flags used, or None."""
+    flags = [flag for flag in given if flag]
+    if flags:
+        raise InputError(f"{', '.join(flags)} {'needs' if len(flags) == 1 else 'need'} {needed}")
 
 
 def add_recognizer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -107,9 +122,7 @@ def llm_config(args: argparse.Namespace) -> LlmConfig | None:
     if args.llm_context:
         given["context"] = True
     if not getattr(args, "llm", False):
-        if given:
-            flags = ", ".join(f"--llm-{flag.replace('_', '-')}" for flag in given)
-            raise InputError(f"{flags} {'needs' if len(given) == 1 else 'need'} --llm")
+        refuse_without("--llm", *(f"--llm-{flag.replace('_', '-')}" for flag in given))
         return None
     settings = {field: given[flag] for flag, field in LLM_FLAGS.items() if flag in given}
     price_in, price_out = given.get("price", (None, None))
@@ -147,5 +160,5 @@ def _prices(text: str) -> tuple[float, float]:
 
 def recognizer_options(args: argparse.Namespace) -> RecognizerOptions:
     return RecognizerOptions(
-        model=args.model, engine=args.engine, precision=args.precision, llm=llm_config(args),
+        model=args.model, engine=args.engine, precision=precision(args), llm=llm_config(args),
         detector=DetectorOptions(model=args.detector, min_confidence=args.min_face_score))

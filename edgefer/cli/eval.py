@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from edgefer.cli.common import add_engine_arguments, add_llm_arguments, at_least_one, check_reports
+from edgefer.cli.common import (
+    add_engine_arguments,
+    add_llm_arguments,
+    at_least_one,
+    check_reports,
+    precision,
+    refuse_without,
+)
 from edgefer.detect import DETECTOR_MODELS
 from edgefer.errors import InputError
 from edgefer.training.evaluate import EvalOptions
@@ -31,7 +38,7 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--mode", choices=("crops", "detect"), default="crops",
                         help="crops: images are face crops (default); detect: run the face "
                              "detector and aligner first, as in live use")
-    parser.add_argument("--detector", choices=DETECTOR_MODELS, default="short",
+    parser.add_argument("--detector", choices=DETECTOR_MODELS,
                         help="with --mode detect: short (default: what the live path runs on "
                              "video), full, or auto (short and full merged on these stills)")
     add_engine_arguments(parser)
@@ -64,8 +71,9 @@ def run_eval(args: argparse.Namespace) -> int:
     config = llm_settings(args)
     check_reports((args.json, ".json"), (args.confusion_png, ".png"), (args.markdown, ".md"))
     options = EvalOptions(data_dir=args.data_dir, glob=args.glob, exclude_list=args.exclude_list,
-                          ferplus_labels=args.ferplus_labels, mode=args.mode, detector=args.detector,
-                          model=args.model, engine=args.engine, precision=args.precision,
+                          ferplus_labels=args.ferplus_labels, mode=args.mode,
+                          detector=args.detector or EvalOptions.detector,
+                          model=args.model, engine=args.engine, precision=precision(args),
                           limit=args.limit)
     console = Console()
     with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
@@ -93,6 +101,8 @@ def llm_settings(args: argparse.Namespace) -> Any:
     from edgefer.cli.common import llm_config
 
     args.llm = args.llm or args.cascade
+    if args.mode != "detect":
+        refuse_without("--mode detect", "--detector" if args.detector else None)
     config = llm_config(args)
     if config is None and args.markdown:
         raise InputError("--markdown writes the LLM tables: add --llm or --cascade")

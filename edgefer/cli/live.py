@@ -11,7 +11,12 @@ from edgefer.apps.outputs import OutputOptions
 from edgefer.apps.web.server import HttpOptions
 from edgefer.apps.window import DisplayOptions
 from edgefer.capture import CaptureOptions
-from edgefer.cli.common import add_llm_arguments, add_recognizer_arguments, recognizer_options
+from edgefer.cli.common import (
+    add_llm_arguments,
+    add_recognizer_arguments,
+    recognizer_options,
+    refuse_without,
+)
 from edgefer.sources import is_camera, is_stream
 
 
@@ -71,6 +76,13 @@ def add_http_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_live(args: argparse.Namespace) -> int:
+    if args.http_port is None:
+        refuse_without("--http-port (the operator's page)", *(
+            flag for flag, given in (("--preview", args.preview),
+                                     ("--http-token-env", args.http_token_env),
+                                     ("--http-insecure-no-token", args.http_insecure_no_token),
+                                     ("--http-host", args.http_host != HttpOptions.host))
+            if given))
     spec = args.source if args.source is not None else str(args.camera or 0)
     options = LiveOptions(
         capture=CaptureOptions(source=spec, realtime=args.realtime, loop=args.loop),
