@@ -53,6 +53,24 @@ def test_eval_through_the_detector(folder, tmp_path):
     result = run_cli("eval", str(folder), "--mode", "detect", "--json", str(out))
     assert result.returncode == 0, result.stderr
     assert json.loads(out.read_text())["faces_found"] == 20
+    assert "no face found" not in result.stdout
+
+
+def test_eval_says_which_figures_count_the_missed_faces(folder, tmp_path):
+    import shutil
+
+    import cv2
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(folder, mixed)
+    cv2.imwrite(str(mixed / "neutral" / "blank.png"), np.full((200, 200), 120, np.uint8))
+    result = run_cli("eval", str(mixed), "--mode", "detect", "--json", str(tmp_path / "f.json"))
+    assert result.returncode == 0, result.stderr
+    figures = json.loads((tmp_path / "f.json").read_text())
+    assert figures["faces_found"] == 20 and figures["n"] == 21
+    caption = " ".join(result.stdout.split())
+    assert "no face found in 1 images: the model row's accuracy counts them as wrong" in caption
+    assert f"{figures['accuracy_on_found_faces']:.4f}" in caption
 
 
 def test_eval_cascade_against_a_stub_llm(folder, tmp_path):
