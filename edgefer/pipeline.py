@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from edgefer.align import Aligner
-from edgefer.backends import open_engine
+from edgefer.backends import ENGINES, PRECISIONS, open_engine
 from edgefer.classify import Classifier
 from edgefer.decide import decide_labels
 from edgefer.detect import DetectorOptions, FaceDetector
+from edgefer.errors import ConfigError
 from edgefer.llm.config import LlmConfig
 from edgefer.manifest import MANIFEST_PATH, ModelEntry, load_model_entry
 from edgefer.smooth import Smoother, SmoothingOptions
@@ -51,6 +52,16 @@ class RecognizerOptions:
     manifest: Path = MANIFEST_PATH
     queue_depth: int = 4
     llm: LlmConfig | None = None  # None: no second opinion, nothing leaves the device
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, "
+                              f"got {self.precision!r}")
+        for name in ("engine_threads", "queue_depth"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass

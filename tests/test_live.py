@@ -75,6 +75,8 @@ def test_overlay_is_drawn():
     faces.smoothed_probs[0, 3] = 1.0
     faces.smoothed_labels[0] = 3
     faces.track_ids[0] = 7
+    faces.llm_labels[0] = 3
+    faces.llm_probs[0] = np.eye(7)[3]  # the LLM's own confidence fills the bar
     faces.final_labels[0] = 3
     faces.label_sources[0] = LabelSource.LLM
     draw_faces(image, faces)

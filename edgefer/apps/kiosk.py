@@ -168,13 +168,15 @@ def build(cls: type, values: dict[str, dict[str, Any]], environ: Mapping[str, st
 
 
 def _llm(values: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> LlmConfig | None:
-    """The LLM settings when ``llm.enabled``; the key comes from ``llm.api_key_env``."""
+    """The LLM settings when ``llm.enabled``; the key comes from ``llm.api_key_env``. The
+    settings are checked even when off: a bad value is found now, not on the day a field
+    engineer switches the LLM on."""
     table = dict(values.get("llm", {}))
     switches = {name: table.pop(name, default) for name, (_, default) in SWITCHES["llm"].items()}
-    if not switches["enabled"]:
-        return None
     try:
         config = LlmConfig(**table, api_key=environ.get(switches["api_key_env"]) or None)
+        if not switches["enabled"]:
+            return None
         config.resolved_api_key()
     except EdgeferError as err:
         raise ConfigError(f"invalid configuration in [llm]: {err}") from err
