@@ -208,7 +208,7 @@ def test_an_llm_that_answers_nothing_is_said(tmp_path):
                      f"http://127.0.0.1:{port}/v1", "--llm-model", "stub", "--llm-threshold", "1.0")
     assert result.returncode == 0, result.stderr
     (warning,) = [line for line in result.stderr.splitlines() if "answered none" in line]
-    assert "the LLM answered none of the 1 faces asked: 1 requests failed" in warning
+    assert "the LLM answered none of the 1 faces asked (1 requests failed after" in warning
     with (tmp_path / "o.csv").open() as handle:
         (row,) = list(csv.DictReader(handle))
     assert (row["llm_label"], row["final_source"]) == ("", "cnn")

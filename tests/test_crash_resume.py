@@ -4,6 +4,7 @@ table without duplicate or missing rows."""
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import signal
 import subprocess
@@ -12,8 +13,15 @@ import time
 from collections import Counter
 
 import pytest
+from conftest import assert_one_line_error, run_cli
 
-from edgefer.apps.resume import prepare_resume, progress_path
+from edgefer.apps.resume import prepare_resume, progress_path, table_settings
+from edgefer.apps.score import ScoreOptions
+from edgefer.errors import InputError
+from edgefer.manifest import MANIFEST_PATH, read_manifest
+from edgefer.pipeline import RecognizerOptions
+
+SETTINGS = {"stride": 1, "model": "vgg_s4_int8"}  # what a unit test's "run" was scored with
 
 
 def read_rows(path):
@@ -34,13 +42,27 @@ def clips(tmp_path, demo_clip):
     return folder
 
 
-def test_sigkill_then_resume(clips, tmp_path):
-    out = tmp_path / "faces.csv"
-    command = [sys.executable, "-m", "edgefer", "score", str(clips), "-o", str(out)]
+def start_scoring(command, out):
+    """``command`` started, returned once it has written rows to ``out``."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out.exists() and len(out.read_bytes()) > 20_000):
         time.sleep(0.05)
+    return process
+
+
+def interrupted(*args, out):
+    """``edgefer score ARGS -o OUT`` stopped by Ctrl-C in its first input (exit 130)."""
+    process = start_scoring([sys.executable, "-m", "edgefer", "score", *args, "-o", str(out)], out)
+    assert process.poll() is None, "scoring finished before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 130, process.stderr.read()
+
+
+def test_sigkill_then_resume(clips, tmp_path):
+    out = tmp_path / "faces.csv"
+    command = [sys.executable, "-m", "edgefer", "score", str(clips), "-o", str(out)]
+    process = start_scoring(command, out)
     before = out.read_bytes()
     time.sleep(1.2)
     assert process.poll() is None, "scoring finished before it could be killed"
@@ -64,7 +86,7 @@ def test_resume_repairs_a_torn_last_line(tmp_path):
     out.write_text("file,frame,time_s,track_id,final_label\n"
                    "a.mp4,0,0.0,1,happy\na.mp4,1,0.03,1,happy\na.mp4,1,0.03,2,sad\n"
                    "a.mp4,2,0.07,1,ha")
-    state = prepare_resume(out)
+    state = prepare_resume(out, SETTINGS)
     assert state.start_frame == {"a.mp4": 1}  # frame 1 may be incomplete: redo it
     assert state.next_track_id == {"a.mp4": 2}
     assert out.read_text().splitlines()[-1] == "a.mp4,0,0.0,1,happy"
@@ -74,7 +96,7 @@ def test_resume_skips_completed_inputs(tmp_path):
     out = tmp_path / "faces.jsonl"
     out.write_text('{"file": "a.mp4", "frame": 0, "track_id": 1}\n')
     progress_path(out).write_text('{"completed": ["a.mp4"]}')
-    state = prepare_resume(out)
+    state = prepare_resume(out, SETTINGS)  # a record without settings (an older version's)
     assert state.completed == {"a.mp4"} and state.start_frame == {}
 
 
@@ -82,5 +104,55 @@ def test_inputs_before_the_last_one_in_the_table_are_complete(tmp_path):
     out = tmp_path / "faces.csv"
     out.write_text("file,frame,time_s,track_id,final_label\n"
                    "a.mp4,0,0.0,1,happy\nb.mp4,0,0.0,1,sad\nb.mp4,1,0.03,1,sad\n")
-    state = prepare_resume(out)  # no progress file: the run finished or it was removed
+    state = prepare_resume(out, SETTINGS)  # no progress file: the run finished or it was removed
     assert state.completed == {"a.mp4"} and state.start_frame == {"b.mp4": 1}
+
+
+def test_resume_with_other_settings_is_refused(clips, tmp_path):
+    """A table continued at another stride or with another model would mix rows that cannot be
+    compared, and nothing in it would say so."""
+    out = tmp_path / "faces.csv"
+    interrupted(str(clips), out=out)
+    before = out.read_bytes()
+    manifest = read_manifest(MANIFEST_PATH)
+    other = next(name for name in manifest["models"] if name != manifest["default"])
+    result = run_cli("score", str(clips), "-o", str(out), "--resume", "--stride", "5",
+                     "--model", other)
+    assert_one_line_error(result, 2, "--resume", f"model {manifest['default']}", "stride 1",
+                          f"model {other}", "stride 5", "--overwrite")
+    result = run_cli("score", str(clips), "-o", str(out), "--resume", "--max-fps", "10")
+    assert_one_line_error(result, 2, "max_fps none", "max_fps 10.0")
+    assert out.read_bytes() == before  # refused before the table was repaired
+
+
+def test_resume_of_an_annotated_run_is_refused(clips, tmp_path):
+    """An annotated video cannot be continued: a resumed run would replace it with the frames
+    after the stop only."""
+    out, annotated = tmp_path / "faces.csv", tmp_path / "annotated.mp4"
+    interrupted(str(clips), "--annotate", str(annotated), out=out)
+    before = out.read_bytes()
+    copies = {path: path.read_bytes() for path in tmp_path.glob("annotated_*.mp4")}
+    for extra in ((), ("--overwrite",)):
+        result = run_cli("score", str(clips), "-o", str(out), "--annotate", str(annotated),
+                         "--resume", *extra)
+        assert_one_line_error(result, 2, "--resume", "--annotate", "--overwrite")
+    assert out.read_bytes() == before
+    assert {path: path.read_bytes() for path in tmp_path.glob("annotated_*.mp4")} == copies
+
+
+def test_resume_checks_the_recorded_settings_before_repairing(tmp_path):
+    out = tmp_path / "faces.csv"
+    table = "file,frame,time_s,track_id,final_label\na.mp4,0,0.0,1,happy\na.mp4,1,0.03,1,ha"
+    out.write_text(table)
+    progress_path(out).write_text(json.dumps({"completed": [], "settings": SETTINGS}))
+    with pytest.raises(InputError, match="stride 1, model vgg_s4_int8; this run asks for stride 2"):
+        prepare_resume(out, {**SETTINGS, "stride": 2, "model": "vgg_s"})
+    assert out.read_text() == table
+    assert prepare_resume(out, SETTINGS).start_frame == {"a.mp4": 0}
+
+
+def test_leaving_model_out_and_naming_the_default_are_the_same_settings(tmp_path):
+    default = read_manifest(MANIFEST_PATH)["default"]
+    named = ScoreOptions(tmp_path / "a.csv", recognizer=RecognizerOptions(model=default))
+    assert table_settings(ScoreOptions(tmp_path / "a.csv")) == table_settings(named)
+    assert table_settings(named)["model"] == default

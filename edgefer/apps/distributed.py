@@ -31,10 +31,11 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgefer.apps.resume import run_settings
 from edgefer.apps.score import FileReport, LazyTable, ScoreOptions, score_file, warn_if_unanswered
 from edgefer.apps.summary import Summary, merge_summaries
 from edgefer.errors import ConfigError, EdgeferError, InputError, OutputError, require
@@ -42,7 +43,7 @@ from edgefer.files import atomic_write, temp_prefix, write_json_atomic
 from edgefer.llm.client import add_counts, counts_since
 from edgefer.manifest import load_model_entry
 from edgefer.pipeline import Recognizer
-from edgefer.sinks import ROW_COLUMNS, check_output
+from edgefer.sinks import check_output
 from edgefer.sources import expand_inputs, is_camera, is_stream
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class RayRun:
     worker_startup_s: list[float] = field(default_factory=list)
     file_overhead_s: list[float] = field(default_factory=list)  # round trip minus scoring time
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)  # with --summary only
-    model: str = ""  # the manifest name of the model that scored
+    model: str = ""  # the manifest name of the model that scored (as the workers report it)
     llm: dict[str, Any] | None = None  # the second opinion's counters, all workers together
 
 
@@ -225,19 +226,6 @@ def part_name(item: str) -> str:
     digest = hashlib.sha1(item.encode("utf-8")).hexdigest()[:16]
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(item).stem)[:40]
     return f"part-{digest}-{stem}.parquet"
-
-
-def run_settings(options: ScoreOptions) -> dict[str, Any]:
-    """What decides the rows; parts scored with other settings must not be mixed in."""
-    recognizer = options.recognizer
-    settings = {"columns": list(ROW_COLUMNS), "stride": options.stride, "max_fps": options.max_fps,
-                "model": recognizer.model, "engine": recognizer.engine,
-                "precision": recognizer.precision, "detector": asdict(recognizer.detector),
-                "tracker": asdict(recognizer.tracker), "smoothing": asdict(recognizer.smoothing),
-                "llm": recognizer.llm is not None}
-    if options.sequences:  # a sequence's frame rate sets its rows' times
-        settings["sequence_fps"] = options.sequence_fps
-    return json.loads(json.dumps(settings, default=str))
 
 
 class Dataset:
@@ -421,6 +409,7 @@ class FileResult:
     report: FileReport
     summary: dict[str, Any] | None = None  # the file's ``--summary`` entry, when asked for
     llm: dict[str, Any] | None = None  # the worker's LLM counters while it scored this input
+    model: str = ""  # the model the worker ran (a GPU worker: an int8 entry's float source)
 
 
 class _Progress:
@@ -495,7 +484,8 @@ class _Worker:
             summary.fail(item, str(err))
         report.dominant = summary.dominant(item)
         report.exception = None  # the message travels; the driver needs no traceback
-        return FileResult(report, summary.to_dict() if want_summary else None, self._llm_share())
+        return FileResult(report, summary.to_dict() if want_summary else None, self._llm_share(),
+                          self.recognizer.model.name)
 
     def _llm_share(self) -> dict[str, Any] | None:
         """What the second opinion counted since the last input (answers to an earlier input's
@@ -622,6 +612,7 @@ class _Scheduler:
             self.result.summaries[item] = result.summary
         if result.llm is not None:
             self.result.llm = add_counts(self.result.llm or {}, result.llm)
+        self.result.model = result.model or self.result.model
         self.frames_done += report.frames
         self.progress.forget.remote(item)
         if round_trip_s is not None and report.error is None:

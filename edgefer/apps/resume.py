@@ -1,10 +1,16 @@
 """Resuming an interrupted ``edgefer score`` run without duplicate or missing rows.
 
 While a run is in progress, ``score`` records each finished input in ``OUT.progress.json``
-(written atomically, removed when the whole run completes). On
+(written atomically when the table is opened and after each input, removed when the whole run
+completes). On
 ``--resume`` the table is repaired: a torn last line is cut, and the rows of the last frame of
 the unfinished input are removed (that frame may have been half written); scoring then restarts
 at that frame, with track ids continuing after the ones already written.
+
+The record also holds the settings that decide the rows (``run_settings``): a resume asking for
+another model, stride, frame rate... is refused before the table is touched, since the table would
+mix rows of both. A record written before settings were kept (or none: the run completed) cannot
+say, and is accepted.
 """
 
 from __future__ import annotations
@@ -12,12 +18,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgefer.errors import InputError, OutputError
 from edgefer.files import write_json_atomic
+from edgefer.manifest import load_model_entry
+from edgefer.sinks import ROW_COLUMNS
+
+if TYPE_CHECKING:
+    from edgefer.apps.score import ScoreOptions
 
 RESUMABLE = (".csv", ".jsonl")
 
@@ -34,21 +45,46 @@ class ResumeState:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def record_completed(output: Path, completed: list[str]) -> None:
-    write_json_atomic(progress_path(output), {"completed": completed})
+def run_settings(options: ScoreOptions) -> dict[str, Any]:
+    """What decides the rows; rows scored with other settings must not be mixed in (a resumed
+    table, a ``score --ray`` dataset)."""
+    recognizer = options.recognizer
+    settings = {"columns": list(ROW_COLUMNS), "stride": options.stride, "max_fps": options.max_fps,
+                "model": recognizer.model, "engine": recognizer.engine,
+                "precision": recognizer.precision, "detector": asdict(recognizer.detector),
+                "tracker": asdict(recognizer.tracker), "smoothing": asdict(recognizer.smoothing),
+                "llm": recognizer.llm is not None}
+    if options.sequences:  # a sequence's frame rate sets its rows' times
+        settings["sequence_fps"] = options.sequence_fps
+    return json.loads(json.dumps(settings, default=str))
+
+
+def table_settings(options: ScoreOptions) -> dict[str, Any]:
+    """``run_settings`` with the model named as the manifest resolves it, so that leaving
+    ``--model`` out and naming the default model count as the same run."""
+    model = load_model_entry(options.recognizer.model, options.recognizer.manifest).name
+    return run_settings(replace(options, recognizer=replace(options.recognizer, model=model)))
+
+
+def record_completed(output: Path, completed: list[str], settings: dict[str, Any]) -> None:
+    write_json_atomic(progress_path(output), {"completed": completed, "settings": settings})
 
 
 def forget_progress(output: Path) -> None:
     progress_path(output).unlink(missing_ok=True)
 
 
-def prepare_resume(output: Path) -> ResumeState:
-    """Read what a previous run wrote, repair the table's tail, and say where to continue."""
+def prepare_resume(output: Path, settings: dict[str, Any]) -> ResumeState:
+    """Read what a previous run wrote, check it used ``settings`` (this run's
+    ``table_settings``), repair the table's tail, and say where to continue."""
     if output.suffix.lower() not in RESUMABLE:
         raise InputError(f"--resume works with {' and '.join(RESUMABLE)} tables, not {output.suffix}")
     if not output.is_file():
         raise InputError(f"nothing to resume: {output} does not exist")
-    state = ResumeState(completed=_read_completed(output))
+    completed, recorded = _read_record(output)
+    if recorded is not None:
+        _check_settings(output, recorded, settings)
+    state = ResumeState(completed=completed)
     lines = _complete_lines(output)
     rows = [_parse(output, line, lines[0] if output.suffix == ".csv" else None) for line in
             lines[1 if output.suffix == ".csv" else 0:]]
@@ -69,14 +105,57 @@ def prepare_resume(output: Path) -> ResumeState:
     return state
 
 
-def _read_completed(output: Path) -> set[str]:
+def _read_record(output: Path) -> tuple[set[str], dict[str, Any] | None]:
+    """The inputs the record says are complete, and the settings it holds (None when it holds
+    none: no record, or one written before settings were kept)."""
     path = progress_path(output)
     if not path.is_file():
-        return set()
+        return set(), None
     try:
-        return set(json.loads(path.read_text())["completed"])
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        record = json.loads(path.read_text())
+        settings = record.get("settings")
+        if settings is not None and not isinstance(settings, dict):
+            raise TypeError(f"settings is a {type(settings).__name__}")
+        return set(record["completed"]), settings
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
         raise InputError(f"{path} is damaged ({err}); delete it to rescore every input") from err
+
+
+def _check_settings(output: Path, recorded: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Refuse to continue a table with other settings: its rows would not be comparable (one
+    input at two strides, or scored by two models) and nothing in the table would say so."""
+    old, new = _flatten(recorded), _flatten(settings)
+    changed = [key for key in new if old.get(key) != new[key]]
+    changed += [key for key in old if key not in new]
+    if changed:
+        raise InputError(f"--resume: {output} was scored with {_describe(old, changed)}; this run "
+                         f"asks for {_describe(new, changed)}: run with the same settings, or "
+                         "--overwrite to start again")
+
+
+def _flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys (``tracker.max_age``), so a message names the one that differs."""
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _describe(settings: dict[str, Any], keys: list[str]) -> str:
+    return ", ".join(f"{key} {_show(settings.get(key))}" for key in keys)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return "/".join(str(v) for v in value)
+    return str(value)
 
 
 def _complete_lines(output: Path) -> list[str]:

@@ -17,10 +17,18 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgefer.annotate import draw_faces
-from edgefer.apps.resume import RESUMABLE, ResumeState, forget_progress, prepare_resume, record_completed
+from edgefer.apps.resume import (
+    RESUMABLE,
+    ResumeState,
+    forget_progress,
+    prepare_resume,
+    record_completed,
+    table_settings,
+)
 from edgefer.apps.summary import Summary
 from edgefer.errors import EdgeferError, InputError
 from edgefer.files import write_json_atomic
+from edgefer.llm.client import why_unanswered
 from edgefer.llm.worker import MAX_IN_FLIGHT
 from edgefer.pipeline import Recognizer, RecognizerOptions
 from edgefer.sinks import TABLE_SUFFIXES, VIDEO_SUFFIXES, TableSink, VideoSink, check_output, face_rows
@@ -61,6 +69,10 @@ class ScoreOptions:
             raise InputError(f"--llm-wait must be >= 0, got {self.llm_wait_s}")
         if self.photo_window is not None and self.photo_window < 1:
             raise InputError(f"photo_window must be >= 1, got {self.photo_window}")
+        if self.resume and self.annotate is not None:  # its frames before the stop are not kept
+            raise InputError("--resume cannot continue an annotated copy (--annotate): resume "
+                             "without --annotate to complete the table, or rerun with --overwrite "
+                             "instead of --resume to score and annotate every input again")
 
 
 @dataclass
@@ -124,12 +136,21 @@ def score(inputs: list[str], options: ScoreOptions,
     items = expand_inputs(inputs, options.sequences)
     if not items:
         raise InputError(f"no images or videos found in {', '.join(inputs)}")
-    resume = prepare_resume(options.output) if options.resume else ResumeState()
+    resumable = options.output.suffix.lower() in RESUMABLE
+    settings = table_settings(options) if resumable else {}
+    resume = prepare_resume(options.output, settings) if options.resume else ResumeState()
     summary = Summary(keep_timeline=options.plot is not None)
     summary.add_rows(resume.rows)
     reports: list[FileReport] = []
     completed = [item for item in items if item in resume.completed]
-    table = LazyTable(options.output, options.overwrite, append=options.resume)
+
+    def record() -> None:
+        if resumable:
+            record_completed(options.output, completed, settings)
+
+    # recorded as soon as the table exists, so that a run stopped in its first input also leaves
+    # the settings a resume is checked against
+    table = LazyTable(options.output, options.overwrite, append=options.resume, on_open=record)
 
     def finish(done: list[FileReport]) -> None:
         for report in done:
@@ -139,8 +160,7 @@ def score(inputs: list[str], options: ScoreOptions,
             reports.append(report)
             observer.file_done(report)
             completed.append(report.name)
-            if options.output.suffix.lower() in RESUMABLE:
-                record_completed(options.output, completed)
+            record()
 
     with Recognizer(options.recognizer) as recognizer, table:
         photos = _PhotoWindow(recognizer, table, summary, options, observer, len(items) > 1)
@@ -173,15 +193,19 @@ def score(inputs: list[str], options: ScoreOptions,
 class LazyTable:
     """Opens the table sink when the first input has opened, so a lone bad input leaves no file."""
 
-    def __init__(self, path: Path, overwrite: bool = False, append: bool = False) -> None:
+    def __init__(self, path: Path, overwrite: bool = False, append: bool = False,
+                 on_open: Callable[[], None] | None = None) -> None:
         self.path = path
         self.overwrite = overwrite
         self.append = append
+        self.on_open = on_open  # called once, when the file has been opened
         self.sink: TableSink | None = None
 
     def open(self) -> TableSink:
         if self.sink is None:
             self.sink = TableSink(self.path, self.overwrite, append=self.append)
+            if self.on_open is not None:
+                self.on_open()
         return self.sink
 
     def __enter__(self) -> LazyTable:
@@ -327,10 +351,9 @@ def warn_if_unanswered(stats: dict[str, Any]) -> None:
     """An LLM that answered none of the faces asked is said in one line: in the table, an
     endpoint that is down looks like one that was never asked."""
     if stats["faces_asked"] and not stats["faces_answered"]:
-        log.warning("the LLM answered none of the %d faces asked: %d requests failed after %d "
-                    "retries (%d timeouts); check --llm-base-url, $OPENAI_API_KEY and the server "
-                    "(--debug logs each failure)", stats["faces_asked"], stats["failed_requests"],
-                    stats["retries"], stats["timeouts"])
+        log.warning("the LLM answered none of the %d faces asked (%s); check --llm-base-url, "
+                    "$OPENAI_API_KEY and the server (--debug logs each failure), or raise "
+                    "--llm-wait for a slow one", stats["faces_asked"], why_unanswered(stats))
 
 
 def _count(report: FileReport, observer: ScoreObserver, item: str, result: FrameResult) -> None:

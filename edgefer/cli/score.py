@@ -38,7 +38,8 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run into the same .csv/.jsonl table: "
                              "finished inputs are skipped, the unfinished one restarts at its "
-                             "last frame")
+                             "last frame; refused if the settings (model, --stride, --max-fps, "
+                             "...) differ from the interrupted run's, or with --annotate")
     parser.add_argument("--sequences", action="store_true",
                         help="a folder is one video: its images, in natural name order "
                              "(frame_2 before frame_10), are its frames, tracked and smoothed "
