@@ -10,8 +10,13 @@ from typing import Any
 from rich.markup import escape
 
 from edgefer.apps.score import FileReport, ScoreOptions
-from edgefer.cli.common import add_llm_arguments, add_recognizer_arguments, recognizer_options
-from edgefer.errors import InputError, OutputError
+from edgefer.cli.common import (
+    add_llm_arguments,
+    add_recognizer_arguments,
+    recognizer_options,
+    refuse_without,
+)
+from edgefer.errors import OutputError
 from edgefer.types import FrameResult
 
 
@@ -44,7 +49,7 @@ def add_commands(commands: Any) -> None:
                         help="a folder is one video: its images, in natural name order "
                              "(frame_2 before frame_10), are its frames, tracked and smoothed "
                              "(extracted frames); without it, separate photos")
-    parser.add_argument("--sequence-fps", type=float, default=30.0, metavar="FPS",
+    parser.add_argument("--sequence-fps", type=float, metavar="FPS",
                         help="with --sequences: the frames' rate (default 30), which timestamps, "
                              "tracking and smoothing count by")
     parser.add_argument("--llm-wait", type=float, metavar="S",
@@ -74,24 +79,31 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
                             "Parquet dataset folder; rerunning resumes")
     group.add_argument("--ray-workers", type=int, metavar="N",
                        help="workers (default: as many as the cluster's CPUs hold)")
-    group.add_argument("--ray-cpus-per-worker", type=float, default=2.0, metavar="C",
+    group.add_argument("--ray-cpus-per-worker", type=float, metavar="C",
                        help="CPUs each worker reserves (default 2: decode, detection and "
                             "classification overlap in threads)")
-    group.add_argument("--ray-attempts", type=int, default=3, metavar="N",
+    group.add_argument("--ray-attempts", type=int, metavar="N",
                        help="tries per input when workers die (default 3)")
 
 
 def run_score(args: argparse.Namespace) -> int:
     from edgefer.apps.score import score
 
-    if args.llm_wait is not None and not args.llm:
-        raise InputError("--llm-wait needs --llm")
+    if not args.llm:
+        refuse_without("--llm", "--llm-wait" if args.llm_wait is not None else None)
+    if not args.sequences:
+        refuse_without("--sequences", "--sequence-fps" if args.sequence_fps is not None else None)
+    if args.ray is None:
+        refuse_without("--ray", *(flag for flag, value in (
+            ("--ray-workers", args.ray_workers), ("--ray-cpus-per-worker", args.ray_cpus_per_worker),
+            ("--ray-attempts", args.ray_attempts)) if value is not None))
     wait = ScoreOptions.llm_wait_s if args.llm_wait is None else args.llm_wait
     options = ScoreOptions(output=Path(args.output), overwrite=args.overwrite,
                            annotate=args.annotate, summary=args.summary, plot=args.plot,
                            stride=args.stride, max_fps=args.max_fps, llm_wait_s=wait,
                            resume=args.resume, sequences=args.sequences,
-                           sequence_fps=args.sequence_fps,
+                           sequence_fps=ScoreOptions.sequence_fps if args.sequence_fps is None
+                           else args.sequence_fps,
                            recognizer=recognizer_options(args))
     if args.ray is not None:
         return run_score_on_ray(args, options)
@@ -122,9 +134,10 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_score_on_ray(args: argparse.Namespace, options: ScoreOptions) -> int:
     from edgefer.apps.distributed import RayOptions, score_on_ray
 
-    cluster = RayOptions(output=args.output, address=args.ray, workers=args.ray_workers,
-                         cpus_per_worker=args.ray_cpus_per_worker, max_attempts=args.ray_attempts,
-                         overwrite=args.overwrite)
+    given = {"workers": args.ray_workers, "cpus_per_worker": args.ray_cpus_per_worker,
+             "max_attempts": args.ray_attempts}
+    cluster = RayOptions(output=args.output, address=args.ray, overwrite=args.overwrite,
+                         **{key: value for key, value in given.items() if value is not None})
     with RichClusterObserver() as observer:
         run = score_on_ray(args.inputs, options, cluster, observer)
     if run.skipped:
