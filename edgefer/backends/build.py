@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgefer.backends.base import PRECISIONS
-from edgefer.backends.cuda import require_tensorrt
+from edgefer.backends.cuda import DeviceBuffer, check, cudart, current_gpu, require_tensorrt
 from edgefer.errors import ConfigError, InputError, ModelError, require
 from edgefer.files import atomic_write, write_json_atomic
 from edgefer.manifest import ModelEntry
@@ -144,7 +144,6 @@ def _detected_samples(entry: ModelEntry, paths: list[Path]) -> Iterator[np.ndarr
 def make_calibrator(batches: Iterator[np.ndarray], batch_size: int, cache_file: Path) -> Any:
     """An ``IInt8EntropyCalibrator2`` over ``batches`` (subclassing needs tensorrt, hence here)."""
     trt = require_tensorrt()
-    from edgefer.backends.cuda import DeviceBuffer, check, cudart
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         def __init__(self) -> None:
@@ -190,8 +189,6 @@ def build_engine(entry: ModelEntry, options: BuildOptions, engines_dir: Path,
                  status: Callable[[str], None] = log.info) -> BuildReport:
     """Parse the ONNX file, build a serialized plan for this GPU, and write it with metadata."""
     trt = require_tensorrt()
-    from edgefer.backends.cuda import current_gpu
-
     gpu = current_gpu()
     if gpu is None:
         raise ModelError("no CUDA GPU found: TensorRT engines can only be built on the GPU "

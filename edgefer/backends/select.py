@@ -11,8 +11,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgefer.backends import cuda
 from edgefer.backends.base import Engine
-from edgefer.backends.cuda import require_tensorrt
 from edgefer.errors import ModelError
 from edgefer.manifest import ModelEntry
 
@@ -52,19 +52,15 @@ def choose_engine(entry: ModelEntry, precision: str = "fp16") -> Choice:
 def _tensorrt_unavailable() -> str | None:
     if importlib.util.find_spec("tensorrt") is None:
         return "the tensorrt module is not installed"
-    from edgefer.backends.cuda import current_gpu
-
-    if current_gpu() is None:
+    if cuda.current_gpu() is None:
         return "no CUDA GPU found"
     return None
 
 
 def environment_parts(entry: ModelEntry) -> dict[str, str]:
     """The parts of a plan's cache key that this machine and model fix (not the batch profile)."""
-    from edgefer.backends.cuda import current_gpu
-
-    tensorrt = require_tensorrt()
-    gpu = current_gpu()
+    tensorrt = cuda.require_tensorrt()
+    gpu = cuda.current_gpu()
     if gpu is None:
         raise ModelError("no CUDA GPU found")
     return {"gpu": gpu.name, "compute_capability": gpu.compute_capability,
@@ -89,9 +85,9 @@ def ort_gpu_engine(entry: ModelEntry, threads: int = 1) -> Engine:
 
     gpu_providers = ort_gpu_providers()
     if not gpu_providers:
-        raise ModelError("--engine onnxruntime-gpu: this ONNX Runtime has no CUDA or "
-                                "TensorRT provider; install onnxruntime-gpu on a machine with a "
-                                "CUDA GPU, or use --engine onnxruntime (the CPU)")
+        raise ModelError("--engine onnxruntime-gpu: this ONNX Runtime has no CUDA or TensorRT "
+                         "provider; install onnxruntime-gpu on a machine with a CUDA GPU, or use "
+                         "--engine onnxruntime (the CPU)")
     cache = entry.file.parent / "plans" / "ort"
     cache.mkdir(parents=True, exist_ok=True)
     providers: list = []
@@ -107,7 +103,7 @@ def ort_gpu_engine(entry: ModelEntry, threads: int = 1) -> Engine:
                                providers=[*providers, CPU])
     if engine.providers == [CPU]:  # the GPU providers failed to start (no GPU, no CUDA)
         engine.close()
-        raise ModelError("--engine onnxruntime-gpu: the CUDA and TensorRT providers "
-                                "did not start (no CUDA GPU or libraries?); --debug shows ONNX "
-                                "Runtime's reason, --engine onnxruntime runs on the CPU")
+        raise ModelError("--engine onnxruntime-gpu: the CUDA and TensorRT providers did not "
+                         "start (no CUDA GPU or libraries?); --debug shows ONNX Runtime's "
+                         "reason, --engine onnxruntime runs on the CPU")
     return engine
