@@ -68,6 +68,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from edgefer.files import write_json_atomic
     from edgefer.training.evaluate import evaluate, report
 
+    if args.mode != "detect":
+        refuse_without("--mode detect", "--detector" if args.detector else None)
     config = llm_settings(args)
     check_reports((args.json, ".json"), (args.confusion_png, ".png"), (args.markdown, ".md"))
     options = EvalOptions(data_dir=args.data_dir, glob=args.glob, exclude_list=args.exclude_list,
@@ -101,8 +103,6 @@ def llm_settings(args: argparse.Namespace) -> Any:
     from edgefer.cli.common import llm_config
 
     args.llm = args.llm or args.cascade
-    if args.mode != "detect":
-        refuse_without("--mode detect", "--detector" if args.detector else None)
     config = llm_config(args)
     if config is None and args.markdown:
         raise InputError("--markdown writes the LLM tables: add --llm or --cascade")
