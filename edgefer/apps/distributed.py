@@ -35,8 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgefer.apps.resume import run_settings
-from edgefer.apps.score import FileReport, LazyTable, ScoreOptions, score_file, warn_if_unanswered
+from edgefer.apps.score import (
+    FileReport,
+    LazyTable,
+    ScoreOptions,
+    run_settings,
+    score_file,
+    warn_if_unanswered,
+)
 from edgefer.apps.summary import Summary, merge_summaries
 from edgefer.errors import ConfigError, EdgeferError, InputError, OutputError, require
 from edgefer.files import atomic_write, temp_prefix, write_json_atomic

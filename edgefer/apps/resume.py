@@ -7,9 +7,9 @@ completes). On
 the unfinished input are removed (that frame may have been half written); scoring then restarts
 at that frame, with track ids continuing after the ones already written.
 
-The record also holds the settings that decide the rows (``run_settings``): a resume asking for
-another model, stride, frame rate... is refused before the table is touched, since the table would
-mix rows of both. A record written before settings were kept (or none: the run completed) cannot
+The record also holds the settings that decide the rows (``apps.score.run_settings``): a resume
+asking for another model, stride, frame rate... is refused before the table is touched, since the
+table would mix rows of both. A record written before settings were kept (or none: the run completed) cannot
 say, and is accepted.
 """
 
@@ -18,17 +18,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgefer.errors import InputError, OutputError
 from edgefer.files import write_json_atomic
-from edgefer.manifest import load_model_entry
-from edgefer.sinks import ROW_COLUMNS
-
-if TYPE_CHECKING:
-    from edgefer.apps.score import ScoreOptions
 
 RESUMABLE = (".csv", ".jsonl")
 
@@ -45,27 +40,6 @@ class ResumeState:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def run_settings(options: ScoreOptions) -> dict[str, Any]:
-    """What decides the rows; rows scored with other settings must not be mixed in (a resumed
-    table, a ``score --ray`` dataset)."""
-    recognizer = options.recognizer
-    settings = {"columns": list(ROW_COLUMNS), "stride": options.stride, "max_fps": options.max_fps,
-                "model": recognizer.model, "engine": recognizer.engine,
-                "precision": recognizer.precision, "detector": asdict(recognizer.detector),
-                "tracker": asdict(recognizer.tracker), "smoothing": asdict(recognizer.smoothing),
-                "llm": recognizer.llm is not None}
-    if options.sequences:  # a sequence's frame rate sets its rows' times
-        settings["sequence_fps"] = options.sequence_fps
-    return json.loads(json.dumps(settings, default=str))
-
-
-def table_settings(options: ScoreOptions) -> dict[str, Any]:
-    """``run_settings`` with the model named as the manifest resolves it, so that leaving
-    ``--model`` out and naming the default model count as the same run."""
-    model = load_model_entry(options.recognizer.model, options.recognizer.manifest).name
-    return run_settings(replace(options, recognizer=replace(options.recognizer, model=model)))
-
-
 def record_completed(output: Path, completed: list[str], settings: dict[str, Any]) -> None:
     write_json_atomic(progress_path(output), {"completed": completed, "settings": settings})
 
@@ -76,7 +50,7 @@ def forget_progress(output: Path) -> None:
 
 def prepare_resume(output: Path, settings: dict[str, Any]) -> ResumeState:
     """Read what a previous run wrote, check it used ``settings`` (this run's
-    ``table_settings``), repair the table's tail, and say where to continue."""
+    ``apps.score.table_settings``), repair the table's tail, and say where to continue."""
     if output.suffix.lower() not in RESUMABLE:
         raise InputError(f"--resume works with {' and '.join(RESUMABLE)} tables, not {output.suffix}")
     if not output.is_file():

@@ -6,32 +6,35 @@ progress to an observer. A bad input is reported and skipped; the other inputs c
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from edgefer.annotate import draw_faces
-from edgefer.apps.resume import (
-    RESUMABLE,
-    ResumeState,
-    forget_progress,
-    prepare_resume,
-    record_completed,
-    table_settings,
-)
+from edgefer.apps.resume import RESUMABLE, ResumeState, forget_progress, prepare_resume, record_completed
 from edgefer.apps.summary import Summary
 from edgefer.errors import EdgeferError, InputError
 from edgefer.files import write_json_atomic
 from edgefer.llm.client import why_unanswered
 from edgefer.llm.worker import MAX_IN_FLIGHT
+from edgefer.manifest import load_model_entry
 from edgefer.pipeline import Recognizer, RecognizerOptions
-from edgefer.sinks import TABLE_SUFFIXES, VIDEO_SUFFIXES, TableSink, VideoSink, check_output, face_rows
+from edgefer.sinks import (
+    ROW_COLUMNS,
+    TABLE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    TableSink,
+    VideoSink,
+    check_output,
+    face_rows,
+)
 from edgefer.sources import SEQUENCE_FPS, Source, expand_inputs, is_image, open_source
 from edgefer.types import FrameResult
 
@@ -73,6 +76,27 @@ class ScoreOptions:
             raise InputError("--resume cannot continue an annotated copy (--annotate): resume "
                              "without --annotate to complete the table, or rerun with --overwrite "
                              "instead of --resume to score and annotate every input again")
+
+
+def run_settings(options: ScoreOptions) -> dict[str, Any]:
+    """What decides the rows; rows scored with other settings must not be mixed in (a resumed
+    table, a ``score --ray`` dataset)."""
+    recognizer = options.recognizer
+    settings = {"columns": list(ROW_COLUMNS), "stride": options.stride, "max_fps": options.max_fps,
+                "model": recognizer.model, "engine": recognizer.engine,
+                "precision": recognizer.precision, "detector": asdict(recognizer.detector),
+                "tracker": asdict(recognizer.tracker), "smoothing": asdict(recognizer.smoothing),
+                "llm": recognizer.llm is not None}
+    if options.sequences:  # a sequence's frame rate sets its rows' times
+        settings["sequence_fps"] = options.sequence_fps
+    return json.loads(json.dumps(settings, default=str))
+
+
+def table_settings(options: ScoreOptions) -> dict[str, Any]:
+    """``run_settings`` with the model named as the manifest resolves it, so that leaving
+    ``--model`` out and naming the default model count as the same run."""
+    model = load_model_entry(options.recognizer.model, options.recognizer.manifest).name
+    return run_settings(replace(options, recognizer=replace(options.recognizer, model=model)))
 
 
 @dataclass

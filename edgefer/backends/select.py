@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefer.backends import cuda
+import edgefer.backends.cuda as cuda
 from edgefer.backends.base import Engine
 from edgefer.errors import ModelError
 from edgefer.manifest import ModelEntry
