@@ -160,6 +160,12 @@ def test_unwritable_output_folder(corpus, tmp_path):
      EXIT_OUTPUT, "model 'vgg_s4' exists in"),
     (["quantize", "--name", "vgg_s4_int8", "--val", "{corpus}"], EXIT_OUTPUT,
      "pass --overwrite to replace it"),
+    (["quantize", "--model", "vgg_s4", "--name", "vgg_s4", "--val", "{corpus}", "--overwrite"],
+     EXIT_INPUT, "is the model being quantized"),
+    (["export", "{tmp}/a.pt", "--name", "../evil", "--val", "{corpus}", "--recipe", "{tmp}/r.toml"],
+     EXIT_INPUT, "--name '../evil': use letters"),
+    (["live", "--source", "{corpus}/full.mp4", "--headless", "--duration", "0"], EXIT_INPUT,
+     "--duration: must be > 0 seconds"),
     (["live", "--source", "{tmp}/missing.mp4", "--headless"], EXIT_INPUT, "no such file"),
     (["live", "--source", "{tmp}", "--headless"], EXIT_INPUT, "no images in"),
     (["live", "--source", "{corpus}/full.mp4", "--headless", "--events",
@@ -213,3 +219,11 @@ def test_build_without_tensorrt_says_what_would_help(tmp_path):
         assert_one_line_error(result, EXIT_MISSING, "pip install 'edgefer[tensorrt]'")
     else:
         assert_one_line_error(result, EXIT_MODEL, "no NVIDIA GPU driver", "--engine onnxruntime")
+
+
+def test_exporting_a_file_that_is_no_checkpoint_is_one_line(corpus, tmp_path):
+    pytest.importorskip("torch")
+    (tmp_path / "recipe.toml").write_text('arch = "vgg_s"\n')
+    result = run_cli("export", str(tmp_path / "recipe.toml"), "--name", "x", "--val", str(corpus),
+                     "--recipe", str(tmp_path / "recipe.toml"))
+    assert_one_line_error(result, EXIT_MODEL, "is not an edgefer checkpoint")

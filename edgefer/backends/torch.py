@@ -64,7 +64,8 @@ def load_checkpoint(path: Path, weights: str = "model") -> tuple[Any, dict[str, 
             raise InputError(f"{path} holds no {weights!r} weights (best.pt and shipped .pt "
                              "files hold only the weight average, as 'model')")
         networks = [network(member, weights) for member in members]
-    except (KeyError, AttributeError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+    except (KeyError, AttributeError, IndexError, TypeError, ValueError, RuntimeError, EOFError,
+            pickle.UnpicklingError) as err:  # what torch's unpickler raises on other files
         raise ModelError(f"{path} is not an edgefer checkpoint: {err}") from err
     module = networks[0] if "members" not in saved else models.average_of(networks)
     return module.eval(), saved

@@ -147,6 +147,14 @@ def at_least_one(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a duration > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text}")
+    return value
+
+
 def _prices(text: str) -> tuple[float, float]:
     try:
         price_in, price_out = (float(x) for x in text.split(","))

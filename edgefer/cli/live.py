@@ -16,6 +16,7 @@ from edgefer.cli.common import (
     add_recognizer_arguments,
     recognizer_options,
     refuse_without,
+    seconds,
 )
 from edgefer.sources import is_camera, is_stream
 
@@ -38,7 +39,7 @@ def add_commands(commands: Any) -> None:
     live.add_argument("--overwrite", action="store_true")
     live.add_argument("--snapshot-dir", type=Path, help="where the s key saves snapshots")
     live.add_argument("--events", metavar="PATH", help="JSON-lines track events: - for stdout")
-    live.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    live.add_argument("--duration", type=seconds, metavar="S", help="stop after S seconds")
     add_http_arguments(live)
     add_recognizer_arguments(live)
     add_llm_arguments(live)
@@ -56,7 +57,7 @@ def add_commands(commands: Any) -> None:
     kiosk.add_argument("--no-llm", action="store_true", help="force the LLM second opinion off")
     kiosk.add_argument("--preview", action="store_true", default=None,
                        help="override http.preview: show the picture on the page")
-    kiosk.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    kiosk.add_argument("--duration", type=seconds, metavar="S", help="stop after S seconds")
     kiosk.set_defaults(run=run_kiosk)
 
 

@@ -73,8 +73,8 @@ def run_train(args: argparse.Namespace) -> int:
                      args.crop_cache, args.init, tuple(args.teacher))
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    if not args.resume:
-        (out / "command.txt").write_text(command_line() + "\n")
+    with (out / "command.txt").open("a" if args.resume else "w") as record:  # every command
+        record.write(command_line() + "\n")  # that trained the run, for the manifest
     try:
         with RichObserver() as observer:
             train.train(recipe, data, args.out, resume=args.resume, observer=observer,
@@ -194,9 +194,12 @@ def run_quantize(args: argparse.Namespace) -> int:
     from edgefer.manifest import float_source, load_model_entry
     from edgefer.training import export
 
-    refuse_existing(args.name, args.overwrite)
+    check_model_name(args.name, args.overwrite)
     console = Console()
     source = float_source(load_model_entry(args.model))
+    if args.name in (source.name, load_model_entry(args.model).name):
+        raise InputError(f"--name {args.name!r} is the model being quantized: its float file "
+                         "would be replaced by the int8 one; choose another --name")
     source.verify()
     with console.status("quantizing and checking on the validation images"):
         target, figures = export.quantize_int8(source, args.name, args.val, args.val_glob,
@@ -209,11 +212,17 @@ def run_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def refuse_existing(name: str, overwrite: bool) -> None:
-    """A model name already in the manifest (its files beside it) is replaced only when asked:
-    without EDGEFER_MANIFEST, that is the checkout's own engines/."""
+def check_model_name(name: str, overwrite: bool) -> None:
+    """A new model's name: a plain file name (NAME.onnx is written beside the manifest, so
+    ``../x`` or ``a/b`` would write elsewhere than the manifest records), and one already in the
+    manifest is replaced only when asked: without EDGEFER_MANIFEST, the checkout's engines/."""
+    import re
+
     from edgefer.manifest import MANIFEST_PATH, read_manifest
 
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise InputError(f"--name {name!r}: use letters, digits, '_', '-' and '.' (it names "
+                         "files beside the manifest)")
     exists = MANIFEST_PATH.is_file() and name in read_manifest().get("models", {})
     if exists and not overwrite:
         raise OutputError(f"model {name!r} exists in {MANIFEST_PATH}; pass --overwrite to "
@@ -234,7 +243,7 @@ def run_export(args: argparse.Namespace) -> int:
     if len(args.recipes) != len(args.checkpoints):
         raise InputError(f"{len(args.checkpoints)} checkpoints need {len(args.checkpoints)} "
                          f"recipe files (--recipe), in the same order; got {len(args.recipes)}")
-    refuse_existing(args.name, args.overwrite)
+    check_model_name(args.name, args.overwrite)
     console = Console()
     with console.status("exporting, checking parity and calibrating"):
         report = export.export_checkpoint(args.checkpoints, args.name, args.val, args.val_glob,

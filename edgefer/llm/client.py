@@ -217,6 +217,7 @@ class LlmClient:
         for attempt in range(self.config.max_retries + 1):
             if not self.breaker.allow():
                 self.stats.circuit_rejections += 1
+                self.stats.failed_requests += attempt > 0  # sent, failed, then held back
                 raise Unavailable("circuit open")
             spent = self.budget.spend(estimate)
             self.stats.requests += 1

@@ -156,8 +156,13 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
     if resume:
         restore(state, out / "last.pt", recipe)
     else:
-        text = to_toml(recipe.to_dict()).encode()
-        atomic_write(out / "recipe.toml", lambda handle: handle.write(text))
+        (out / "history.jsonl").unlink(missing_ok=True)  # --overwrite: a new run's history
+    # what the run continues with, an --epochs that extends it included, for the next --resume
+    text = to_toml(recipe.to_dict()).encode()
+    atomic_write(out / "recipe.toml", lambda handle: handle.write(text))
+    if state.epoch >= recipe.epochs:
+        log.warning("nothing to train: %s has done %d of %d epochs; --epochs N (more) trains "
+                    "further", out, state.epoch, recipe.epochs)
     state.to(device)
     class_weight = class_weights(train_split.labels, recipe.class_weights)
     done: list[EpochStats] = []
