@@ -18,7 +18,7 @@ from edgefer.llm.cache import AnswerCache, cache_key
 from edgefer.llm.client import LlmClient, LlmStats, backoff_s, retry_after_s
 from edgefer.llm.config import LlmConfig
 from edgefer.llm.prompt import FaceQuery, encode_jpeg
-from edgefer.llm.worker import SecondOpinion
+from edgefer.llm.worker import MAX_IN_FLIGHT, SecondOpinion
 from edgefer.types import EMOTIONS
 from tools.openai_stub import StubServer, StubState
 
@@ -235,6 +235,25 @@ def test_worker_never_blocks_and_drops_least_useful(server):
     assert answered[:2] == [0, 1]  # the least confident faces were kept
     # Each accepted face comes back once, answered or dropped later: nobody waits for it forever.
     assert sorted(r.meta["i"] for r in results) == accepted
+
+
+def test_closing_cancels_what_a_hanging_endpoint_holds(server):
+    """An endpoint that never replies does not hold the end of a run for its timeout: close()
+    cancels the requests in flight instead of waiting for a free slot."""
+    server.state.mode = "hang"
+    config = LlmConfig(model="stub", base_url=server.base_url, batch_size=1, batch_wait_s=0.01,
+                       timeout_s=60)
+    worker = SecondOpinion(config)
+    for i, query in enumerate(queries(4)):
+        worker.submit(query, priority=i, meta={"i": i})
+    deadline = time.monotonic() + 10
+    while len(server.state.requests) < MAX_IN_FLIGHT and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(server.state.requests) == MAX_IN_FLIGHT  # every slot held by the endpoint
+    start = time.monotonic()
+    worker.close()
+    assert time.monotonic() - start < 3  # was the 10 s join timeout, with the thread still alive
+    assert worker.stats.faces_answered == 0
 
 
 def bounds(attempt: int) -> tuple[float, float]:

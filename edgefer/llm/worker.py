@@ -62,6 +62,7 @@ class SecondOpinion:
         self._in_flight = 0
         self._closing = False
         self._wake: asyncio.Event | None = None
+        self._consumer: asyncio.Task[None] | None = None
         self._loop = asyncio.new_event_loop()
         self._client = LlmClient(config, self.cache, self.stats)  # raises on a missing key
         self._thread = threading.Thread(target=self._run_loop, name="edgefer-llm", daemon=True)
@@ -108,10 +109,12 @@ class SecondOpinion:
         return self.pending() == 0
 
     def close(self) -> None:
+        """Stop now: requests still in flight are cancelled, not awaited (an endpoint that
+        hangs would hold the end of a run for its whole timeout)."""
         if self._closing:
             return
         self._closing = True
-        self._loop.call_soon_threadsafe(self._notify)
+        self._loop.call_soon_threadsafe(self._cancel)
         self._thread.join(timeout=10)
         self.cache.close()
 
@@ -126,10 +129,17 @@ class SecondOpinion:
         if self._wake is not None:
             self._wake.set()
 
+    def _cancel(self) -> None:
+        if self._consumer is not None:
+            self._consumer.cancel()
+
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
+        self._consumer = self._loop.create_task(self._consume())
         try:
-            self._loop.run_until_complete(self._consume())
+            self._loop.run_until_complete(self._consumer)
+        except asyncio.CancelledError:  # close()
+            pass
         finally:
             self._loop.run_until_complete(self._client.close())
             self._loop.close()
@@ -138,24 +148,26 @@ class SecondOpinion:
         self._wake = asyncio.Event()
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         tasks: set[asyncio.Task[None]] = set()
-        while not self._closing:
-            if not self.queued():
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            if self.queued() < self.config.batch_size:
-                await asyncio.sleep(self.config.batch_wait_s)  # let a batch fill up
-            await slots.acquire()
-            batch = self._take(self.config.batch_size)
-            if not batch:
-                slots.release()
-                continue
-            task = asyncio.create_task(self._ask(batch, slots))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            while not self._closing:
+                if not self.queued():
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                if self.queued() < self.config.batch_size:
+                    await asyncio.sleep(self.config.batch_wait_s)  # let a batch fill up
+                await slots.acquire()
+                batch = self._take(self.config.batch_size)
+                if not batch:
+                    slots.release()
+                    continue
+                task = asyncio.create_task(self._ask(batch, slots))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:  # closing (cancelled wherever it waited): the requests in flight go too
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _take(self, count: int) -> list[Request]:
         with self._lock:
