@@ -166,6 +166,8 @@ def test_unwritable_output_folder(corpus, tmp_path):
      EXIT_INPUT, "--name '../evil': use letters"),
     (["live", "--source", "{corpus}/full.mp4", "--headless", "--duration", "0"], EXIT_INPUT,
      "--duration: must be > 0 seconds"),
+    (["live", "--source", "{corpus}/full.mp4", "--headless", "--fullscreen"], EXIT_INPUT,
+     "--fullscreen needs a window (drop --headless)"),
     (["live", "--source", "{tmp}/missing.mp4", "--headless"], EXIT_INPUT, "no such file"),
     (["live", "--source", "{tmp}", "--headless"], EXIT_INPUT, "no images in"),
     (["live", "--source", "{corpus}/full.mp4", "--headless", "--events",

@@ -23,6 +23,9 @@ def test_roundtrip_through_toml(tmp_path):
     ("learning_rate = 0.1\n", "unknown recipe key 'learning_rate'"),
     ("[augment]\nspin = 3\n", "augment.spin"),
     ("epochs = \n", "invalid TOML"),
+    ("epochs = 'three'\n", "recipe key 'epochs' must be a whole number"),
+    ("bf16 = 1\n", "recipe key 'bf16' must be true or false"),
+    ("[augment]\nerase_area = 0.1\n", "recipe key 'augment.erase_area' must be a list"),
 ])
 def test_bad_recipes_fail_with_the_key(tmp_path, text, match):
     path = tmp_path / "r.toml"

@@ -77,6 +77,10 @@ def add_http_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_live(args: argparse.Namespace) -> int:
+    if args.headless:
+        refuse_without("a window (drop --headless)",
+                       "--fullscreen" if args.fullscreen else None,
+                       "--snapshot-dir" if args.snapshot_dir else None)
     if args.http_port is None:
         refuse_without("--http-port (the operator's page)", *(
             flag for flag, given in (("--preview", args.preview),

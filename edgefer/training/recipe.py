@@ -110,6 +110,8 @@ class Recipe:
         augment = values.pop("augment", {})
         _reject_unknown(values, cls, "")
         _reject_unknown(augment, Augment, "augment.")
+        _check_types(values, cls(), "")
+        _check_types(augment, Augment(), "augment.")
         if "erase_area" in augment:
             augment["erase_area"] = tuple(augment["erase_area"])
         try:
@@ -120,6 +122,26 @@ class Recipe:
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
         return cls.from_dict(read_toml(path))
+
+
+KINDS = {int: "a whole number", float: "a number", str: "a string", bool: "true or false",
+         tuple: "a list"}
+
+
+def _check_types(values: dict[str, Any], defaults: Any, prefix: str) -> None:
+    """Each value of the type its default has (an int where a float goes): ``epochs = "3"``
+    is named here rather than failing later in a comparison that names no key."""
+    for key, value in values.items():
+        expected = type(getattr(defaults, key))
+        if expected is tuple:
+            ok = isinstance(value, (list, tuple))
+        elif expected is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, expected) and (expected is bool) == isinstance(value, bool)
+        if not ok:
+            raise ConfigError(f"recipe key {prefix + key!r} must be {KINDS[expected]}, "
+                              f"got {value!r}")
 
 
 def _reject_unknown(values: dict[str, Any], kind: type, prefix: str) -> None:

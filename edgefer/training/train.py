@@ -160,6 +160,10 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
     # what the run continues with, an --epochs that extends it included, for the next --resume
     text = to_toml(recipe.to_dict()).encode()
     atomic_write(out / "recipe.toml", lambda handle: handle.write(text))
+    if recipe.epochs < recipe.warmup_epochs:
+        log.warning("%d epochs end within the %d-epoch warm-up: the learning rate never reaches "
+                    "its peak (set warmup_epochs in the recipe)", recipe.epochs,
+                    recipe.warmup_epochs)
     if state.epoch >= recipe.epochs:
         log.warning("nothing to train: %s has done %d of %d epochs; --epochs N (more) trains "
                     "further", out, state.epoch, recipe.epochs)
