@@ -127,9 +127,11 @@ def _plain(value: Any) -> Any:
     """JSON's own types: NumPy values and paths converted, and a figure that is undefined
     (NaN: the accuracy of no faces) as null, since strict parsers (browsers', ``jq``'s) reject
     Python's ``NaN``."""
+    if isinstance(value, np.ndarray):  # of any rank, 0 included
+        value = value.tolist()
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
+    if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
     if isinstance(value, np.generic):
         value = value.item()

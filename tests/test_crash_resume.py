@@ -16,7 +16,7 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 
 from edgefer.apps.resume import prepare_resume, progress_path
-from edgefer.apps.score import ScoreOptions, table_settings
+from edgefer.apps.score import ScoreOptions, run_settings
 from edgefer.errors import InputError
 from edgefer.manifest import MANIFEST_PATH, read_manifest
 from edgefer.pipeline import RecognizerOptions
@@ -107,6 +107,7 @@ def test_inputs_before_the_last_one_in_the_table_are_complete(tmp_path):
                    "a.mp4,0,0.0,1,happy\nb.mp4,0,0.0,1,sad\nb.mp4,1,0.03,1,sad\n")
     state = prepare_resume(out, SETTINGS)  # no progress file: the run finished or it was removed
     assert state.completed == {"a.mp4"} and state.start_frame == {"b.mp4": 1}
+    assert not state.settings_known  # so this run's settings are not recorded as the table's
 
 
 def test_resume_with_other_settings_is_refused(clips, tmp_path):
@@ -155,5 +156,5 @@ def test_resume_checks_the_recorded_settings_before_repairing(tmp_path):
 def test_leaving_model_out_and_naming_the_default_are_the_same_settings(tmp_path):
     default = read_manifest(MANIFEST_PATH)["default"]
     named = ScoreOptions(tmp_path / "a.csv", recognizer=RecognizerOptions(model=default))
-    assert table_settings(ScoreOptions(tmp_path / "a.csv")) == table_settings(named)
-    assert table_settings(named)["model"] == default
+    assert run_settings(ScoreOptions(tmp_path / "a.csv")) == run_settings(named)
+    assert run_settings(named)["model"] == default

@@ -69,7 +69,8 @@ def test_eval_says_which_figures_count_the_missed_faces(folder, tmp_path):
     figures = json.loads((tmp_path / "f.json").read_text())
     assert figures["faces_found"] == 20 and figures["n"] == 21
     caption = " ".join(result.stdout.split())
-    assert "no face found in 1 images: the model row's accuracy counts them as wrong" in caption
+    assert ("no face found in 1 images: the model row's accuracy (and the label-set line) "
+            "counts them as wrong") in caption
     assert f"{figures['accuracy_on_found_faces']:.4f}" in caption
 
 

@@ -114,11 +114,12 @@ def test_a_half_without_answers_fits_the_cnn_as_it_is():
     y, probs, llm = synthetic(60, 3)
     labels = np.full(len(y), -1)
     labels[:2] = llm.labels[:2]
+    tokens = np.where(labels[:, None] >= 0, 1.0, 9.0) * np.ones((len(y), 2))
     sparse = cascade.LlmAnswers(labels, np.where(labels[:, None] >= 0, llm.probs, np.nan),
-                                np.ones((len(y), 2)), None)
+                                tokens, None)
     held = cascade.held_out_figures(y, probs, sparse, max_share=1.0, splits=3)
     assert 0 <= held["second_half_cnn"]["accuracy"] <= 1
-    assert held["tokens_per_face_asked"] == [1.0, 1.0]  # the answered faces' own tokens
+    assert held["tokens_per_face_asked"] in ([1.0, 1.0], [0.0, 0.0])  # answered faces' only
 
 
 def test_held_out_report_never_fits_on_the_faces_it_reports():

@@ -155,6 +155,23 @@ def test_auto_falls_back_without_tensorrt(entry, monkeypatch):
     assert choice.engine == "onnxruntime-gpu" and "CUDAExecutionProvider" in choice.reason
 
 
+def test_auto_runs_on_the_cpu_when_a_listed_gpu_provider_cannot_start(entry, monkeypatch):
+    """onnxruntime-gpu installed on a machine whose GPU (or CUDA) is missing lists its providers
+    but cannot start them: an explicit --engine onnxruntime-gpu is refused, auto runs on the CPU."""
+    from edgefer.backends import open_engine
+    from edgefer.backends.onnxruntime import CPU
+    from edgefer.manifest import load_model_entry
+
+    if select.ort_gpu_providers():
+        pytest.skip("this ONNX Runtime has a GPU provider that may start")
+    monkeypatch.setattr(select.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(select, "ort_gpu_providers", lambda: ["CUDAExecutionProvider"])
+    with pytest.raises(ModelError, match="did not start"):
+        open_engine(load_model_entry(), "onnxruntime-gpu")
+    with open_engine(load_model_entry(), "auto") as engine:
+        assert engine.providers == [CPU] and engine.entry == load_model_entry()
+
+
 def test_auto_falls_back_without_a_gpu(entry, monkeypatch):
     import edgefer.backends.cuda as cuda
 

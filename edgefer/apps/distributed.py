@@ -47,8 +47,8 @@ from edgefer.apps.summary import Summary, merge_summaries
 from edgefer.errors import ConfigError, EdgeferError, InputError, OutputError, require
 from edgefer.files import atomic_write, temp_prefix, write_json_atomic
 from edgefer.llm.client import add_counts, counts_since
-from edgefer.manifest import load_model_entry
-from edgefer.pipeline import Recognizer
+from edgefer.manifest import float_source, load_model_entry
+from edgefer.pipeline import Recognizer, RecognizerOptions
 from edgefer.sinks import check_output
 from edgefer.sources import expand_inputs, is_camera, is_stream
 
@@ -132,11 +132,11 @@ def score_on_ray(inputs: list[str], options: ScoreOptions, cluster: RayOptions,
     items = expand_uris(inputs, options.sequences)
     if not items:
         raise InputError(f"no images or videos found in {', '.join(inputs)}")
-    run_model = load_model_entry(options.recognizer.model, options.recognizer.manifest).name
     dataset = Dataset(cluster.output)
     dataset.prepare(run_settings(options), cluster.overwrite)
     complete = dataset.completed(items)
-    run = RayRun(skipped=[item for item in items if item in complete], model=run_model)
+    run = RayRun(skipped=[item for item in items if item in complete],
+                 model=running_model(options.recognizer))
     todo = [item for item in items if item not in complete]
     ray = require("ray", "ray")
     if todo:
@@ -151,6 +151,13 @@ def score_on_ray(inputs: list[str], options: ScoreOptions, cluster: RayOptions,
     if options.summary:
         write_json_atomic(options.summary, _merged_summary(items, run, dataset))
     return run
+
+
+def running_model(options: RecognizerOptions) -> str:
+    """The model workers will run, until one reports it: GPU and PyTorch engines run an int8
+    entry's float source (``auto`` is decided on each worker)."""
+    entry = load_model_entry(options.model, options.manifest)
+    return float_source(entry).name if options.engine in (*GPU_ENGINES, "torch") else entry.name
 
 
 def _check_supported(options: ScoreOptions) -> None:
@@ -271,6 +278,8 @@ class Dataset:
         if self.fs.get_file_info(path).type == self._fs_module.FileType.File:
             with self.fs.open_input_stream(path) as handle:
                 previous = json.loads(handle.read().decode("utf-8"))
+            if previous.get("model") is None:  # written before the default was named: unchecked
+                previous["model"] = settings["model"]
             if previous != settings:
                 changed = sorted(k for k in settings.keys() | previous.keys()
                                  if settings.get(k) != previous.get(k))

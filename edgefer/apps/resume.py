@@ -10,7 +10,7 @@ at that frame, with track ids continuing after the ones already written.
 The record also holds the settings that decide the rows (``apps.score.run_settings``): a resume
 asking for another model, stride, frame rate... is refused before the table is touched, since the
 table would mix rows of both. A record written before settings were kept (or none: the run completed) cannot
-say, and is accepted.
+say: the resume is accepted, and its record keeps saying nothing of the settings.
 """
 
 from __future__ import annotations
@@ -38,9 +38,13 @@ class ResumeState:
     start_frame: dict[str, int] = field(default_factory=dict)
     next_track_id: dict[str, int] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    settings_known: bool = True  # False: the table's record said nothing of its settings
 
 
-def record_completed(output: Path, completed: list[str], settings: dict[str, Any]) -> None:
+def record_completed(output: Path, completed: list[str], settings: dict[str, Any] | None
+                     ) -> None:
+    """``settings`` None: unknown (a table continued from a record that held none), so that
+    a later resume is not checked against settings the table's first rows may not have."""
     write_json_atomic(progress_path(output), {"completed": completed, "settings": settings})
 
 
@@ -50,7 +54,7 @@ def forget_progress(output: Path) -> None:
 
 def prepare_resume(output: Path, settings: dict[str, Any]) -> ResumeState:
     """Read what a previous run wrote, check it used ``settings`` (this run's
-    ``apps.score.table_settings``), repair the table's tail, and say where to continue."""
+    ``apps.score.run_settings``), repair the table's tail, and say where to continue."""
     if output.suffix.lower() not in RESUMABLE:
         raise InputError(f"--resume works with {' and '.join(RESUMABLE)} tables, not {output.suffix}")
     if not output.is_file():
@@ -58,7 +62,7 @@ def prepare_resume(output: Path, settings: dict[str, Any]) -> ResumeState:
     completed, recorded = _read_record(output)
     if recorded is not None:
         _check_settings(output, recorded, settings)
-    state = ResumeState(completed=completed)
+    state = ResumeState(completed=completed, settings_known=recorded is not None)
     lines = _complete_lines(output)
     rows = [_parse(output, line, lines[0] if output.suffix == ".csv" else None) for line in
             lines[1 if output.suffix == ".csv" else 0:]]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -64,11 +65,10 @@ class ScoreOptions:
     def __post_init__(self) -> None:
         if self.stride < 1:
             raise InputError(f"--stride must be >= 1, got {self.stride}")
-        if self.max_fps is not None and self.max_fps <= 0:
-            raise InputError(f"--max-fps must be > 0, got {self.max_fps}")
-        if self.sequence_fps <= 0:
-            raise InputError(f"--sequence-fps must be > 0, got {self.sequence_fps}")
-        if self.llm_wait_s < 0:
+        for flag, rate in (("--max-fps", self.max_fps), ("--sequence-fps", self.sequence_fps)):
+            if rate is not None and not 0 < rate < math.inf:  # nan and inf too
+                raise InputError(f"{flag} must be > 0 and finite, got {rate}")
+        if not self.llm_wait_s >= 0:
             raise InputError(f"--llm-wait must be >= 0, got {self.llm_wait_s}")
         if self.photo_window is not None and self.photo_window < 1:
             raise InputError(f"photo_window must be >= 1, got {self.photo_window}")
@@ -80,23 +80,18 @@ class ScoreOptions:
 
 def run_settings(options: ScoreOptions) -> dict[str, Any]:
     """What decides the rows; rows scored with other settings must not be mixed in (a resumed
-    table, a ``score --ray`` dataset)."""
+    table, a ``score --ray`` dataset). The model is named as the manifest resolves it, so that
+    leaving ``--model`` out and naming the default model are the same run."""
     recognizer = options.recognizer
+    model = load_model_entry(recognizer.model, recognizer.manifest).name
     settings = {"columns": list(ROW_COLUMNS), "stride": options.stride, "max_fps": options.max_fps,
-                "model": recognizer.model, "engine": recognizer.engine,
+                "model": model, "engine": recognizer.engine,
                 "precision": recognizer.precision, "detector": asdict(recognizer.detector),
                 "tracker": asdict(recognizer.tracker), "smoothing": asdict(recognizer.smoothing),
                 "llm": recognizer.llm is not None}
     if options.sequences:  # a sequence's frame rate sets its rows' times
         settings["sequence_fps"] = options.sequence_fps
     return json.loads(json.dumps(settings, default=str))
-
-
-def table_settings(options: ScoreOptions) -> dict[str, Any]:
-    """``run_settings`` with the model named as the manifest resolves it, so that leaving
-    ``--model`` out and naming the default model count as the same run."""
-    model = load_model_entry(options.recognizer.model, options.recognizer.manifest).name
-    return run_settings(replace(options, recognizer=replace(options.recognizer, model=model)))
 
 
 @dataclass
@@ -161,7 +156,7 @@ def score(inputs: list[str], options: ScoreOptions,
     if not items:
         raise InputError(f"no images or videos found in {', '.join(inputs)}")
     resumable = options.output.suffix.lower() in RESUMABLE
-    settings = table_settings(options) if resumable else {}
+    settings = run_settings(options) if resumable else {}
     resume = prepare_resume(options.output, settings) if options.resume else ResumeState()
     summary = Summary(keep_timeline=options.plot is not None)
     summary.add_rows(resume.rows)
@@ -170,7 +165,7 @@ def score(inputs: list[str], options: ScoreOptions,
 
     def record() -> None:
         if resumable:
-            record_completed(options.output, completed, settings)
+            record_completed(options.output, completed, settings if resume.settings_known else None)
 
     # recorded as soon as the table exists, so that a run stopped in its first input also leaves
     # the settings a resume is checked against

@@ -22,18 +22,26 @@ def open_engine(entry: ModelEntry, backend: str = "onnxruntime", threads: int = 
     GPU and PyTorch backends run the float model an int8 entry was quantized from: the
     engine's ``entry`` names the model that runs, so reports and figures are filed under it.
     """
-    if backend not in ("auto", "onnxruntime"):
-        entry = float_source(entry)
-    entry.verify()
-    if backend == "auto":
+    requested, auto = entry, backend == "auto"
+    if auto:
         from edgefer.backends.select import choose_engine
 
         choice = choose_engine(float_source(entry), precision)
         log.warning("engine auto: using %s (%s)", choice.engine, choice.reason)
         backend = choice.engine
-        if backend != "onnxruntime":
-            entry = float_source(entry)
-    engine = _open(entry, backend, threads, precision)
+    if backend != "onnxruntime":
+        entry = float_source(entry)
+    entry.verify()
+    try:
+        engine = _open(entry, backend, threads, precision)
+    except ModelError as err:
+        if not auto or backend == "onnxruntime":
+            raise
+        # a GPU provider listed but unusable (no device, no CUDA libraries): auto promises the CPU
+        log.warning("engine auto: %s; using onnxruntime on the CPU", err)
+        entry, backend = requested, "onnxruntime"
+        entry.verify()
+        engine = _open(entry, backend, threads, precision)
     engine.entry = entry
     return engine
 

@@ -250,8 +250,8 @@ def print_report(console: Any, figures: dict[str, Any]) -> None:
         rows.insert(1, ("model, present classes only", figures["restricted_to_present_classes"]))
     missed = figures["n"] - figures["faces_found"]
     if missed:  # two bases: say which figure stands on which
-        headline.caption = (f"no face found in {missed} images: the model row's accuracy "
-                            "counts them as wrong; every other figure covers the "
+        headline.caption = (f"no face found in {missed} images: the model row's accuracy (and "
+                            "the label-set line) counts them as wrong; every other figure covers the "
                             f"{figures['faces_found']} found faces (the model's accuracy on "
                             f"them: {figures['accuracy_on_found_faces']:.4f})")
     for name, f in rows:

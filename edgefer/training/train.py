@@ -155,6 +155,9 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
         load_initial_weights(state, Path(data.init_from), recipe)
     if resume:
         restore(state, out / "last.pt", recipe)
+        if recipe.epochs < state.epoch:  # recipe.toml would say fewer epochs than were run
+            raise InputError(f"--epochs {recipe.epochs}: {out} has already done {state.epoch} "
+                             "epochs; a run is continued, never shortened")
     else:
         (out / "history.jsonl").unlink(missing_ok=True)  # --overwrite: a new run's history
     # what the run continues with, an --epochs that extends it included, for the next --resume
@@ -165,8 +168,8 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
                     "its peak (set warmup_epochs in the recipe)", recipe.epochs,
                     recipe.warmup_epochs)
     if state.epoch >= recipe.epochs:
-        log.warning("nothing to train: %s has done %d of %d epochs; --epochs N (more) trains "
-                    "further", out, state.epoch, recipe.epochs)
+        log.warning("nothing to train: %s has done its %d epochs; --epochs N (more) trains "
+                    "further", out, recipe.epochs)
     state.to(device)
     class_weight = class_weights(train_split.labels, recipe.class_weights)
     done: list[EpochStats] = []
