@@ -269,6 +269,9 @@ def test_a_folder_scored_with_other_settings_is_refused(tmp_path) -> None:
     with pytest.raises(InputError, match=r"other settings \(stride\)"):
         Dataset(str(tmp_path / "d")).prepare({"stride": 2}, overwrite=False)
     Dataset(str(tmp_path / "d")).prepare({"stride": 2}, overwrite=True)
+    # a folder from before the default model was named ("model": null) is not refused for it
+    Dataset(str(tmp_path / "old")).prepare({"model": None, "stride": 1}, overwrite=False)
+    Dataset(str(tmp_path / "old")).prepare({"model": "vgg_s4_int8", "stride": 1}, overwrite=False)
 
 
 def test_annotate_is_refused_before_any_work(tmp_path) -> None:

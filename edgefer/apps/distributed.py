@@ -278,7 +278,7 @@ class Dataset:
         if self.fs.get_file_info(path).type == self._fs_module.FileType.File:
             with self.fs.open_input_stream(path) as handle:
                 previous = json.loads(handle.read().decode("utf-8"))
-            if previous.get("model") is None:  # written before the default was named: unchecked
+            if previous.get("model") is None and "model" in settings:  # default unnamed: unchecked
                 previous["model"] = settings["model"]
             if previous != settings:
                 changed = sorted(k for k in settings.keys() | previous.keys()
