@@ -158,12 +158,17 @@ def test_auto_falls_back_without_tensorrt(entry, monkeypatch):
 def test_auto_runs_on_the_cpu_when_a_listed_gpu_provider_cannot_start(entry, monkeypatch):
     """onnxruntime-gpu installed on a machine whose GPU (or CUDA) is missing lists its providers
     but cannot start them: an explicit --engine onnxruntime-gpu is refused, auto runs on the CPU."""
+    from edgefer.backends import onnxruntime as ort_backend
     from edgefer.backends import open_engine
     from edgefer.backends.onnxruntime import CPU
     from edgefer.manifest import load_model_entry
 
-    if select.ort_gpu_providers():
-        pytest.skip("this ONNX Runtime has a GPU provider that may start")
+    real = ort_backend.OnnxRuntimeEngine
+
+    def gpu_fails_to_start(path, spec, threads=1, providers=None):  # what ORT does without CUDA
+        return real(path, spec, threads=threads, providers=[CPU])
+
+    monkeypatch.setattr(ort_backend, "OnnxRuntimeEngine", gpu_fails_to_start)
     monkeypatch.setattr(select.importlib.util, "find_spec", lambda name: None)
     monkeypatch.setattr(select, "ort_gpu_providers", lambda: ["CUDAExecutionProvider"])
     with pytest.raises(ModelError, match="did not start"):
