@@ -196,8 +196,9 @@ def run_quantize(args: argparse.Namespace) -> int:
 
     check_model_name(args.name, args.overwrite)
     console = Console()
-    source = float_source(load_model_entry(args.model))
-    if args.name in (source.name, load_model_entry(args.model).name):
+    requested = load_model_entry(args.model)
+    source = float_source(requested)
+    if args.name in (source.name, requested.name):
         raise InputError(f"--name {args.name!r} is the model being quantized: its float file "
                          "would be replaced by the int8 one; choose another --name")
     source.verify()
