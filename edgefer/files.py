@@ -104,14 +104,15 @@ def to_toml(values: dict[str, Any]) -> str:
     """``values`` as TOML text (tuples become arrays); ``tomli-w`` does the quoting."""
     import tomli_w
 
-    return tomli_w.dumps(_plain(values))
+    return tomli_w.dumps(_toml_plain(values))
 
 
-def _plain(value: Any) -> Any:
+def _toml_plain(value: Any) -> Any:
+    """TOML's own types: TOML has no null, so an unset value (None) is left out."""
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items() if item is not None}
+        return {key: _toml_plain(item) for key, item in value.items() if item is not None}
     if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
+        return [_toml_plain(item) for item in value]
     if isinstance(value, Path):
         return str(value)
     return value

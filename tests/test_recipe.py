@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from edgefer.errors import ConfigError
 from edgefer.files import read_toml, to_toml
@@ -14,6 +15,11 @@ def test_roundtrip_through_toml(tmp_path):
     path = tmp_path / "r.toml"
     path.write_text(to_toml(recipe.to_dict()))
     assert Recipe.load(path) == recipe
+
+
+def test_toml_leaves_unset_values_out():
+    """TOML has no null: an unset value is left out, not an error."""
+    assert tomllib.loads(to_toml({"a": 1, "b": None, "c": {"d": None}})) == {"a": 1, "c": {}}
 
 
 @pytest.mark.parametrize(("text", "match"), [
