@@ -86,9 +86,11 @@ class IouTracker:
         if time_s < self._last_time_s:
             raise ValueError(f"tracker time went backwards: {time_s} < {self._last_time_s}")
         self._last_time_s = time_s
+        # Expire first: a track unseen for longer than the timeout must not take a face
+        # merely because no frame came in between (a photo sequence, --max-fps, --stride).
+        self._expire(time_s)
         if faces is not None and len(faces):
             self._assign(faces, time_s)
-        self._expire(time_s)
         return faces
 
     def _assign(self, faces: Faces, time_s: float) -> None:

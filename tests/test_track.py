@@ -47,6 +47,14 @@ def test_tracks_end_after_timeout_and_ids_are_not_reused():
     assert again.track_ids.tolist() == [2]
 
 
+def test_a_face_after_the_timeout_starts_a_new_track_even_with_no_frame_between():
+    tracker = IouTracker(TrackerOptions(timeout_s=0.5))
+    tracker.update(faces_at([0, 0, 10, 10]), 0.0)
+    later = tracker.update(faces_at([0, 0, 10, 10]), 2.0)  # e.g. --max-fps 0.5
+    assert later.track_ids.tolist() == [2]
+    assert [t.track_id for t in tracker.pop_ended()] == [1]
+
+
 def test_time_cannot_go_backwards():
     tracker = IouTracker()
     tracker.update(None, 1.0)
