@@ -190,6 +190,31 @@ def read_image(path: str | Path, gray: bool = False) -> np.ndarray:
     return decode_image_bytes(np.fromfile(path, dtype=np.uint8), path, gray)
 
 
+class FramePicker:
+    """Which frames a source keeps: every ``stride``-th frame, and of those at most ``max_fps``
+    per second of presentation time. One rule for videos and image sequences, so a clip and
+    its extracted frames give the same rows."""
+
+    def __init__(self, stride: int = 1, max_fps: float | None = None) -> None:
+        if stride < 1:
+            raise InputError(f"stride must be >= 1, got {stride}")
+        if max_fps is not None and max_fps <= 0:
+            raise InputError(f"max-fps must be > 0, got {max_fps}")
+        self.stride = stride
+        self.max_fps = max_fps
+        self._next_due_s = 0.0
+
+    def wanted(self, index: int, time_s: float) -> bool:
+        """Whether frame ``index`` at ``time_s`` is to be decoded and kept."""
+        return index % self.stride == 0 and time_s + 1e-6 >= self._next_due_s
+
+    def took(self, time_s: float) -> None:
+        """A wanted frame decoded: the next one is due ``1 / max_fps`` later (a frame that
+        failed to decode leaves the next one due at once)."""
+        if self.max_fps:
+            self._next_due_s = time_s + 1.0 / self.max_fps
+
+
 class VideoSource(Source):
     """A video file, a network stream or a camera, through OpenCV's FFmpeg/V4L2 capture.
 
@@ -202,10 +227,7 @@ class VideoSource(Source):
                  start_frame: int = 0, name: str | None = None) -> None:
         import cv2
 
-        if stride < 1:
-            raise InputError(f"stride must be >= 1, got {stride}")
-        if max_fps is not None and max_fps <= 0:
-            raise InputError(f"max-fps must be > 0, got {max_fps}")
+        self._picker = FramePicker(stride, max_fps)
         self.name = name or spec
         self.live = is_camera(spec) or is_stream(spec)
         if not self.live and not Path(spec).is_file():
@@ -220,8 +242,6 @@ class VideoSource(Source):
         self.fps = fps if 0 < fps < 1000 else None
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = count if count > 0 and not self.live else None
-        self.stride = stride
-        self.max_fps = max_fps
         self.start_frame = start_frame
         self._lock = threading.Lock()
         self._opened_at = time.monotonic()
@@ -229,7 +249,6 @@ class VideoSource(Source):
     def __iter__(self) -> Iterator[Frame]:
         index = -1  # the file's frame number, counting frames that failed to decode
         decoded = failures = 0
-        next_due_s = 0.0
         while True:
             with self._lock:
                 if self._capture is None:
@@ -245,15 +264,14 @@ class VideoSource(Source):
                 if index < self.start_frame:
                     continue
                 time_s = self._timestamp_s(index)
-                if index % self.stride or (self.max_fps and time_s + 1e-6 < next_due_s):
+                if not self._picker.wanted(index, time_s):
                     continue
                 ok, image = self._capture.retrieve()
             if not ok or image is None:
                 log.warning("%s: frame %d failed to decode; skipped", self.name, index)
                 continue
             decoded += 1
-            if self.max_fps:
-                next_due_s = time_s + 1.0 / self.max_fps
+            self._picker.took(time_s)
             yield Frame(index, time_s, image, self.name)
         if decoded == 0 and index >= self.start_frame:
             raise InputError(f"no decodable frames in {self.name}")
@@ -305,19 +323,21 @@ class ImageSequenceSource(Source):
             raise InputError(f"no images in {folder}")
         self.fps = fps
         self.frame_count = len(self._paths)
-        self._step = max(stride, round(fps / max_fps) if max_fps else 1)
+        self._picker = FramePicker(stride, max_fps)
         self._start = start_frame
 
     def __iter__(self) -> Iterator[Frame]:
         for index in range(self._start, len(self._paths)):
-            if index % self._step:
+            time_s = index / self.fps
+            if not self._picker.wanted(index, time_s):
                 continue
             try:
                 image = read_image(self._paths[index])
             except InputError as err:
                 log.warning("%s: %s; skipped", self.name, err)
                 continue
-            yield Frame(index, index / self.fps, image, self.name)
+            self._picker.took(time_s)
+            yield Frame(index, time_s, image, self.name)
 
 
 def natural_key(name: str) -> list[Any]:

@@ -44,6 +44,24 @@ def test_sampling(tmp_path, stride, max_fps, expected):
         assert [f.index for f in source] == expected
 
 
+@pytest.mark.parametrize(("stride", "max_fps"), [(1, 4.0), (2, 3.0), (3, None), (1, 12.0)])
+def test_a_clip_and_its_extracted_frames_are_sampled_alike(tmp_path, stride, max_fps):
+    import cv2
+
+    clip = write_clip(tmp_path / "c.mp4")
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for frame in open_source(str(clip)):
+        cv2.imwrite(str(folder / f"frame_{frame.index}.png"), frame.image)
+    with open_source(str(clip), stride=stride, max_fps=max_fps) as video:
+        from_video = [f.index for f in video]
+    with open_source(str(folder), stride=stride, max_fps=max_fps, sequence_fps=10.0) as sequence:
+        from_sequence = [f.index for f in sequence]
+    assert from_sequence == from_video
+    if max_fps:  # never more than max_fps frames per second
+        assert min(np.diff(from_video)) / 10.0 >= 1 / max_fps - 1e-6
+
+
 def test_bad_videos(tmp_path):
     fake = tmp_path / "notes.mp4"
     fake.write_text("this is not a video")
