@@ -44,12 +44,13 @@ class Smoother:
 
     def update(self, faces: Faces, time_s: float) -> Faces:
         for row, track_id in enumerate(faces.track_ids):
-            state = self._step(int(track_id), faces.probs[row], time_s)
+            state = self.step(int(track_id), faces.probs[row], time_s)
             faces.smoothed_probs[row] = state.probs
             faces.smoothed_labels[row] = state.label
         return faces
 
-    def _step(self, track_id: int, probs: np.ndarray, time_s: float) -> _State:
+    def step(self, track_id: int, probs: np.ndarray, time_s: float) -> _State:
+        """One face of ``track_id`` (negative: untracked, not remembered) at ``time_s``."""
         state = self._states.get(track_id)
         if state is None or track_id < 0:
             state = _State(probs.astype(np.float32).copy(), int(probs.argmax()), time_s)

@@ -8,6 +8,7 @@ import shutil
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import assert_one_line_error, run_cli
 
@@ -64,6 +65,27 @@ def test_summary_counts_label_changes_as_the_rows_show_them(scored):
     reread.add_rows(rows)
     (resumed,) = reread.to_dict()["files"].values()
     assert resumed["per_track"] == file_summary["per_track"]
+
+
+def test_a_resumed_summary_plots_the_same_smoothed_timeline(demo_clip):
+    """The plot shows smoothed probabilities; rows read back on ``--resume`` hold the per-frame
+    ones, which the summary smooths again exactly as the pipeline did."""
+    from edgefer.apps.summary import Summary
+    from edgefer.pipeline import Recognizer, RecognizerOptions
+    from edgefer.sinks import face_rows
+    from edgefer.sources import open_source
+
+    live, written = Summary(keep_timeline=True), []
+    with Recognizer(RecognizerOptions()) as recognizer, open_source(str(demo_clip)) as source:
+        for result in recognizer.run(source):
+            rows = face_rows("clip", result)
+            live.add("clip", result, rows)
+            written += [{k: str(v) for k, v in row.items()} for row in rows]  # as a CSV reads
+    reread = Summary(keep_timeline=True)
+    reread.add_rows(written)
+    before, after = live.files["clip"].timeline, reread.files["clip"].timeline
+    assert [(t, i) for t, i, _ in after] == [(round(t, 4), i) for t, i, _ in before]
+    np.testing.assert_allclose([p for *_, p in after], [p for *_, p in before], atol=2e-3)
 
 
 def test_score_refuses_to_overwrite(scored, demo_clip):

@@ -158,7 +158,8 @@ def score(inputs: list[str], options: ScoreOptions,
     resumable = options.output.suffix.lower() in RESUMABLE
     settings = run_settings(options) if resumable else {}
     resume = prepare_resume(options.output, settings) if options.resume else ResumeState()
-    summary = Summary(keep_timeline=options.plot is not None)
+    summary = Summary(keep_timeline=options.plot is not None,
+                      smoothing=options.recognizer.smoothing)
     summary.add_rows(resume.rows)
     reports: list[FileReport] = []
     completed = [item for item in items if item in resume.completed]

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgefer.errors import require
+from edgefer.smooth import Smoother, SmoothingOptions
 from edgefer.types import EMOTIONS, FrameResult
 
 
@@ -87,9 +88,12 @@ class Summary:
     overnight run over thousands of files needs counts, not every face's seven floats.
     """
 
-    def __init__(self, keep_timeline: bool = False) -> None:
+    def __init__(self, keep_timeline: bool = False,
+                 smoothing: SmoothingOptions | None = None) -> None:
         self.files: dict[str, _FileStats] = defaultdict(_FileStats)
         self.keep_timeline = keep_timeline
+        # the run's smoothing: rows read back on a resume are smoothed again for the plot
+        self.smoothing = smoothing or SmoothingOptions()
         self.llm_stats: dict[str, Any] | None = None  # the second opinion's counters, when on
         self.model = ""  # the manifest name of the model that scored: every summary says which
 
@@ -105,8 +109,11 @@ class Summary:
                                        result.faces.smoothed_probs[i].copy()))
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
-        """Rows of a previous, interrupted run (``--resume``): counted as if just produced."""
+        """Rows of a previous, interrupted run (``--resume``): counted as if just produced. The
+        rows hold the per-frame probabilities; the plot's smoothed ones are computed again from
+        them with the run's smoothing, as the pipeline computed them."""
         last_frame: dict[str, Any] = {}
+        smoothers: dict[str, Smoother] = defaultdict(lambda: Smoother(self.smoothing))
         for row in rows:
             stats = self.files[row["file"]]
             if last_frame.get(row["file"]) != row["frame"]:
@@ -114,8 +121,10 @@ class Summary:
                 last_frame[row["file"]] = row["frame"]
             self._count(stats, row)
             if self.keep_timeline:
+                time_s, track_id = float(row["time_s"]), int(row["track_id"])
                 probs = np.array([float(row[f"p_{e}"]) for e in EMOTIONS], dtype=np.float32)
-                stats.timeline.append((float(row["time_s"]), int(row["track_id"]), probs))
+                smoothed = smoothers[row["file"]].step(track_id, probs, time_s).probs.copy()
+                stats.timeline.append((time_s, track_id, smoothed))
 
     @staticmethod
     def _count(stats: _FileStats, row: dict[str, Any]) -> None:
