@@ -313,14 +313,19 @@ def test_looped_source_timestamps_are_monotonic(demo_clip):
 
 
 @pytest.mark.skipif(not __import__("os").path.exists("/dev/full"), reason="needs /dev/full")
-def test_disk_full_output_is_reported_and_the_loop_goes_on(demo_clip, tmp_path):
-    full = tmp_path / "rows.csv"
+@pytest.mark.parametrize("output", ["table", "events"])
+def test_disk_full_output_is_reported_and_the_loop_goes_on(demo_clip, tmp_path, capfd, output):
+    """The failing output is disabled and counted, the loop runs on, and closing it at the end
+    neither raises nor prints a traceback."""
+    full = tmp_path / ("rows.csv" if output == "table" else "events.jsonl")
     full.symlink_to("/dev/full")  # every write fails with ENOSPC, like a full disk
+    outputs = (OutputOptions(table=full, overwrite=True) if output == "table"
+               else OutputOptions(events=str(full)))
     options = LiveOptions(capture=CaptureOptions(str(demo_clip), realtime=True, loop=True),
-                          display=HEADLESS, outputs=OutputOptions(table=full, overwrite=True),
-                          max_frames=60)
+                          display=HEADLESS, outputs=outputs, max_frames=60)
     stats = LiveSession(options).run()
     assert stats.frames == 60 and stats.errors >= 1
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_disk_full_in_score_is_one_line(demo_clip, tmp_path):

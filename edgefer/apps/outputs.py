@@ -70,7 +70,7 @@ class Outputs:
         with ExitStack() as opening:
             if o.events:  # first: an append-only log, so failing later leaves it unharmed
                 events = EventLog(o.events)
-                opening.callback(events.close)
+                opening.callback(self._close_quietly, events)
                 self._writers["events"] = events.emit
             if o.table is not None:
                 table = TableSink(o.table, o.overwrite)
@@ -110,8 +110,10 @@ class Outputs:
             log.error("output %s failed: %s; it is disabled, the loop goes on", name, err)
 
     @staticmethod
-    def _close_quietly(sink: TableSink) -> None:
+    def _close_quietly(sink: TableSink | EventLog) -> None:
+        """Close one output; a failure (the disk that failed its writes) is logged, and the
+        outputs after it still close."""
         try:
             sink.close()
-        except OutputError as err:
-            log.error("%s", err)
+        except (OutputError, OSError) as err:
+            log.error("closing an output failed: %s", err)

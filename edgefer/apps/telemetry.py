@@ -59,6 +59,14 @@ class Metrics:
         return prometheus.generate_latest(self.registry)
 
 
+class _RaisingFileHandler(logging.handlers.RotatingFileHandler):
+    """Lets a write error (disk full) reach the caller, which disables the output and counts
+    it, instead of printing logging's traceback on every event."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        raise  # called only from the handler's except block
+
+
 class EventLog:
     """JSON lines for track events, to stdout or a size-rotated file; flushed per event."""
 
@@ -71,7 +79,7 @@ class EventLog:
         else:  # its folder is made if missing: a kiosk's log folder may not exist on first boot
             try:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self._handler = logging.handlers.RotatingFileHandler(
+                self._handler = _RaisingFileHandler(
                     path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
             except OSError as err:
                 raise OutputError(f"cannot write the events log {path}: {err.strerror}: "
