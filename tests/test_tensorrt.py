@@ -21,7 +21,7 @@ from edgefer.backends.build import (
     check_onnx_for_tensorrt,
 )
 from edgefer.backends.tensorrt import check_plan_metadata
-from edgefer.errors import ConfigError, ModelError
+from edgefer.errors import ConfigError, InputError, ModelError
 from edgefer.manifest import load_model_entry
 
 
@@ -70,7 +70,7 @@ def test_calibration_batches_match_inference_preprocessing(entry, tmp_path):
         image = rng.integers(0, 255, (64, 64), dtype=np.uint8)
         cv2.imwrite(str(tmp_path / f"{i:02d}.png"), image)
         images.append(image)
-    batches = list(calibration_batches(entry, tmp_path, count=20, batch_size=8))
+    batches = calibration_batches(entry, tmp_path, count=20, batch_size=8)
     assert [b.shape for b in batches] == [(8, 1, 48, 48)] * 2  # 20 images: 2 full batches
     assert all(b.dtype == np.float32 for b in batches)
     resized = cv2.resize(images[0], (48, 48), interpolation=cv2.INTER_AREA)
@@ -82,8 +82,16 @@ def test_calibration_through_the_detector(entry, tmp_path, portrait):
     import cv2
 
     cv2.imwrite(str(tmp_path / "portrait.jpg"), portrait)
-    (batch,) = list(calibration_batches(entry, tmp_path, 10, batch_size=1, mode="detect"))
+    (batch,) = calibration_batches(entry, tmp_path, 10, batch_size=1, mode="detect")
     assert batch.shape == (1, 1, 48, 48) and batch.min() >= -2.01 and batch.max() <= 2.01
+
+
+def test_too_few_calibration_faces_is_an_error_before_the_build(entry, tmp_path, portrait):
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "portrait.jpg"), portrait)  # one face: not one batch of 16
+    with pytest.raises(InputError, match=r"1 usable faces .* needs at least 16"):
+        calibration_batches(entry, tmp_path, 10, batch_size=16, mode="detect")
 
 
 def test_cache_key_changes_with_every_part(entry):

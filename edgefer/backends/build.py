@@ -106,11 +106,13 @@ def check_onnx_for_tensorrt(path: Path) -> list[str]:
 
 
 def calibration_batches(entry: ModelEntry, folder: Path, count: int, batch_size: int,
-                        mode: str = "crops", seed: int = 0) -> Iterator[np.ndarray]:
-    """Float32 NCHW batches preprocessed exactly as at inference (the manifest's contract).
+                        mode: str = "crops", seed: int = 0) -> list[np.ndarray]:
+    """Float32 NCHW batches preprocessed exactly as at inference (the manifest's contract),
+    all of them full (TensorRT calibrates at one batch size; the remainder is left out).
 
     ``crops``: images are face crops (any class-folder or flat layout); ``detect``: full images
-    go through the detector and aligner, and each found face is one sample.
+    go through the detector and aligner, and each found face is one sample. Read before the
+    build starts, so that too few faces is an error here, not a calibration on nothing.
     """
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
@@ -119,11 +121,17 @@ def calibration_batches(entry: ModelEntry, folder: Path, count: int, batch_size:
     paths = [paths[i] for i in rng.permutation(len(paths))[:count]]
     samples = _crop_samples(entry, paths) if mode == "crops" else _detected_samples(entry, paths)
     batch: list[np.ndarray] = []
+    batches: list[np.ndarray] = []
     for sample in samples:
         batch.append(sample)
         if len(batch) == batch_size:
-            yield np.stack(batch)
+            batches.append(np.stack(batch))
             batch = []
+    if not batches:
+        raise InputError(f"{len(batch)} usable faces in {folder} ({len(paths)} images read, "
+                         f"--calibration-images {count}): int8 calibration needs at least "
+                         f"{batch_size}")
+    return batches
 
 
 def _crop_samples(entry: ModelEntry, paths: list[Path]) -> Iterator[np.ndarray]:
@@ -245,12 +253,12 @@ def _builder_config(trt: Any, builder: Any, network: Any, entry: ModelEntry,
     if options.precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
     if options.precision == "int8":
-        status(f"calibrating on up to {options.calibration_images} faces from "
-               f"{options.calibration_dir}")
         config.set_flag(trt.BuilderFlag.INT8)
         batches = calibration_batches(entry, options.calibration_dir, options.calibration_images,
                                       options.calibration_batch, options.calibration_mode)
-        config.int8_calibrator = make_calibrator(batches, options.calibration_batch,
+        status(f"calibrating on {len(batches) * options.calibration_batch} faces from "
+               f"{options.calibration_dir}")
+        config.int8_calibrator = make_calibrator(iter(batches), options.calibration_batch,
                                                  plan.with_suffix(".calib"))
         calibration = builder.create_optimization_profile()
         calibration.set_shape(network.get_input(0).name, *(((options.calibration_batch, *item),) * 3))
