@@ -87,6 +87,13 @@ def plan_path(engines_dir: Path, entry: ModelEntry, options: BuildOptions, key: 
     return engines_dir / "plans" / f"{entry.name}-{options.precision}-{key[:16]}.plan"
 
 
+def require_ready_for_tensorrt(path: Path) -> None:
+    """Raise ``ModelError`` naming every problem ``check_onnx_for_tensorrt`` finds."""
+    problems = check_onnx_for_tensorrt(path)
+    if problems:
+        raise ModelError("ONNX model not ready for TensorRT: " + "; ".join(problems))
+
+
 def check_onnx_for_tensorrt(path: Path) -> list[str]:
     """Problems that would stop or slow TensorRT: unsupported ops, a non-dynamic batch axis,
     dynamic spatial axes. Empty when the model is ready."""
@@ -201,9 +208,7 @@ def build_engine(entry: ModelEntry, options: BuildOptions, engines_dir: Path,
     if gpu is None:
         raise ModelError("no CUDA GPU found: TensorRT engines can only be built on the GPU "
                          "that will run them")
-    problems = check_onnx_for_tensorrt(entry.file)
-    if problems:
-        raise ModelError("ONNX model not ready for TensorRT: " + "; ".join(problems))
+    require_ready_for_tensorrt(entry.file)
     parts = cache_key_parts(entry, options, gpu.name, gpu.compute_capability, trt.__version__)
     key = cache_key(parts)
     plan = plan_path(engines_dir, entry, options, key)

@@ -36,18 +36,15 @@ def run_build(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from edgefer.backends.build import BuildOptions, build_engine, check_onnx_for_tensorrt
-    from edgefer.errors import ModelError
+    from edgefer.backends.build import BuildOptions, build_engine, require_ready_for_tensorrt
     from edgefer.manifest import float_source, load_model_entry
 
     console = Console()
     entry = float_source(load_model_entry(args.model))  # TensorRT quantizes itself: start from float
     entry.verify()
-    problems = check_onnx_for_tensorrt(entry.file)
-    if problems:
-        raise ModelError("ONNX model not ready for TensorRT: " + "; ".join(problems))
+    require_ready_for_tensorrt(entry.file)
     console.print(f"{entry.file.name}: ready for TensorRT (supported operators, dynamic batch, "
-                  "static 48x48 input)")
+                  f"static {entry.input.height}x{entry.input.width} input)")
     if args.check_only:
         return 0
     options = BuildOptions(precision=args.precision, opt_batch=args.opt_batch,
