@@ -73,6 +73,9 @@ class InputSpec:
             raise ModelError(f"only NCHW inputs are supported, got {self.layout!r}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ModelError("input mean and std need one value per channel")
+        if self.height != self.width or self.height < 1:
+            raise ModelError(f"the aligner makes square crops: input {self.height}x{self.width} "
+                             "is not square")
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 ``(N, H, W[, C])`` pixels to the float32 NCHW tensor the model expects."""

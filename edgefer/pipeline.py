@@ -85,27 +85,26 @@ class Recognizer:
         self.options = options
         requested = load_model_entry(options.model, options.manifest)
         self.detector = FaceDetector(options.detector)
+        self._second_opinion: SecondOpinionStage | None = None
+        engine = None
         try:
             engine = open_engine(requested, options.engine, options.engine_threads,
                                  options.precision)
-        except BaseException:
-            self.detector.close()
-            raise
-        self.model: ModelEntry = engine.entry or requested  # an int8 entry's float source on GPUs
-        self.aligner = Aligner(self.model.input)
-        self.classifier = Classifier(engine, self.model.temperature, len(self.model.classes))
-        self._tracker = IouTracker(options.tracker)
-        self._smoother = Smoother(options.smoothing)
-        self._second_opinion: SecondOpinionStage | None = None
-        if options.llm is not None:
-            from edgefer.llm.stage import SecondOpinionStage
+            self.model: ModelEntry = engine.entry or requested  # an int8 entry's float source on GPUs
+            self.aligner = Aligner(self.model.input)
+            self.classifier = Classifier(engine, self.model.temperature, len(self.model.classes))
+            self._tracker = IouTracker(options.tracker)
+            self._smoother = Smoother(options.smoothing)
+            if options.llm is not None:
+                from edgefer.llm.stage import SecondOpinionStage
 
-            try:
                 self._second_opinion = SecondOpinionStage(options.llm, self.aligner,
                                                            cnn_model=self.model.name)
-            except BaseException:
-                self.close()
-                raise
+        except BaseException:  # nothing opened so far stays open
+            if engine is not None:
+                engine.close()
+            self.detector.close()
+            raise
         self._last_time_s = 0.0
 
     # -- one frame -------------------------------------------------------------------------
@@ -232,10 +231,9 @@ class Recognizer:
         return FrameResult(item.frame, faces, latency)
 
     def close(self) -> None:
-        if getattr(self, "_second_opinion", None) is not None:
+        if self._second_opinion is not None:
             self._second_opinion.close()
-        if getattr(self, "classifier", None) is not None:
-            self.classifier.close()
+        self.classifier.close()
         self.detector.close()
 
     def __enter__(self) -> Recognizer:

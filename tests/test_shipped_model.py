@@ -32,6 +32,18 @@ def test_manifest_entries_are_valid_and_files_match_their_hashes():
     assert recipe.is_file()
 
 
+def test_an_input_the_aligner_cannot_make_is_a_model_error():
+    """A manifest entry with a non-square input fails as the model's fault (exit 3), not as an
+    internal error once the engine is open."""
+    from dataclasses import replace
+
+    from edgefer.errors import ModelError
+
+    spec = load_model_entry().input
+    with pytest.raises(ModelError, match="not square"):
+        replace(spec, width=spec.width - 8)
+
+
 def test_onnx_matches_pytorch_on_real_faces(demo_clip):
     pytest.importorskip("torch")
     from edgefer.align import Aligner
