@@ -226,6 +226,9 @@ def test_token_matrix_on_all_interfaces(demo_clip, monkeypatch):
         assert headers["Set-Cookie"].startswith(f"edgefer_token={TOKEN};")
         assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
         assert get(session, "/?token=wrong")[0] == 401
+        # a wrong token in the address never replaces the good cookie that let the request in
+        status, headers, _ = get(session, "/?token=wrong", {"Cookie": f"edgefer_token={TOKEN}"})
+        assert status == 303 and headers["Location"] == "/" and "Set-Cookie" not in headers
         _, _, metrics = get(session, "/metrics", {"Authorization": f"Bearer {TOKEN}"})
         line = next(x for x in metrics.decode().splitlines()
                     if x.startswith('edgefer_http_refused_total{reason="token"}'))
@@ -238,6 +241,7 @@ def test_token_matrix_on_all_interfaces(demo_clip, monkeypatch):
     ({"host": "edgefer.local"}, {}, "http.token_env"),
     ({"token_env": "EDGEFER_UNSET_TOKEN"}, {}, "EDGEFER_UNSET_TOKEN"),
     ({"token_env": "EDGEFER_EMPTY_TOKEN"}, {"EDGEFER_EMPTY_TOKEN": ""}, "EDGEFER_EMPTY_TOKEN"),
+    ({"token_env": "EDGEFER_ODD_TOKEN"}, {"EDGEFER_ODD_TOKEN": "a b;c"}, "may hold only"),
 ])
 def test_reachable_address_without_token_is_a_configuration_error(monkeypatch, http, environ, match):
     monkeypatch.delenv("EDGEFER_UNSET_TOKEN", raising=False)

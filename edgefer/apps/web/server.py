@@ -16,6 +16,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -98,6 +99,9 @@ def resolve_token(options: HttpOptions, environ: Mapping[str, str] | None = None
         token = environ.get(options.token_env, "")
         if not token:
             raise ConfigError(f"http.token_env names {options.token_env}, which is not set or empty")
+        if not re.fullmatch(r"[A-Za-z0-9._~+/=-]+", token):  # what a cookie and a URL carry as is
+            raise ConfigError(f"the token in {options.token_env} may hold only letters, digits "
+                              "and . _ ~ + / = - (e.g. `openssl rand -hex 32`)")
         return token
     if not is_loopback(options.host) and not options.insecure_no_token:
         raise ConfigError(f"http.host {options.host} is reachable from other machines: set "
@@ -152,7 +156,21 @@ class WebServer:
             if name == COOKIE:
                 offered.append(value)
         # compare_digest on every candidate, so timing does not reveal which one matched
-        return any([hmac.compare_digest(o.encode(), self._token) for o in offered])
+        return any([self.is_token(o) for o in offered])
+
+    def is_token(self, offered: str) -> bool:
+        """Whether ``offered`` is the access token (in constant time)."""
+        return self._token is not None and hmac.compare_digest(offered.encode(), self._token)
+
+    def remember_token(self, query: dict[str, list[str]]) -> Reply:
+        """The reply to ``/?token=...``: a redirect that drops the token from the address bar,
+        storing it as the cookie only when it is the token (a wrong one in a bookmark must not
+        replace a good cookie)."""
+        offered = query["token"][0]
+        headers = {"Location": "/"}
+        if self.is_token(offered):
+            headers["Set-Cookie"] = f"{COOKIE}={offered}; HttpOnly; SameSite=Strict; Path=/"
+        return Reply(303, b"", headers=headers)
 
     def route(self, path: str, query: dict[str, list[str]]) -> Reply:
         """The reply to an authorized GET."""
@@ -210,8 +228,8 @@ def _handler(server: WebServer) -> type[BaseHTTPRequestHandler]:
                 self._send(Reply(401, b"unauthorized\n", headers={
                     "WWW-Authenticate": 'Bearer realm="edgefer"'}))
                 return
-            if parts.path == "/" and "token" in query:  # remember it, and drop it from the URL
-                self._send(Reply(303, b"", headers={"Location": "/", "Set-Cookie": _cookie(query)}))
+            if parts.path == "/" and "token" in query:
+                self._send(server.remember_token(query))
                 return
             self._with_slot(lambda: server.route(parts.path, query))
 
@@ -245,7 +263,3 @@ def _handler(server: WebServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(reply.body)
 
     return Handler
-
-
-def _cookie(query: dict[str, list[str]]) -> str:
-    return f"{COOKIE}={query['token'][0]}; HttpOnly; SameSite=Strict; Path=/"
