@@ -38,7 +38,7 @@ def face_label(faces: Faces, row: int) -> tuple[str, float, bool]:
     index = int(faces.final_labels[row])
     label = label_name(index)
     source = faces.label_sources[row]
-    probs = faces.llm_probs[row] if source == LabelSource.LLM else faces.shown_probs(row)
+    probs = faces.llm_probs[row] if source == LabelSource.LLM else faces.cnn_probs(row)
     confidence = float(probs[index]) if index >= 0 else 0.0
     return label, confidence, bool(source in (LabelSource.LLM, LabelSource.FUSE))
 

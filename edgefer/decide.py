@@ -45,12 +45,12 @@ def decide_labels(faces: Faces, policy: str = "override", fuse_weight: float = 0
     if policy == "learned":
         unanswered = (cnn >= 0) & ~answered
         if unanswered.any():
-            final[unanswered] = fusion.recalibrate(_cnn_probs(faces, unanswered)).argmax(axis=1)
+            final[unanswered] = fusion.recalibrate(faces.cnn_probs(unanswered)).argmax(axis=1)
     if answered.any() and policy == "override":
         final[answered] = faces.llm_labels[answered]
         sources[answered] = LabelSource.LLM
     elif answered.any():
-        cnn_probs, llm_probs = _cnn_probs(faces, answered), faces.llm_probs[answered]
+        cnn_probs, llm_probs = faces.cnn_probs(answered), faces.llm_probs[answered]
         fused = fusion.fuse(cnn_probs, llm_probs) if policy == "learned" \
             else (1 - fuse_weight) * cnn_probs + fuse_weight * llm_probs
         final[answered] = fused.argmax(axis=1)
@@ -58,9 +58,3 @@ def decide_labels(faces: Faces, policy: str = "override", fuse_weight: float = 0
     faces.final_labels[:] = final
     faces.label_sources[:] = sources
     return faces
-
-
-def _cnn_probs(faces: Faces, rows: np.ndarray) -> np.ndarray:
-    """The probabilities behind the CNN's label for ``rows``: smoothed where the smoother ran."""
-    smoothed, raw = faces.smoothed_probs[rows], faces.probs[rows]
-    return np.where(smoothed.any(axis=1, keepdims=True), smoothed, raw)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgefer.errors import InputError, OutputError, require
-from edgefer.types import EMOTIONS, FrameResult, LabelSource
+from edgefer.types import EMOTIONS, FrameResult, LabelSource, label_name
 
 ROW_COLUMNS: tuple[str, ...] = (
     "file", "frame", "time_s", "track_id", "x", "y", "w", "h", "det_score",
@@ -25,7 +25,7 @@ ROW_COLUMNS: tuple[str, ...] = (
     "label", "confidence", "smoothed_label", "cnn_label", "llm_label", "final_label", "final_source",
 )
 TABLE_SUFFIXES = (".csv", ".jsonl", ".parquet")
-VIDEO_SUFFIXES = (".mp4", ".avi")
+WRITABLE_VIDEO_SUFFIXES = (".mp4", ".avi")  # what VideoSink writes (inputs: sources.py)
 PARQUET_ROW_GROUP = 4096
 _INTEGER_COLUMNS = ("frame", "track_id")
 _TEXT_COLUMNS = ("file", "label", "smoothed_label", "cnn_label", "llm_label", "final_label",
@@ -65,7 +65,7 @@ def face_rows(file: str, result: FrameResult) -> list[dict[str, Any]]:
 
 
 def _name(index: np.integer) -> str:
-    return EMOTIONS[int(index)] if index >= 0 else ""
+    return label_name(int(index), unset="")
 
 
 def check_output(path: str | Path, overwrite: bool, suffixes: tuple[str, ...]) -> Path:
@@ -180,7 +180,7 @@ class VideoSink:
     """Annotated frames to an ``.mp4`` (MPEG-4 Part 2, which every OpenCV build can write)."""
 
     def __init__(self, path: str | Path, fps: float, overwrite: bool = False) -> None:
-        self.path = check_output(path, overwrite, VIDEO_SUFFIXES)
+        self.path = check_output(path, overwrite, WRITABLE_VIDEO_SUFFIXES)
         self.fps = fps
         self._writer: Any = None
 

@@ -65,9 +65,11 @@ class Frame:
 UNKNOWN = "unknown"  # the name of an unset label (-1): never a class, never "neutral"
 
 
-def label_name(index: int) -> str:
-    """The class name of a label index; -1 (unset) reads as ``"unknown"``, not as a class."""
-    return EMOTIONS[index] if 0 <= index < len(EMOTIONS) else UNKNOWN
+def label_name(index: int, unset: str = UNKNOWN) -> str:
+    """The class name of a label index; -1 (unset) reads as ``unset``, never as a class:
+    ``"unknown"`` where people read it (events, the page, the picture), ``""`` in the rows'
+    table cells, where an empty cell is a missing value to every CSV and Parquet reader."""
+    return EMOTIONS[index] if 0 <= index < len(EMOTIONS) else unset
 
 
 class LabelSource(enum.IntEnum):
@@ -165,9 +167,11 @@ class Faces:
         else ``raw_labels``."""
         return np.where(self.smoothed_labels >= 0, self.smoothed_labels, self.raw_labels)
 
-    def shown_probs(self, row: int) -> np.ndarray:
-        """The probabilities behind the label shown for ``row``: smoothed where available."""
-        return self.smoothed_probs[row] if self.smoothed_probs[row].any() else self.probs[row]
+    def cnn_probs(self, rows: int | slice | np.ndarray = slice(None)) -> np.ndarray:
+        """The probabilities behind ``cnn_labels`` for ``rows`` (an index, mask or slice):
+        smoothed over the track where the smoother ran, else the classifier's own."""
+        smoothed, raw = self.smoothed_probs[rows], self.probs[rows]
+        return np.where(smoothed.any(axis=-1, keepdims=True), smoothed, raw)
 
 
 @dataclass(frozen=True)

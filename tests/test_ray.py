@@ -255,6 +255,15 @@ def test_inputs_become_absolute_and_lists_are_read(tmp_path, monkeypatch) -> Non
                                                  "file:///nowhere/b.mp4"]
 
 
+def test_a_folder_uri_is_listed_as_a_local_folder_is(tmp_path, caplog) -> None:
+    for name in ("a.jpg", "b/c.MP4", "__MACOSX/._a.jpg", "notes.txt", "d.zip"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    listed = expand_uris([f"file://{tmp_path}"])
+    assert listed == [f"file://{tmp_path}/a.jpg", f"file://{tmp_path}/b/c.MP4"]
+    assert "1 archive(s)" in caplog.text and "d.zip" in caplog.text
+
+
 def test_sequences_send_a_folder_as_one_input(tmp_path, monkeypatch) -> None:
     (tmp_path / "frames").mkdir()
     (tmp_path / "frames" / "frame_0.png").write_bytes(b"")

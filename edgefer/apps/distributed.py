@@ -192,17 +192,23 @@ def expand_uris(inputs: list[str], sequences: bool = False) -> list[str]:
 
 
 def _list_uri(uri: str) -> list[str]:
-    from edgefer.sources import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+    """The images and videos under a bucket folder, chosen as a local folder's are; archives
+    there are left out (a worker reads an archive's members from a local file only)."""
+    from edgefer.sources import is_archive, is_media
 
     fs_module = require("pyarrow.fs", "ray")
     filesystem, path = _from_uri(uri)
     if filesystem.get_file_info(path).type != fs_module.FileType.Directory:
         return [uri]
     scheme = uri.split("://", 1)[0]
-    found = filesystem.get_file_info(fs_module.FileSelector(path, recursive=True))
-    return sorted(f"{scheme}://{info.path}" for info in found
-                  if info.type == fs_module.FileType.File
-                  and Path(info.path).suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    found = [Path(info.path) for info in
+             filesystem.get_file_info(fs_module.FileSelector(path, recursive=True))
+             if info.type == fs_module.FileType.File and is_media(Path(info.path))]
+    archives = [p for p in found if is_archive(p)]
+    if archives:
+        log.warning("%d archive(s) under %s left out: --ray reads archives only from local "
+                    "files (e.g. %s)", len(archives), uri, archives[0].name)
+    return sorted(f"{scheme}://{p.as_posix()}" for p in found if not is_archive(p))
 
 
 def _from_uri(uri: str) -> tuple[Any, str]:

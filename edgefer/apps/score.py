@@ -30,7 +30,7 @@ from edgefer.pipeline import Recognizer, RecognizerOptions
 from edgefer.sinks import (
     ROW_COLUMNS,
     TABLE_SUFFIXES,
-    VIDEO_SUFFIXES,
+    WRITABLE_VIDEO_SUFFIXES,
     TableSink,
     VideoSink,
     check_output,
@@ -130,7 +130,7 @@ def check_outputs(options: ScoreOptions) -> None:
     overwrite = options.overwrite or options.resume
     if not options.resume:
         check_output(options.output, overwrite, TABLE_SUFFIXES)
-    for path, suffixes in ((options.annotate, VIDEO_SUFFIXES), (options.summary, (".json",)),
+    for path, suffixes in ((options.annotate, WRITABLE_VIDEO_SUFFIXES), (options.summary, (".json",)),
                            (options.plot, (".png", ".svg", ".pdf"))):
         if path is not None:
             check_output(path, overwrite, suffixes)
