@@ -144,6 +144,8 @@ def test_unwritable_output_folder(corpus, tmp_path):
     (["live", "--source", "{corpus}/gray.png", "--headless", "--preview", "--http-host",
       "127.0.0.3"], EXIT_INPUT, "--preview, --http-host need --http-port"),
     (["llm", "calibrate", "{corpus}", "--limit", "20"], EXIT_INPUT, "--limit 20"),
+    (["llm", "calibrate", "{corpus}", "--max-share", "0"], EXIT_INPUT,
+     "--max-share: must be in (0, 1], got 0"),
     (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--frobnicate"], EXIT_INPUT,
      "unrecognized arguments: --frobnicate"),
     (["score", "{corpus}/gray.png", "-o", "{tmp}/nowhere/o.csv"], EXIT_OUTPUT, "does not exist"),

@@ -14,10 +14,11 @@ import pytest
 pytest.importorskip("openai")
 
 from edgefer.errors import ConfigError
+from edgefer.images import encode_jpeg
 from edgefer.llm.cache import AnswerCache, cache_key
 from edgefer.llm.client import LlmClient, LlmStats, backoff_s, retry_after_s
 from edgefer.llm.config import LlmConfig
-from edgefer.llm.prompt import FaceQuery, encode_jpeg
+from edgefer.llm.prompt import FaceQuery
 from edgefer.llm.worker import MAX_IN_FLIGHT, SecondOpinion
 from edgefer.types import EMOTIONS
 from tools.openai_stub import StubServer, StubState
@@ -27,7 +28,7 @@ def queries(n: int, offset: int = 0) -> list[FaceQuery]:
     rng = np.random.default_rng(offset)
     out = []
     for i in range(offset, offset + n):
-        jpeg = encode_jpeg(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        jpeg = encode_jpeg(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), 85)
         out.append(FaceQuery(f"f{i}", jpeg, cache_key(jpeg, LlmConfig(model="stub"))))
     return out
 

@@ -55,6 +55,7 @@ def crop_to_box_ratio(folder, entry) -> float:  # type: ignore[no-untyped-def]
 
 def figures(name: str, folder, labels: np.ndarray, ratio: float) -> list[str]:  # type: ignore[no-untyped-def]
     from edgefer.backends import open_engine
+    from edgefer.classify import softmax
     from edgefer.manifest import load_model_entry
     from edgefer.training import datasets
 
@@ -66,9 +67,7 @@ def figures(name: str, folder, labels: np.ndarray, ratio: float) -> list[str]:  
             batch = degrade(pixels, side)
             logits = np.concatenate([engine.run(entry.input.normalize(batch[i:i + 256]))
                                      for i in range(0, len(batch), 256)])
-            scaled = logits / entry.temperature
-            probs = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-            probs /= probs.sum(axis=1, keepdims=True)
+            probs = softmax(logits, entry.temperature)
             accuracy = float((probs.argmax(axis=1) == labels).mean())
             rows.append(f"| `{name}` | {side} | {side / ratio:.0f} | {accuracy:.2%} | "
                         f"{probs.max(axis=1).mean():.3f} |")

@@ -139,6 +139,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def share(text: str) -> float:
+    """An argparse type: a share of faces within (0, 1] (none at all is not a share)."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def at_least_one(text: str) -> int:
     """An argparse type: a whole number >= 1 (a count, a rate)."""
     value = int(text)

@@ -13,6 +13,7 @@ from edgefer.cli.common import (
     check_reports,
     precision,
     refuse_without,
+    share,
 )
 from edgefer.detect import DETECTOR_MODELS
 from edgefer.errors import InputError
@@ -50,7 +51,7 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--cascade", action="store_true",
                         help="implies --llm: the cascade curve over shares of faces sent, and an "
                              "operating point chosen on one half and reported on the other")
-    parser.add_argument("--max-share", type=float, default=1.0, metavar="S",
+    parser.add_argument("--max-share", type=share, default=1.0, metavar="S",
                         help="--cascade: the largest share of faces the held-out operating "
                              "points may send (default 1)")
     parser.add_argument("--markdown", type=Path, metavar="OUT.md", help="write the LLM tables")
@@ -108,8 +109,6 @@ def llm_settings(args: argparse.Namespace) -> Any:
         raise InputError("--markdown writes the LLM tables: add --llm or --cascade")
     if config is not None and args.mode != "crops":
         raise InputError("the LLM comparison evaluates pre-cropped faces; use --mode crops")
-    if not 0 < args.max_share <= 1:
-        raise InputError(f"--max-share must be in (0, 1], got {args.max_share}")
     return config
 
 

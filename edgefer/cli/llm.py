@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgefer.cli.common import at_least_one
+from edgefer.cli.common import at_least_one, share
 from edgefer.types import EMOTIONS
 
 MIN_ANSWERED = 50  # answered faces below which the learned policy is not fitted
@@ -35,7 +35,7 @@ def add_commands(commands: Any) -> None:
     calibrate.add_argument("--model", help="CNN model name in the manifest (default: its default)")
     calibrate.add_argument("--limit", type=at_least_one, metavar="N",
                            help="a stratified sample of about N faces (budget)")
-    calibrate.add_argument("--max-share", type=float, default=0.3, metavar="S",
+    calibrate.add_argument("--max-share", type=share, default=0.3, metavar="S",
                            help="the largest share of faces the learned policy may send "
                                 "(default 0.3)")
     calibrate.add_argument("--out", type=Path, metavar="JSON",
@@ -64,8 +64,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from edgefer.training import cascade
     from edgefer.training.evaluate import EvalOptions, evaluate
 
-    if not 0 < args.max_share <= 1:
-        raise InputError(f"--max-share must be in (0, 1], got {args.max_share}")
     if args.limit is not None and args.limit < MIN_ANSWERED:
         raise InputError(f"--limit {args.limit} is under the {MIN_ANSWERED} answered faces a "
                          "fit needs")

@@ -6,9 +6,6 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from edgefer.llm.constants import JPEG_QUALITY
 from edgefer.types import EMOTIONS
 
 _CONFIDENCES = ", ".join(f'"{e}": 0.0' for e in EMOTIONS)
@@ -37,15 +34,6 @@ class FaceQuery:
     key: str
     options: tuple[str, str] | None = None
     context_jpeg: bytes | None = None
-
-
-def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    import cv2
-
-    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("JPEG encoding failed")
-    return data.tobytes()
 
 
 def data_url(jpeg: bytes) -> str:

@@ -23,13 +23,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgefer.align import Aligner
+from edgefer.images import encode_jpeg, shrink_to
 from edgefer.llm.cache import cache_key
 from edgefer.llm.client import LlmStats
 from edgefer.llm.config import LlmConfig
-from edgefer.llm.constants import CONTEXT_SIZE, CROP_SIZE
+from edgefer.llm.constants import CONTEXT_SIZE, CROP_SIZE, JPEG_QUALITY
 from edgefer.llm.fusion import FusionModel, load_for
 from edgefer.llm.parse import Answer
-from edgefer.llm.prompt import FaceQuery, encode_jpeg
+from edgefer.llm.prompt import FaceQuery
 from edgefer.llm.worker import Result, SecondOpinion
 from edgefer.types import EMOTIONS, Faces, Frame, label_name
 
@@ -76,16 +77,6 @@ def resolve_policy(config: LlmConfig, cnn_model: str | None = None
         note += ("; it asks about no faces: asking did not beat the CNN out of fold on the "
                  "calibration data")
     return "learned", fusion, note
-
-
-def _downscale(image: np.ndarray, longest: int) -> np.ndarray:
-    """The frame shrunk so its longest side is ``longest`` pixels (context for the LLM)."""
-    import cv2
-
-    scale = longest / max(image.shape[:2])
-    if scale >= 1:
-        return image
-    return cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
 
 
 def is_uncertain(probs: np.ndarray, threshold: float, margin: float) -> bool:
@@ -225,12 +216,12 @@ class SecondOpinionStage:
 
     def _query(self, frame: Frame, faces: Faces, row: int) -> FaceQuery:
         crop = self.aligner.crops(frame.image, faces[row], size=CROP_SIZE, color="bgr")[0]
-        jpeg = encode_jpeg(crop)
+        jpeg = encode_jpeg(crop, JPEG_QUALITY)
         options = None
         if self.config.top2:
             best = np.argsort(faces.probs[row])[::-1][:2]
             options = (EMOTIONS[best[0]], EMOTIONS[best[1]])
-        context = encode_jpeg(_downscale(frame.image, CONTEXT_SIZE)) \
+        context = encode_jpeg(shrink_to(frame.image, CONTEXT_SIZE), JPEG_QUALITY) \
             if self.config.context_frame else None
         face_id = f"s{self.stream}_f{frame.index}_t{int(faces.track_ids[row])}"  # unique in a run
         return FaceQuery(face_id, jpeg,

@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 
 from edgefer.classify import softmax
+from edgefer.images import encode_jpeg
 from edgefer.llm.cache import AnswerCache, cache_key
 from edgefer.llm.client import LlmClient, LlmStats
 from edgefer.llm.config import LlmConfig
-from edgefer.llm.constants import CROP_SIZE
+from edgefer.llm.constants import CROP_SIZE, JPEG_QUALITY
 from edgefer.llm.fusion import FusionModel, cnn_features, fused_features
 from edgefer.llm.parse import Answer
-from edgefer.llm.prompt import FaceQuery, encode_jpeg
+from edgefer.llm.prompt import FaceQuery
 from edgefer.training import metrics
 from edgefer.types import EMOTIONS
 
@@ -70,7 +71,7 @@ def face_queries(images: list[np.ndarray], probs: np.ndarray, config: LlmConfig
     for i, image in enumerate(images):
         colour = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
         crop = cv2.resize(colour, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_CUBIC)
-        jpeg = encode_jpeg(crop)
+        jpeg = encode_jpeg(crop, JPEG_QUALITY)
         options = None
         if config.top2:
             best = np.argsort(probs[i])[::-1][:2]

@@ -12,6 +12,7 @@ import numpy as np
 
 from edgefer.annotate import Hud, draw_faces, draw_hud
 from edgefer.apps.web.status import Published, StatusBoard
+from edgefer.images import encode_jpeg, shrink_to
 
 MAX_SIDE_PX = 960  # larger frames are shrunk before encoding
 JPEG_QUALITY = 80
@@ -20,14 +21,9 @@ IDLE_AFTER_S = 2.0  # no request for this long: stop encoding
 
 def annotated(published: Published) -> np.ndarray:
     """The frame as the live window shows it (boxes, labels, HUD), scaled to ``MAX_SIDE_PX``."""
-    import cv2
-
     image = draw_faces(published.result.frame.image.copy(), published.result.faces)
     image = draw_hud(image, Hud(published.fps, published.latency_ms))
-    scale = MAX_SIDE_PX / max(image.shape[:2])
-    if scale < 1:
-        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return image
+    return shrink_to(image, MAX_SIDE_PX)
 
 
 class PreviewEncoder:
@@ -84,11 +80,7 @@ class PreviewEncoder:
         return self._stop or time.monotonic() - self._wanted_at < IDLE_AFTER_S
 
     def _encode(self, published: Published) -> bytes:
-        import cv2
-
-        ok, buffer = cv2.imencode(".jpg", self._render(published),
-                                  [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-        return buffer.tobytes() if ok else b""
+        return encode_jpeg(self._render(published), JPEG_QUALITY)
 
     def _publish(self, jpeg: bytes) -> None:
         with self._cond:
