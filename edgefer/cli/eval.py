@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgefer.cli.common import (
     add_engine_arguments,
@@ -15,10 +15,17 @@ from edgefer.cli.common import (
     refuse_without,
     share,
 )
+from edgefer.cli.llm_tables import ask_llm_about, cost_line, held_out_markdown
 from edgefer.detect import DETECTOR_MODELS
 from edgefer.errors import InputError
 from edgefer.training.evaluate import EvalOptions
 from edgefer.types import EMOTIONS
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from edgefer.llm.config import LlmConfig
+    from edgefer.training.evaluate import EvalResult
 
 
 def add_commands(commands: Any) -> None:
@@ -98,7 +105,7 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def llm_settings(args: argparse.Namespace) -> Any:
+def llm_settings(args: argparse.Namespace) -> LlmConfig | None:
     """The LLM comparison's settings, None without --llm or --cascade; checked before the
     evaluation, which can take minutes, rather than after it."""
     from edgefer.cli.common import llm_config
@@ -112,8 +119,8 @@ def llm_settings(args: argparse.Namespace) -> Any:
     return config
 
 
-def run_llm_comparison(args: argparse.Namespace, config: Any, options: EvalOptions,
-                       result: Any, console: Any) -> dict[str, Any]:
+def run_llm_comparison(args: argparse.Namespace, config: LlmConfig, options: EvalOptions,
+                       result: EvalResult, console: Console) -> dict[str, Any]:
     from edgefer.llm.client import why_unanswered
     from edgefer.training import cascade
 
@@ -131,24 +138,9 @@ def run_llm_comparison(args: argparse.Namespace, config: Any, options: EvalOptio
     return figures
 
 
-def ask_llm_about(result: Any, options: EvalOptions, config: Any, console: Any) -> Any:
-    """The LLM's answer about every evaluated face crop (cached, budgeted, resumable)."""
-    from rich.progress import Progress
-
-    from edgefer.manifest import load_model_entry
-    from edgefer.sources import load_gray
-    from edgefer.training import cascade
-
-    spec = load_model_entry(options.model, options.manifest).input  # the crops the model saw
-    images = [load_gray(p, (spec.height, spec.width)) for p in result.paths]
-    queries = cascade.face_queries(images, result.probs, config)
-    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
-        task = progress.add_task("asking the LLM", total=len(queries))
-        return cascade.ask_all(queries, config,
-                               lambda done, total: progress.update(task, completed=done))
 
 
-def cascade_markdown(figures: dict[str, Any], curve: bool, config: Any) -> str:
+def cascade_markdown(figures: dict[str, Any], curve: bool, config: LlmConfig) -> str:
     """The comparison (and optionally the curves and the held-out table) as markdown."""
     lines = [f"LLM: {config.model} ({'top-2 prompt' if config.top2 else 'open prompt'}), "
              f"answered {figures['share_answered']:.1%} of faces", "",
@@ -167,60 +159,12 @@ def cascade_markdown(figures: dict[str, Any], curve: bool, config: Any) -> str:
     return "\n".join(lines)
 
 
-def held_out_markdown(held: dict[str, Any]) -> list[str]:
-    """Side by side on the second half; models fitted and shares chosen on the first."""
-    replace, learned = held["second_half_replace"], held["second_half_learned"]
-    lines = [f"Held-out half (fitted and chosen on the other half, shares up to "
-             f"{held['max_share']:.0%}):", "", "| | share sent | accuracy |", "|---|---:|---:|",
-             f"| CNN | 0% | {held['second_half_cnn']['accuracy']:.4f} |",
-             f"| CNN recalibrated (no LLM) | 0% | "
-             f"{held['second_half_cnn_recalibrated']['accuracy']:.4f} |",
-             f"| LLM alone | 100% | {held['second_half_llm']['accuracy']:.4f} |",
-             f"| replace policy | {replace['share']:.0%} | {replace['accuracy']:.4f} |",
-             f"| learned fusion | {learned['sent']:.0%} (cap {learned['share']:.0%}) | "
-             f"{learned['accuracy']:.4f} |",
-             "", f"Chosen on the first half: {held['chosen_policy_on_first_half']} at "
-             f"{held['chosen_share_on_first_half']:.0%}. LLM contribution (learned fusion minus "
-             f"recalibrated CNN): {100 * held['llm_contribution']:+.2f} points; learned minus CNN, "
-             f"worst share: {100 * held['learned_minus_cnn_min_over_shares']:+.2f} points.",
-             *repeated_splits_line(held.get("repeated_splits")),
-             *all_faces_line(held.get("all_faces_out_of_fold")), "",
-             "| share sent (learned: at most) | replace | learned | LLM contribution |",
-             "|---:|---:|---:|---:|"]
-    lines += [f"| {row['share_sent']:.0%} | {row['replace']:.4f} | {row['learned']:.4f} | "
-              f"{100 * row['llm_contribution']:+.2f} |" for row in held["curve"]]
-    return lines
 
 
-def repeated_splits_line(spread: dict[str, Any] | None) -> list[str]:
-    if not spread or spread["splits"] < 2:
-        return []
-    low, high = spread["llm_contribution_range"]
-    return [f"Over {spread['splits']} different halves: LLM contribution "
-            f"{100 * spread['llm_contribution_mean']:+.2f} ± "
-            f"{100 * spread['llm_contribution_standard_error']:.2f} points (mean ± standard "
-            f"error; from {100 * low:+.2f} to {100 * high:+.2f}), {spread['sent_mean']:.0%} of "
-            f"faces sent; learned minus CNN {100 * spread['learned_minus_cnn_mean']:+.2f} on "
-            f"average, {100 * spread['learned_minus_cnn_min']:+.2f} at worst."]
 
 
-def all_faces_line(ceiling: dict[str, Any] | None) -> list[str]:
-    if not ceiling:
-        return []
-    return [f"Every face asked and fused, out of fold ({ceiling['folds']} folds x "
-            f"{ceiling['repeats']}): {ceiling['fused_accuracy']:.4f} vs the recalibrated CNN "
-            f"{ceiling['recalibrated_accuracy']:.4f}: the answers hold "
-            f"{100 * ceiling['gain']:+.2f} ± {100 * ceiling['gain_standard_error']:.2f} points "
-            "(± one standard error over the faces) beyond the CNN under these labels."]
 
 
-def cost_line(cost: dict[str, Any]) -> str:
-    prompt, completion = cost["tokens_per_face"]
-    return (f"Cost ({cost['model']}, USD {cost['price_per_million'][0]:g}/{cost['price_per_million'][1]:g}"
-            f" per million tokens): {prompt:.0f} prompt + {completion:.0f} completion tokens per "
-            f"face asked = ${cost['usd_per_face']:.6f}; at {cost['share_sent']:.0%} sent and one "
-            f"question per 5 s cooldown, ${cost['usd_per_hour_one_face']:.4f} per hour of video "
-            "per face in view.")
 
 
 def record_metric(key: str, figures: dict[str, Any], options: EvalOptions) -> None:
@@ -237,7 +181,7 @@ def record_metric(key: str, figures: dict[str, Any], options: EvalOptions) -> No
     update_manifest(entry.name, raw, options.manifest)
 
 
-def print_report(console: Any, figures: dict[str, Any]) -> None:
+def print_report(console: Console, figures: dict[str, Any]) -> None:
     from rich.table import Table
 
     headline = Table(title=f"edgefer eval: {figures['model']} on {figures['n']} images")

@@ -6,10 +6,16 @@ import argparse
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgefer.cli.common import at_least_one, share
 from edgefer.types import EMOTIONS
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edgefer.llm.config import LlmConfig
+    from edgefer.training.cascade import LlmAnswers
 
 MIN_ANSWERED = 50  # answered faces below which the learned policy is not fitted
 
@@ -55,7 +61,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from edgefer.cli.common import check_reports, llm_config
-    from edgefer.cli.eval import ask_llm_about
+    from edgefer.cli.llm_tables import ask_llm_about
     from edgefer.errors import InputError
     from edgefer.files import write_json_atomic
     from edgefer.llm.client import why_unanswered
@@ -109,8 +115,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def calibration_figures(y: Any, cnn_probs: Any, answers: Any, config: Any,
-                        max_share: float) -> dict[str, Any]:
+def calibration_figures(y: np.ndarray, cnn_probs: np.ndarray, answers: LlmAnswers,
+                        config: LlmConfig, max_share: float) -> dict[str, Any]:
     from edgefer.llm.constants import PROMPT_VERSION
     from edgefer.training import cascade, metrics
 
@@ -130,8 +136,8 @@ def calibration_figures(y: Any, cnn_probs: Any, answers: Any, config: Any,
     }
 
 
-def calibration_markdown(figures: dict[str, Any], config: Any) -> str:
-    from edgefer.cli.eval import cost_line, held_out_markdown
+def calibration_markdown(figures: dict[str, Any], config: LlmConfig) -> str:
+    from edgefer.cli.llm_tables import cost_line, held_out_markdown
 
     accuracy = figures["accuracy"]
     lines = [f"LLM {config.model}, {config.prompt} prompt: accuracy {accuracy['llm']:.4f} "
