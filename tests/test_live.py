@@ -415,3 +415,17 @@ def test_config_errors_name_the_key(tmp_path, text, match):
     path.write_text(text)
     with pytest.raises(ConfigError, match=match):
         load_config(path, {}, environ={})
+
+
+def test_a_snapshot_that_cannot_be_saved_is_logged_not_fatal(tmp_path, caplog):
+    """A key press must not stop a kiosk: a snapshot folder that cannot be made is logged."""
+    import cv2
+
+    from edgefer.apps.window import DisplayOptions, Window
+
+    image = np.full((48, 64, 3), 128, np.uint8)
+    (tmp_path / "a-file").write_text("")
+    assert Window(DisplayOptions(), snapshot_dir=tmp_path / "a-file" / "snaps").snapshot(image) is None
+    assert "snapshot not saved" in caplog.text
+    saved = Window(DisplayOptions(), snapshot_dir=tmp_path / "snaps").snapshot(image)
+    assert saved is not None and cv2.imread(str(saved)).shape == (48, 64, 3)

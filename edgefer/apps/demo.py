@@ -13,16 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefer.errors import InputError
+from edgefer.errors import InputError, require
 
 WIDTH, HEIGHT, FPS, SECONDS = 640, 480, 30.0, 5.0
 
 
 def portrait_path() -> Path:
-    try:
-        import matplotlib
-    except ImportError as err:
-        raise InputError("the demo needs matplotlib's sample portrait: pip install matplotlib") from err
+    matplotlib = require("matplotlib", "plot")  # the demo's portrait is its sample data
     path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     if not path.is_file():
         raise InputError(f"sample portrait not found at {path}")

@@ -22,7 +22,8 @@ from edgefer.annotate import draw_faces
 from edgefer.apps.resume import RESUMABLE, ResumeState, forget_progress, prepare_resume, record_completed
 from edgefer.apps.summary import Summary
 from edgefer.errors import EdgeferError, InputError
-from edgefer.files import write_json_atomic
+from edgefer.files import atomic_write, write_json_atomic
+from edgefer.images import encode_jpeg
 from edgefer.llm.client import why_unanswered
 from edgefer.llm.worker import MAX_IN_FLIGHT
 from edgefer.manifest import load_model_entry
@@ -41,6 +42,7 @@ from edgefer.types import FrameResult
 
 log = logging.getLogger(__name__)
 
+ANNOTATED_JPEG_QUALITY = 95  # OpenCV's default, as annotated photos were always saved
 ANNOTATED_PHOTO_WINDOW = 8  # photos held while their answers come, when their pixels are kept too
 
 
@@ -405,10 +407,9 @@ class _ImageWriter:
     def __init__(self, path: Path, overwrite: bool) -> None:
         self.path = check_output(path, overwrite, (".jpg",))
 
-    def write(self, image) -> None:  # type: ignore[no-untyped-def]
-        import cv2
-
-        cv2.imwrite(str(self.path), image)
+    def write(self, image: np.ndarray) -> None:
+        jpeg = encode_jpeg(image, ANNOTATED_JPEG_QUALITY)
+        atomic_write(self.path, lambda handle: handle.write(jpeg))
 
     def close(self) -> None:
         pass

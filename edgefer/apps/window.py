@@ -19,10 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edgefer.errors import OutputError
+from edgefer.files import atomic_write
+from edgefer.images import encode_jpeg
+
 log = logging.getLogger(__name__)
 
 TITLE = "edgefer"
 ESC = 27
+SNAPSHOT_QUALITY = 95  # OpenCV's default JPEG quality, as snapshots were always saved
 SCREEN_FILL = 0.9  # a large source's window takes at most this share of the screen
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype", "/usr/share/fonts",
              "/usr/local/share/fonts")
@@ -143,15 +148,21 @@ class Window:
             self.snapshot(image)
 
     def snapshot(self, image: np.ndarray) -> Path | None:
-        import cv2
-
+        """Save ``image`` as a JPEG in the snapshot folder; a failure is logged, never fatal
+        (a key press must not stop a kiosk)."""
         if self.snapshot_dir is None:
             log.warning("snapshot ignored: no --snapshot-dir given")
             return None
-        self.snapshot_dir.mkdir(parents=True, exist_ok=True)
         self.snapshots += 1
         path = self.snapshot_dir / f"edgefer-{time.strftime('%Y%m%d-%H%M%S')}-{self.snapshots:04d}.jpg"
-        cv2.imwrite(str(path), image)
+        jpeg = encode_jpeg(image, SNAPSHOT_QUALITY)
+        try:
+            self.snapshot_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda handle: handle.write(jpeg))
+        except (OSError, OutputError) as err:
+            log.error("snapshot not saved: %s", err)
+            return None
+        log.info("snapshot saved: %s", path)
         return path
 
     def close(self) -> None:

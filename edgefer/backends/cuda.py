@@ -67,7 +67,9 @@ def current_gpu() -> Gpu | None:
         if count < 1:
             return None
         props = check(runtime.cudaGetDeviceProperties(0))
-    except (ModelError, ImportError, Exception):  # no driver, no device, no binding
+    # no binding (MissingDependency), no device or driver (a CUDA error code: ModelError), a
+    # driver library that does not load (OSError, RuntimeError); anything else is a bug
+    except (MissingDependency, ModelError, ImportError, OSError, RuntimeError):
         return None
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
     return Gpu(name.strip("\x00"), f"{props.major}.{props.minor}")
