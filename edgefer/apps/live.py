@@ -272,14 +272,14 @@ class LiveSession:
 
     def _watch_llm(self, recognizer: Recognizer) -> None:
         """The queue's maximum on every frame; the gauges and the page at 1 Hz."""
-        status = recognizer.llm_status()
-        if status is None or recognizer.options.llm is None:
+        status, config = recognizer.llm_status(), self.options.recognizer.llm
+        if status is None or config is None:  # the second opinion is off
             return
         self.stats.llm_queue_max = max(self.stats.llm_queue_max, status.queued)
         now = time.monotonic()
         if now - self._llm_at >= LLM_GAUGES_INTERVAL_S:
             self._llm_at = now
-            self.monitor.llm(status, recognizer.options.llm)
+            self.monitor.llm(status, config)
 
     def _track_events(self, recognizer: Recognizer, result: FrameResult) -> list[dict[str, Any]]:
         events = self._events.from_result(result)
