@@ -290,6 +290,20 @@ def test_bad_config_is_rejected_with_the_key(tmp_path, monkeypatch, text, enviro
         load_config(path, {}, environ=environ)
 
 
+def test_the_variables_holding_secrets_are_not_read_as_settings(tmp_path):
+    """``EDGEFER_HTTP_TOKEN`` (the README's example) holds the page's token: it is not the
+    setting ``http.token``, which does not exist, and the kiosk starts with it."""
+    path = tmp_path / "k.toml"
+    path.write_text("[http]\nhost = '127.0.0.2'\ntoken_env = 'EDGEFER_HTTP_TOKEN'\n"
+                    "[llm]\nenabled = true\napi_key_env = 'EDGEFER_LLM_API_KEY'\n")
+    environ = {"EDGEFER_HTTP_TOKEN": "abc", "EDGEFER_LLM_API_KEY": "sk-x"}
+    options = load_config(path, {}, environ=environ)
+    assert options.http.token_env == "EDGEFER_HTTP_TOKEN"
+    assert options.recognizer.llm.api_key == "sk-x"
+    with pytest.raises(ConfigError, match="unknown key http.tokn"):  # typos are still found
+        load_config(path, {}, environ={**environ, "EDGEFER_HTTP_TOKN": "abc"})
+
+
 def test_kiosk_cli_rejects_unknown_key(tmp_path):
     from conftest import run_cli
 

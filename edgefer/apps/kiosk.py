@@ -16,7 +16,7 @@ import dataclasses
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ KIOSK_DEFAULTS: dict[str, dict[str, Any]] = {
 # Keys of the kiosk file that are not fields: the LLM's on/off switch and where its key lives.
 SWITCHES: dict[str, dict[str, tuple[type, Any]]] = {
     "llm": {"enabled": (bool, False), "api_key_env": (str, "OPENAI_API_KEY")}}
+SECRET_HOLDERS = (("http", "token_env"), ("llm", "api_key_env"))  # settings naming a variable
 NEVER_FROM_CONFIG = {"llm.api_key": "the key is read from the variable named by llm.api_key_env"}
 RENAMED = {"source": "capture", "source.input": "capture.source", "source.realtime":
            "capture.realtime", "source.loop": "capture.loop", "llm.cache": "llm.cache_path"}
@@ -124,14 +125,17 @@ def merge(values: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: s
             values.setdefault(name, {})[key] = convert(value, known[key], f"{dotted} ({origin})")
 
 
-def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, dict[str, str]]:
+def from_environment(environ: Mapping[str, str] | None = None,
+                     secrets: Iterable[str] = ()) -> dict[str, dict[str, str]]:
     """``EDGEFER_HTTP_PORT=9200`` -> ``{"http": {"port": "9200"}}``; other ``EDGEFER_*``
-    variables (``EDGEFER_MANIFEST``...) are not configuration sections and are left alone."""
+    variables (``EDGEFER_MANIFEST``...) are not configuration sections and are left alone, and
+    so are ``secrets``: the variables that ``http.token_env`` and ``llm.api_key_env`` name
+    (``EDGEFER_HTTP_TOKEN`` holds a token; it is not a setting ``http.token``)."""
     environ = os.environ if environ is None else environ
     values: dict[str, dict[str, str]] = {}
     for name, value in environ.items():
         section, _, key = name.removeprefix("EDGEFER_").lower().partition("_")
-        if name.startswith("EDGEFER_") and section in SECTIONS and key:
+        if name.startswith("EDGEFER_") and section in SECTIONS and key and name not in secrets:
             values.setdefault(section, {})[key] = value
     return values
 
@@ -144,7 +148,9 @@ def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]],
     merge(values, KIOSK_DEFAULTS, "kiosk defaults")
     if path is not None:
         merge(values, read_toml(path), str(path))
-    merge(values, from_environment(environ), "environment")
+    layers = [values, from_environment(environ), overrides]
+    secrets = {layer.get(section, {}).get(key) for layer in layers for section, key in SECRET_HOLDERS}
+    merge(values, from_environment(environ, {str(name) for name in secrets if name}), "environment")
     merge(values, overrides, "command line")
     return build(LiveOptions, values, environ)
 
