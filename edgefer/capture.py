@@ -77,12 +77,13 @@ class LatestFrameReader:
     def _run(self) -> None:
         delay = self.options.reconnect_initial_s
         while not self._stop.is_set():
-            ended = False
+            ended = file_ended = False
             try:
                 with self._opener(self.options.source) as source:
                     self.available = True
                     delay = self.options.reconnect_initial_s
                     ended = self._read(source)
+                    file_ended = ended and not source.live
             except EdgeferError as err:
                 if not self.options.reconnect:
                     self.error = err  # the caller reports it: no warning to repeat it
@@ -93,6 +94,8 @@ class LatestFrameReader:
             if self._stop.is_set() or not (self.options.loop or self.options.reconnect) \
                     or self.error is not None:
                 break
+            if file_ended and not self.options.loop:
+                break  # a file read to its end is done; reconnecting would replay it
             if self.options.loop and ended:
                 continue  # a file starting over is not a reconnection
             self._stop.wait(delay)

@@ -109,11 +109,13 @@ def test_hud_and_labels_scale_with_the_frame(height):
 
 
 class TwentyFrames(Source):
-    """The first 20 frames of a file, tagged with the opening they came from."""
+    """The first 20 frames of a file, tagged with the opening they came from: a camera that
+    stops sending (live, so that capture reconnects rather than treating it as a file's end)."""
 
     def __init__(self, path: str, opening: int) -> None:
         self._inner = open_source(path)
         self.opening = opening
+        self.live = True
 
     def __iter__(self):
         for i, frame in enumerate(self._inner):
@@ -157,6 +159,17 @@ def test_source_that_fails_then_recovers(demo_clip):
     assert opener.failures == 1  # the failing open happened ...
     assert "opening 3" in seen  # ... and frames flowed again from the opening after it
     assert reader.reconnects >= 2
+
+
+def test_a_file_read_to_its_end_is_done_not_reconnected(demo_clip):
+    """A kiosk's file source without ``loop`` plays once: its end is no failure to retry."""
+    options = CaptureOptions(str(demo_clip), reconnect=True, reconnect_initial_s=0.05)
+    reader = LatestFrameReader(options).start()
+    deadline = time.monotonic() + 60
+    while not reader.finished and time.monotonic() < deadline:
+        reader.get(0.1)
+    reader.close()
+    assert reader.finished and reader.reconnects == 0 and reader.error is None
 
 
 def test_reconnects_are_counted_in_metrics(demo_clip):
