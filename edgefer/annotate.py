@@ -129,3 +129,15 @@ def draw_hud(image: np.ndarray, hud: Hud) -> np.ndarray:
         cv2.putText(image, text, (pad, pad + height), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale,
                     (255, 255, 255), thickness, cv2.LINE_AA)
     return image
+
+
+def message_screen(message: str, size: tuple[int, int] = (480, 640)) -> np.ndarray:
+    """A black frame with ``message``: what the window and the page show while no frame is
+    current (the source reconnecting, not started yet, or ended)."""
+    import cv2
+
+    image = np.zeros((*size, 3), np.uint8)
+    scale = text_scale(image)
+    cv2.putText(image, message, (20, size[0] // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale,
+                (255, 255, 255), max(1, round(scale)), cv2.LINE_AA)
+    return image

@@ -344,3 +344,29 @@ def test_browser_shows_the_picture_and_tracks_and_they_update(demo_clip, tmp_pat
         if shots is not None:
             shots.mkdir(parents=True, exist_ok=True)
             browser.screenshot(tab, shots / "page.png")
+
+
+def test_an_outage_shows_no_live_faces_and_says_why(monkeypatch):
+    """While the source reconnects, the last frame's faces and frame rate are not shown as
+    live: the status has no tracks and 0 frames/s, the preview is the outage's message."""
+    from edgefer.apps.web import status
+    from edgefer.apps.web.preview import PreviewEncoder
+    from edgefer.apps.web.status import Published, SourceStatus, StatusBoard
+    from edgefer.types import Faces, Frame, FrameResult
+
+    faces = Faces(np.array([[10, 10, 50, 50]], np.float32), np.ones(1), np.zeros((1, 6, 2)))
+    faces.track_ids[0], faces.probs[0, 3] = 1, 1.0
+    frame = Frame(0, 0.0, np.full((120, 160, 3), 200, np.uint8), "cam")
+    board = StatusBoard("rtsp://user:pw@127.0.0.1/cam", preview=True)
+    board.publish(Published(FrameResult(frame, faces), 1, 30.0, 5.0))
+    board.set_source(SourceStatus("connected"))
+    assert board.snapshot()["tracks"] and board.snapshot()["fps"] == 30.0
+    monkeypatch.setattr(status, "CURRENT_S", 0.0)  # the last frame is now old
+    board.set_source(SourceStatus("reconnecting", reconnects=1))
+    snapshot = board.snapshot()
+    assert snapshot["tracks"] == [] and snapshot["fps"] == 0.0 and snapshot["frames"] == 1
+    assert board.unavailable() == "camera unavailable: rtsp://127.0.0.1/cam (reconnecting)"
+    with PreviewEncoder(board, fps=10) as preview:
+        _, jpeg = preview.frame_after(0, timeout_s=10)
+    picture = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert picture.shape == (480, 640, 3) and picture.mean() < 20  # the black message screen

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgefer.annotate import Hud, draw_faces, draw_hud
+from edgefer.annotate import Hud, draw_faces, draw_hud, message_screen
 from edgefer.apps.outputs import ErrorReporter, OutputOptions, Outputs
 from edgefer.apps.telemetry import Metrics, SystemdNotifier
 from edgefer.apps.web.preview import PreviewEncoder
 from edgefer.apps.web.server import HttpOptions, WebServer, resolve_token
 from edgefer.apps.web.status import Published, SourceStatus, StatusBoard
-from edgefer.apps.window import DisplayOptions, Window, display_available, unavailable_screen
+from edgefer.apps.window import DisplayOptions, Window, display_available
 from edgefer.capture import CaptureOptions, LatestFrameReader
 from edgefer.errors import InputError
 from edgefer.llm.config import LlmConfig
@@ -159,6 +159,9 @@ class Monitor:
         self.metrics.dropped.set(reader.dropped)
         self.metrics.reconnects.set(reader.reconnects)
         self.metrics.source_up.set(1 if reader.available else 0)
+        if self.board.unavailable() is not None:  # no frames: the last second saw none
+            self.metrics.fps.set(0)
+            self.metrics.faces.set(0)
 
     def llm(self, status: LlmStatus, config: LlmConfig) -> None:
         if self.metrics is None:
@@ -308,7 +311,7 @@ class LiveSession:
         if window is None:
             log.debug(message)
             return
-        window.show(unavailable_screen(message))
+        window.show(message_screen(message))
 
 
 def install_signal_handlers(session: LiveSession) -> None:

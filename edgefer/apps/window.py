@@ -170,16 +170,3 @@ class Window:
 
         if self._opened_at is not None:
             cv2.destroyAllWindows()
-
-
-def unavailable_screen(message: str, size: tuple[int, int] = (480, 640)) -> np.ndarray:
-    """A black frame with ``message``, shown while the source reconnects."""
-    import cv2
-
-    from edgefer.annotate import text_scale
-
-    image = np.zeros((*size, 3), np.uint8)
-    scale = text_scale(image)
-    cv2.putText(image, message, (20, size[0] // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale,
-                (255, 255, 255), max(1, round(scale)), cv2.LINE_AA)
-    return image

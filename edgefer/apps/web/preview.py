@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edgefer.annotate import Hud, draw_faces, draw_hud
+from edgefer.annotate import Hud, draw_faces, draw_hud, message_screen
 from edgefer.apps.web.status import Published, StatusBoard
 from edgefer.images import encode_jpeg, shrink_to
 
@@ -61,15 +61,18 @@ class PreviewEncoder:
             return (self._seq, self._jpeg) if self._seq > seq else None
 
     def _run(self) -> None:
-        shown = -1  # frames count of the last encoded result
+        shown: int | str = -1  # the frames count of the last encoded result, or its message
         while True:
             with self._cond:
                 self._cond.wait_for(self._watched_or_stopped)
                 if self._stop:
                     return
             started = time.monotonic()
-            latest = self._board.latest()
-            if latest is not None and latest.frames != shown:
+            latest, message = self._board.latest(), self._board.unavailable()
+            if message is not None and message != shown:  # an outage's last frame is not live
+                shown = message
+                self._publish(encode_jpeg(message_screen(message), JPEG_QUALITY))
+            elif message is None and latest is not None and latest.frames != shown:
                 shown = latest.frames
                 self._publish(self._encode(latest))
             with self._cond:  # at most one JPEG per interval, however many viewers

@@ -14,6 +14,7 @@ from edgefer.annotate import face_label
 from edgefer.types import Faces, FrameResult, label_name
 
 MAX_EVENTS = 20
+CURRENT_S = 1.0  # a frame this recent is current, whatever the source's state says
 
 
 @dataclass(frozen=True)
@@ -64,15 +65,27 @@ class StatusBoard:
         self.started_at = time.time()
         self._lock = threading.Lock()
         self._latest: Published | None = None
+        self._published_at = -float("inf")
         self._source = SourceStatus("starting")
         self._llm: dict[str, Any] | None = None
         self._events: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
 
     def publish(self, published: Published) -> None:
         self._latest = published  # one reference swap: readers see the old or the new one
+        self._published_at = time.monotonic()
 
     def latest(self) -> Published | None:
         return self._latest
+
+    def unavailable(self) -> str | None:
+        """Why there is no current picture (the source not started, reconnecting or ended), or
+        None while frames arrive: the page must not show an outage's last faces as live."""
+        state = self._source.state
+        if state == "connected" or time.monotonic() - self._published_at < CURRENT_S:
+            return None
+        if state == "reconnecting":
+            return f"camera unavailable: {self.source_name} (reconnecting)"
+        return f"source ended: {self.source_name}" if state == "ended" else "starting"
 
     def set_source(self, status: SourceStatus) -> None:
         self._source = status
@@ -91,15 +104,16 @@ class StatusBoard:
         with self._lock:
             events = list(self._events)[::-1]
         source = self._source
+        current = latest if self.unavailable() is None else None
         return {
             "uptime_s": round(time.time() - self.started_at, 1),
             "frames": latest.frames if latest else 0,
-            "fps": round(latest.fps, 2) if latest else 0.0,
+            "fps": round(current.fps, 2) if current else 0.0,
             "latency_ms": round(latest.latency_ms, 2) if latest else None,
             "frame_time_s": round(latest.result.frame.timestamp_s, 3) if latest else None,
             "source": {"name": self.source_name, "state": source.state,
                        "reconnects": source.reconnects, "dropped": source.dropped},
-            "tracks": track_rows(latest.result.faces) if latest else [],
+            "tracks": track_rows(current.result.faces) if current else [],
             "llm": self._llm,
             "events": events,
             "preview": self.preview,
