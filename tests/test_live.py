@@ -24,7 +24,7 @@ from edgefer.apps.outputs import OutputOptions
 from edgefer.apps.web.server import HttpOptions
 from edgefer.apps.window import DisplayOptions
 from edgefer.capture import CaptureOptions, LatestFrameReader
-from edgefer.errors import ConfigError, InputError
+from edgefer.errors import ConfigError, InputError, OutputError
 from edgefer.sources import Source, open_source
 from edgefer.types import Faces, LabelSource
 from tools.ray_cluster import free_port
@@ -313,7 +313,7 @@ def test_the_variables_holding_secrets_are_not_read_as_settings(tmp_path):
     options = load_config(path, {}, environ=environ)
     assert options.http.token_env == "EDGEFER_HTTP_TOKEN"
     assert options.recognizer.llm.api_key == "sk-x"
-    with pytest.raises(ConfigError, match="unknown key http.tokn"):  # typos are still found
+    with pytest.raises(ConfigError, match=r"unknown key http\.tokn"):  # typos are still found
         load_config(path, {}, environ={**environ, "EDGEFER_HTTP_TOKN": "abc"})
 
 
@@ -456,3 +456,21 @@ def test_a_snapshot_that_cannot_be_saved_is_logged_not_fatal(tmp_path, caplog):
     assert "snapshot not saved" in caplog.text
     saved = Window(DisplayOptions(), snapshot_dir=tmp_path / "snaps").snapshot(image)
     assert saved is not None and cv2.imread(str(saved)).shape == (48, 64, 3)
+
+
+def test_a_restart_keeps_every_runs_table_with_start_in_the_name(tmp_path):
+    """A restarted kiosk: ``{start}`` gives each run its own file; without it the existing
+    file stops the start with a message that says how to keep it."""
+    from edgefer.apps.outputs import ErrorReporter, Outputs
+
+    named = OutputOptions(table=tmp_path / "faces-{start}.csv")
+    with Outputs(named, "cam", ErrorReporter()):
+        pass
+    (first,) = tmp_path.glob("faces-*.csv")
+    first.rename(tmp_path / "faces-20200101-000000.csv")  # as if started long ago
+    with Outputs(named, "cam", ErrorReporter()):
+        pass
+    assert len(list(tmp_path.glob("faces-2*.csv"))) == 2
+    with pytest.raises(OutputError, match=r"put \{start\} in its name"):
+        Outputs(OutputOptions(table=tmp_path / "faces-20200101-000000.csv"), "cam",
+                ErrorReporter()).__enter__()

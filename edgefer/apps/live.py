@@ -113,8 +113,11 @@ def llm_summary(status: LlmStatus, config: LlmConfig) -> dict[str, Any]:
 class Monitor:
     """Metrics, /healthz and the operator's page; inert when ``http.enabled`` is off."""
 
-    def __init__(self, options: HttpOptions, source: str) -> None:
+    def __init__(self, options: HttpOptions, source: str,
+                 announce: Callable[[str], None] = log.info) -> None:
+        """``announce`` tells the operator where the page is (the CLI prints it)."""
         self.options = options
+        self._announce = announce
         self.enabled = options.enabled
         self._token = resolve_token(options) if self.enabled else None  # bad config: fail now
         self.metrics = Metrics() if self.enabled else None
@@ -133,7 +136,7 @@ class Monitor:
             self.server = stack.enter_context(WebServer(self.options, self._token, self.metrics,
                                                         self.board, self.preview))
             self._stack = stack.pop_all()
-        log.info("serving http://%s:%d/", self.options.host, self.server.port)
+        self._announce(f"operator's page: http://{self.options.host}:{self.server.port}/")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -180,14 +183,16 @@ class Monitor:
 class LiveSession:
     """Runs until the user quits, a signal arrives, the source ends or ``duration_s`` passes."""
 
-    def __init__(self, options: LiveOptions, opener: Callable[[str], Source] = open_source) -> None:
-        """``opener`` opens the source by name (tests inject failing sources here)."""
+    def __init__(self, options: LiveOptions, opener: Callable[[str], Source] = open_source,
+                 announce: Callable[[str], None] = log.info) -> None:
+        """``opener`` opens the source by name (tests inject failing sources here);
+        ``announce`` receives the page's address once it listens."""
         if not options.display.headless and not display_available():
             raise InputError("no display available (DISPLAY is not set); run with --headless")
         self.options = options
         self.stats = LiveStats()
         self.stop_event = threading.Event()
-        self.monitor = Monitor(options.http, options.capture.source)
+        self.monitor = Monitor(options.http, options.capture.source, announce)
         self.errors = ErrorReporter(self.monitor.error)
         self._opener = opener
         self._events = TrackEvents()

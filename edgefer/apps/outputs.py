@@ -24,6 +24,14 @@ log = logging.getLogger(__name__)
 ERROR_LOG_INTERVAL_S = 10.0
 
 
+START = "{start}"  # in an output's name: the run's start time, so a restart keeps the old file
+
+
+def with_start(path: Path, started: float) -> Path:
+    """``path`` with ``{start}`` replaced by the local time ``started`` (20261206-231500)."""
+    return Path(str(path).replace(START, time.strftime("%Y%m%d-%H%M%S", time.localtime(started))))
+
+
 @dataclass(frozen=True)
 class OutputOptions:
     table: Path | None = None  # per-face rows: .csv / .jsonl / .parquet
@@ -66,21 +74,32 @@ class Outputs:
         self._writers: dict[str, Callable[[Any], None]] = {}
 
     def __enter__(self) -> Outputs:
-        o = self.options
+        o, started = self.options, time.time()
+        table, record = (None if p is None else self._fresh(with_start(p, started))
+                         for p in (o.table, o.record))
         with ExitStack() as opening:
             if o.events:  # first: an append-only log, so failing later leaves it unharmed
-                events = EventLog(o.events)
+                events = EventLog(o.events if o.events == "-"
+                                  else str(with_start(Path(o.events), started)))
                 opening.callback(self._close_quietly, events)
                 self._writers["events"] = events.emit
-            if o.table is not None:
-                table = TableSink(o.table, o.overwrite)
-                opening.callback(self._close_quietly, table)
-                self._writers["table"] = table.write
-            if o.record is not None:
+            if table is not None:
+                sink = TableSink(table, o.overwrite)
+                opening.callback(self._close_quietly, sink)
+                self._writers["table"] = sink.write
+            if record is not None:
                 self._writers["video"] = opening.enter_context(
-                    VideoSink(o.record, o.record_fps, o.overwrite)).write
+                    VideoSink(record, o.record_fps, o.overwrite)).write
             self._stack = opening.pop_all()
         return self
+
+    def _fresh(self, path: Path) -> Path:
+        """``path``, refused when it exists and may not be replaced (a restarted kiosk's table:
+        say how to keep both)."""
+        if path.exists() and not self.options.overwrite:
+            raise OutputError(f"{path} exists: put {START} in its name to keep every run's file, "
+                              "or set outputs.overwrite = true (--overwrite) to replace it")
+        return path
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()

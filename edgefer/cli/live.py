@@ -127,10 +127,10 @@ def run_kiosk(args: argparse.Namespace) -> int:
 def _run_session(options: LiveOptions, pace_with: str) -> int:
     from rich.console import Console
 
-    session = LiveSession(options)
+    console = Console(stderr=True)
+    session = LiveSession(options, announce=lambda line: console.print(line, highlight=False))
     install_signal_handlers(session)
     stats = session.run()
-    console = Console(stderr=True)
     print_stats(console, stats)
     if stats.dropped and _unpaced_file(options.capture):
         console.print(f"note: {options.capture.source} was read as fast as it decodes and only "
