@@ -343,3 +343,13 @@ def test_single_face_prose_replies_are_answers(server):
     answers, stats = ask(server, queries(3), batch_size=1, structured="off")
     assert all(a is not None and a.label == "happy" for a in answers.values())
     assert stats.invalid_replies == 0
+
+
+def test_the_answer_cache_makes_its_folder_and_names_a_path_it_cannot_open(tmp_path):
+    from edgefer.errors import OutputError
+
+    AnswerCache(tmp_path / "new" / "folder" / "answers.sqlite")
+    assert (tmp_path / "new" / "folder" / "answers.sqlite").is_file()
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(OutputError, match="cannot open the LLM answer cache"):
+        AnswerCache(tmp_path / "a-file" / "answers.sqlite")

@@ -13,6 +13,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from edgefer.errors import OutputError
 from edgefer.llm.config import LlmConfig
 from edgefer.llm.constants import PROMPT_VERSION
 from edgefer.llm.parse import Answer
@@ -37,13 +38,19 @@ class AnswerCache:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL" if path else "PRAGMA journal_mode=MEMORY")
-        self._db.execute("CREATE TABLE IF NOT EXISTS answer_distributions "
-                         "(key TEXT PRIMARY KEY, label TEXT, confidence REAL, probs TEXT, "
-                         "prompt_tokens REAL, completion_tokens REAL)")
-        self._db.execute("CREATE TABLE IF NOT EXISTS daily (day TEXT PRIMARY KEY, requests INTEGER)")
-        self._db.commit()
+        try:
+            if path:  # its folder is made if missing, as the other outputs' are
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL" if path else "PRAGMA journal_mode=MEMORY")
+            self._db.execute("CREATE TABLE IF NOT EXISTS answer_distributions "
+                             "(key TEXT PRIMARY KEY, label TEXT, confidence REAL, probs TEXT, "
+                             "prompt_tokens REAL, completion_tokens REAL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS daily "
+                             "(day TEXT PRIMARY KEY, requests INTEGER)")
+            self._db.commit()
+        except (OSError, sqlite3.Error) as err:
+            raise OutputError(f"cannot open the LLM answer cache {path}: {err}") from err
 
     def get(self, key: str) -> Answer | None:
         with self._lock:
