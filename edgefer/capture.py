@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from edgefer.errors import EdgeferError, InputError
-from edgefer.sources import Source, open_source
+from edgefer.errors import ConfigError, EdgeferError, InputError
+from edgefer.sources import Source, open_source, redact
 from edgefer.types import Frame
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,11 @@ class CaptureOptions:
     reconnect: bool = False  # keep retrying a failed source (kiosk) instead of stopping
     reconnect_initial_s: float = 0.5
     reconnect_max_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.reconnect_initial_s <= self.reconnect_max_s:
+            raise ConfigError("reconnect delays need 0 < reconnect_initial_s <= reconnect_max_s, "
+                              f"got {self.reconnect_initial_s} and {self.reconnect_max_s}")
 
 
 @dataclass
@@ -88,7 +93,7 @@ class LatestFrameReader:
                 if not self.options.reconnect:
                     self.error = err  # the caller reports it: no warning to repeat it
                 else:
-                    log.warning("source %s unavailable: %s", self.options.source, err)
+                    log.warning("source %s unavailable: %s", redact(self.options.source), err)
             finally:
                 self.available = False
             if self._stop.is_set() or not (self.options.loop or self.options.reconnect) \

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -44,6 +45,17 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:
 
 def is_stream(spec: str) -> bool:
     return spec.lower().startswith(STREAM_SCHEMES)
+
+
+def redact(source: str) -> str:
+    """The source as people see it (logs, errors, the page): a URL loses its user, password,
+    query and fragment, where stream credentials and tokens live."""
+    if "://" not in source:
+        return source
+    parts = urlsplit(source)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return parts._replace(netloc=netloc, query="", fragment="").geturl()
 
 
 def is_camera(spec: str) -> bool:
@@ -228,7 +240,7 @@ class VideoSource(Source):
         import cv2
 
         self._picker = FramePicker(stride, max_fps)
-        self.name = name or spec
+        self.name = name or redact(spec)  # a stream's credentials never reach logs or rows
         self.live = is_camera(spec) or is_stream(spec)
         if not self.live and not Path(spec).is_file():
             raise InputError(f"no such file: {self.name}")

@@ -293,6 +293,8 @@ def test_config_precedence(tmp_path):
     ("[llm]\nenabled = true\nthreshold = 2\n", {"OPENAI_API_KEY": "x"}, "threshold"),
     ("[http\n", {}, "invalid TOML"),
     ("", {"EDGEFER_DISPLAY_HEADLESS": "maybe"}, "display.headless"),
+    ("[capture]\nreconnect_initial_s = 0\n", {}, "reconnect_initial_s"),
+    ("[capture]\nreconnect_max_s = 0.1\n", {}, "reconnect_initial_s <= reconnect_max_s"),
 ])
 def test_bad_config_is_rejected_with_the_key(tmp_path, monkeypatch, text, environ, match):
     for key, value in environ.items():
@@ -474,3 +476,14 @@ def test_a_restart_keeps_every_runs_table_with_start_in_the_name(tmp_path):
     with pytest.raises(OutputError, match=r"put \{start\} in its name"):
         Outputs(OutputOptions(table=tmp_path / "faces-20200101-000000.csv"), "cam",
                 ErrorReporter()).__enter__()
+
+
+def test_stream_credentials_never_reach_errors_or_logs(caplog):
+    reader = LatestFrameReader(CaptureOptions("rtsp://admin:hunter2@127.0.0.1:1/cam?key=k1",
+                                              reconnect=True, reconnect_initial_s=0.05)).start()
+    deadline = time.monotonic() + 30
+    while "unavailable" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.1)
+    reader.close()
+    assert "rtsp://127.0.0.1:1/cam" in caplog.text
+    assert "hunter2" not in caplog.text and "k1" not in caplog.text

@@ -296,7 +296,7 @@ def test_llm_status_and_answers_reach_the_page(demo_clip, tmp_path):
 
 
 def test_source_credentials_never_reach_the_page():
-    from edgefer.apps.web.status import redact
+    from edgefer.sources import redact
 
     assert redact("rtsp://admin:hunter2@10.0.0.5:554/stream?key=abc") == "rtsp://10.0.0.5:554/stream"
     assert redact("0") == "0"

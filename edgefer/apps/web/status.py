@@ -8,9 +8,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from edgefer.annotate import face_label
+from edgefer.sources import redact
 from edgefer.types import Faces, FrameResult, label_name
 
 MAX_EVENTS = 20
@@ -32,16 +32,6 @@ class SourceStatus:
     state: str  # "starting", "connected", "reconnecting", "ended"
     reconnects: int = 0
     dropped: int = 0
-
-
-def redact(source: str) -> str:
-    """The source as shown to viewers: a URL loses its user and password."""
-    if "://" not in source:
-        return source
-    parts = urlsplit(source)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return parts._replace(netloc=netloc, query="", fragment="").geturl()
 
 
 def track_rows(faces: Faces) -> list[dict[str, Any]]:
