@@ -294,6 +294,8 @@ def test_config_precedence(tmp_path):
     ("[http\n", {}, "invalid TOML"),
     ("", {"EDGEFER_DISPLAY_HEADLESS": "maybe"}, "display.headless"),
     ("[capture]\nreconnect_initial_s = 0\n", {}, "reconnect_initial_s"),
+    ("[llm]\nenabled = true\napi_key_env = 'MY_KEY'\n", {"OPENAI_API_KEY": "other"},
+     "llm.api_key_env names MY_KEY, which is not set"),
     ("[capture]\nreconnect_max_s = 0.1\n", {}, "reconnect_initial_s <= reconnect_max_s"),
 ])
 def test_bad_config_is_rejected_with_the_key(tmp_path, monkeypatch, text, environ, match):

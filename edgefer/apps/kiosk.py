@@ -179,10 +179,13 @@ def _llm(values: dict[str, dict[str, Any]], environ: Mapping[str, str]) -> LlmCo
     engineer switches the LLM on."""
     table = dict(values.get("llm", {}))
     switches = {name: table.pop(name, default) for name, (_, default) in SWITCHES["llm"].items()}
+    key_variable = switches["api_key_env"]
     try:
-        config = LlmConfig(**table, api_key=environ.get(switches["api_key_env"]) or None)
+        config = LlmConfig(**table, api_key=environ.get(key_variable) or None)
         if not switches["enabled"]:
             return None
+        if key_variable != "OPENAI_API_KEY" and config.api_key is None:  # no silent fallback
+            raise ConfigError(f"llm.api_key_env names {key_variable}, which is not set or empty")
         config.resolved_api_key()
     except EdgeferError as err:
         raise ConfigError(f"invalid configuration in [llm]: {err}") from err

@@ -85,5 +85,5 @@ class LlmConfig:
             return key
         if self.resolved_base_url():
             return "not-needed"
-        raise ConfigError("no API key: set OPENAI_API_KEY, or point OPENAI_BASE_URL / "
-                          "--llm-base-url at an OpenAI-compatible server that needs none")
+        raise ConfigError("no API key: set OPENAI_API_KEY, or point OPENAI_BASE_URL (--llm-base-url, "
+                          "llm.base_url) at an OpenAI-compatible server that needs none")
