@@ -69,14 +69,16 @@ def _scalar_fields(cls: type) -> dict[str, Any]:
             if _dataclass_in(hint) is None}
 
 
-def convert(value: Any, hint: Any, key: str) -> Any:
-    """``value`` (from TOML, or a string from the environment) as ``hint``, or a ConfigError.
-    For optional fields an empty string means "none"."""
+def convert(value: Any, hint: Any, key: str, text: bool = False) -> Any:
+    """``value`` as ``hint``, or a ConfigError. ``text``: the value is an environment
+    variable's string, parsed (``"true"``, ``"9200"``); TOML has its own booleans and numbers,
+    so a string there (``enabled = "false"``) is the wrong type. For optional fields an empty
+    string means "none"."""
     if _is_union(hint):
         if value == "":
             return None
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    if isinstance(value, str) and hint in (bool, int, float):
+    if text and isinstance(value, str) and hint in (bool, int, float):
         return _parse(value, hint, key)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -106,8 +108,10 @@ def _known_keys(section: str) -> dict[str, Any]:
     return keys
 
 
-def merge(values: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: str) -> None:
-    """Overlay ``{section: {key: value}}`` onto ``values``, converting and rejecting unknown names."""
+def merge(values: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: str,
+          text: bool = False) -> None:
+    """Overlay ``{section: {key: value}}`` onto ``values``, converting (``text``: strings to
+    parse, see ``convert``) and rejecting unknown names."""
     for name, table in layer.items():
         if name not in SECTIONS:
             hint = f" (renamed [{RENAMED[name]}])" if name in RENAMED else ""
@@ -122,7 +126,8 @@ def merge(values: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: s
             if key not in known:
                 hint = f" (renamed {RENAMED[dotted]})" if dotted in RENAMED else ""
                 raise ConfigError(f"{origin}: unknown key {dotted}{hint}; known: {', '.join(known)}")
-            values.setdefault(name, {})[key] = convert(value, known[key], f"{dotted} ({origin})")
+            values.setdefault(name, {})[key] = convert(value, known[key], f"{dotted} ({origin})",
+                                                       text)
 
 
 def from_environment(environ: Mapping[str, str] | None = None,
@@ -150,7 +155,8 @@ def load_config(path: str | Path | None, overrides: dict[str, dict[str, Any]],
         merge(values, read_toml(path), str(path))
     layers = [values, from_environment(environ), overrides]
     secrets = {layer.get(section, {}).get(key) for layer in layers for section, key in SECRET_HOLDERS}
-    merge(values, from_environment(environ, {str(name) for name in secrets if name}), "environment")
+    merge(values, from_environment(environ, {str(name) for name in secrets if name}), "environment",
+          text=True)
     merge(values, overrides, "command line")
     return build(LiveOptions, values, environ)
 

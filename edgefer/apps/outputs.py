@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgefer.apps.telemetry import EventLog
-from edgefer.errors import OutputError
+from edgefer.errors import ConfigError, OutputError
 from edgefer.sinks import TableSink, VideoSink, face_rows
 from edgefer.types import FrameResult
 
@@ -40,6 +40,10 @@ class OutputOptions:
     events: str | None = None  # None: no event stream; "-": stdout; else a rotating file
     snapshot_dir: Path | None = None  # where the window's s key saves
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.record_fps > 0:
+            raise ConfigError(f"record_fps must be > 0, got {self.record_fps}")
 
 
 class ErrorReporter:

@@ -49,21 +49,25 @@ class LlmConfig:
     fusion_path: str | None = None  # the learned policy's file; None: the default location
 
     def __post_init__(self) -> None:
-        checks = {
-            "batch_size": self.batch_size >= 1, "timeout_s": self.timeout_s > 0,
-            "max_retries": self.max_retries >= 0, "threshold": 0 <= self.threshold <= 1,
-            "margin": 0 <= self.margin <= 1, "fuse_weight": 0 <= self.fuse_weight <= 1,
-            "policy": self.policy in POLICIES, "structured": self.structured in ("auto", "on", "off"),
-            "detail": self.detail in ("low", "high", "auto"), "queue_size": self.queue_size >= 1,
-            "requests_per_minute": self.requests_per_minute >= 1,
-            "tokens_per_minute": self.tokens_per_minute >= 1,
-            "requests_per_day": self.requests_per_day >= 1,
-            "price_input_per_million": (self.price_input_per_million or 0) >= 0,
-            "price_output_per_million": (self.price_output_per_million or 0) >= 0,
+        checks = {  # what must hold, and how the error says it
+            "batch_size": (self.batch_size >= 1, ">= 1"), "timeout_s": (self.timeout_s > 0, "> 0"),
+            "max_retries": (self.max_retries >= 0, ">= 0"),
+            "threshold": (0 <= self.threshold <= 1, "in [0, 1]"),
+            "margin": (0 <= self.margin <= 1, "in [0, 1]"),
+            "fuse_weight": (0 <= self.fuse_weight <= 1, "in [0, 1]"),
+            "policy": (self.policy in POLICIES, f"one of {', '.join(POLICIES)}"),
+            "structured": (self.structured in ("auto", "on", "off"), "auto, on or off"),
+            "detail": (self.detail in ("low", "high", "auto"), "low, high or auto"),
+            "queue_size": (self.queue_size >= 1, ">= 1"),
+            "requests_per_minute": (self.requests_per_minute >= 1, ">= 1"),
+            "tokens_per_minute": (self.tokens_per_minute >= 1, ">= 1"),
+            "requests_per_day": (self.requests_per_day >= 1, ">= 1"),
+            "price_input_per_million": ((self.price_input_per_million or 0) >= 0, ">= 0"),
+            "price_output_per_million": ((self.price_output_per_million or 0) >= 0, ">= 0"),
         }
-        for key, ok in checks.items():
+        for key, (ok, must) in checks.items():
             if not ok:
-                raise ConfigError(f"invalid llm setting {key}={getattr(self, key)!r}")
+                raise ConfigError(f"invalid llm setting {key}={getattr(self, key)!r}: must be {must}")
 
     def prices_per_million(self) -> tuple[float, float]:
         """(input, output) USD per million tokens: configured, else the table, else 0."""
