@@ -147,12 +147,13 @@ def test_servers_without_json_schema(server):
     assert [r["schema"] for r in server.state.requests] == [True, False]
 
 
-def test_daily_budget_is_enforced_and_persists(server, tmp_path):
+def test_daily_budget_is_enforced_and_persists(server, tmp_path, caplog):
     cache = AnswerCache(tmp_path / "a.sqlite")
     ask(server, queries(2), cache, requests_per_day=1, batch_size=1)
     assert len(server.state.requests) == 1
     answers, stats = ask(server, queries(1, offset=10), cache, requests_per_day=1)
     assert answers == {"f10": None} and stats.budget_rejections == 1
+    assert "today's 1 requests are spent" in caplog.text  # the operator is told
 
 
 def test_requests_per_minute_throttles_locally(server):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -10,6 +11,8 @@ from datetime import datetime, timezone
 
 from edgefer.llm.cache import AnswerCache
 from edgefer.llm.constants import CIRCUIT_FAILURES, CIRCUIT_OPEN_S
+
+log = logging.getLogger(__name__)
 
 
 def utc_day() -> str:
@@ -37,12 +40,21 @@ class Budget:
         self._clock = clock
         self._requests: deque[float] = deque()
         self._tokens: deque[Spent] = deque()
+        self._reported_day = ""
 
     def requests_today(self) -> int:
         return self._store.requests_on(utc_day())
 
     def day_exhausted(self) -> bool:
-        return self.requests_today() >= self.per_day
+        """Whether today's requests are spent; said once a day in the log, since from then on
+        faces go unasked until midnight UTC (counted in ``budget_rejections``)."""
+        day = utc_day()
+        exhausted = self._store.requests_on(day) >= self.per_day
+        if exhausted and self._reported_day != day:
+            self._reported_day = day
+            log.warning("LLM: today's %d requests are spent (requests_per_day); no face is asked "
+                        "until midnight UTC", self.per_day)
+        return exhausted
 
     def wait_s(self, tokens: int) -> float:
         """Seconds until a request of ``tokens`` fits both minute windows (0 if it fits now)."""
