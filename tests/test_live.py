@@ -271,6 +271,8 @@ stale_s = 2
     assert len(lines) > 2 and lines[-1].count(",") == lines[0].count(",")  # no torn last row
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert events[0]["event"] == "track_start"
+    started = {e["track_id"] for e in events if e["event"] == "track_start"}
+    assert started == {e["track_id"] for e in events if e["event"] == "track_end"}  # a clean stop
 
 
 def test_config_precedence(tmp_path):

@@ -197,6 +197,7 @@ class LiveSession:
         self._opener = opener
         self._events = TrackEvents()
         self._recent: deque[float] = deque(maxlen=60)
+        self._last_time_s = 0.0  # the last processed frame's: when tracks end at a stop
         self._llm_at = -np.inf
 
     def request_stop(self, *_: object) -> None:
@@ -223,6 +224,7 @@ class LiveSession:
             start = time.monotonic()
             try:
                 self._loop(recognizer, reader, outputs, window, notifier, start)
+                self._end_tracks(recognizer, outputs)
             finally:
                 self.stats.seconds = time.monotonic() - start
                 self.stats.dropped, self.stats.reconnects = reader.dropped, reader.reconnects
@@ -276,6 +278,7 @@ class LiveSession:
         self.stats.faces += len(result.faces)
         self.stats.latencies_ms.append(latency_ms)
         self._recent.append(time.monotonic())
+        self._last_time_s = result.frame.timestamp_s
         self.monitor.frame(Published(result, self.stats.frames, self.current_fps(), latency_ms))
 
     def _watch_llm(self, recognizer: Recognizer) -> None:
@@ -288,6 +291,13 @@ class LiveSession:
         if now - self._llm_at >= LLM_GAUGES_INTERVAL_S:
             self._llm_at = now
             self.monitor.llm(status, config)
+
+    def _end_tracks(self, recognizer: Recognizer, outputs: Outputs) -> None:
+        """A clean stop ends the tracks still open, so every track_start has its track_end."""
+        events = self._events.ended([t.track_id for t in recognizer.reset()], self._last_time_s)
+        self.stats.events += len(events)
+        outputs.emit(events)
+        self.monitor.events(events)
 
     def _track_events(self, recognizer: Recognizer, result: FrameResult) -> list[dict[str, Any]]:
         events = self._events.from_result(result)
