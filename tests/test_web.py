@@ -219,13 +219,15 @@ def test_token_matrix_on_all_interfaces(demo_clip, monkeypatch):
                 assert reply_headers["X-Frame-Options"] == "DENY"
                 refused += 1
             assert get(session, path, {"Authorization": f"Bearer {TOKEN}"})[0] == 200, path
+            assert get(session, path, {"Authorization": f"bearer {TOKEN}"})[0] == 200, path
             assert get(session, path, {"Cookie": f"other=1; edgefer_token={TOKEN}"})[0] == 200
         assert get(session, "/healthz")[0] == 200
         status, headers, _ = get(session, f"/?token={TOKEN}")
         assert status == 303 and headers["Location"] == "/"
         assert headers["Set-Cookie"].startswith(f"edgefer_token={TOKEN};")
         assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
-        assert get(session, "/?token=wrong")[0] == 401
+        status, headers, body = get(session, "/?token=wrong")
+        assert status == 401 and b"/?token=TOKEN" in body and headers["Server"] == "edgefer"
         # a wrong token in the address never replaces the good cookie that let the request in
         status, headers, _ = get(session, "/?token=wrong", {"Cookie": f"edgefer_token={TOKEN}"})
         assert status == 303 and headers["Location"] == "/" and "Set-Cookie" not in headers

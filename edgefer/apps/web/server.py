@@ -34,6 +34,8 @@ from edgefer.errors import ConfigError, OutputError
 log = logging.getLogger(__name__)
 
 COOKIE = "edgefer_token"
+UNAUTHORIZED = (b"unauthorized: open /?token=TOKEN once in the browser, or send the header "
+                b"Authorization: Bearer TOKEN\n")
 FRAME_WAIT_S = 2.0  # a /frame.jpg request waits at most this long for a newer frame
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -148,9 +150,9 @@ class WebServer:
         if self._token is None:
             return True
         offered = [query.get("token", [""])[0]]
-        bearer = headers.get("Authorization", "")
-        if bearer.startswith("Bearer "):
-            offered.append(bearer[len("Bearer "):])
+        scheme, _, credentials = headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":  # auth schemes are case-insensitive (RFC 7235)
+            offered.append(credentials.strip())
         for part in headers.get("Cookie", "").split(";"):
             name, _, value = part.strip().partition("=")
             if name == COOKIE:
@@ -211,8 +213,8 @@ class WebServer:
 
 def _handler(server: WebServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        server_version = "edgefer"
-        sys_version = ""
+        def version_string(self) -> str:  # the Server header: no Python version, no space
+            return "edgefer"
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -225,7 +227,7 @@ def _handler(server: WebServer) -> type[BaseHTTPRequestHandler]:
                 return
             if not server.authorized(self.headers, query):
                 server.metrics.http_refused.labels(reason="token").inc()
-                self._send(Reply(401, b"unauthorized\n", headers={
+                self._send(Reply(401, UNAUTHORIZED, headers={
                     "WWW-Authenticate": 'Bearer realm="edgefer"'}))
                 return
             if parts.path == "/" and "token" in query:

@@ -31,7 +31,7 @@ function showTracks(tracks) {
     row.title = Math.round(t.confidence * 100) + "% confidence";
     return row;
   }));
-  if (!tracks.length) $("tracks").append(element("li", "no face in view"));
+  if (!tracks.length) $("tracks").append(element("li", "no face in view", "empty"));
 }
 
 function showStatus(s) {
@@ -46,7 +46,8 @@ function showStatus(s) {
   showTracks(s.tracks);
   definitions($("source"), [["input", s.source.name], ["state", s.source.state],
     ["reconnects", s.source.reconnects], ["dropped frames", s.source.dropped]]);
-  definitions($("llm"), s.llm === null ? [["state", "off"]] : Object.entries(s.llm));
+  definitions($("llm"), s.llm === null ? [["state", "off"]]
+    : Object.entries(s.llm).map(([key, value]) => [key.replaceAll("_", " "), value]));
   $("events").replaceChildren(...s.events.map((e) => element("li",
     `${e.time_s ?? ""}s ${e.event} #${e.track_id ?? ""} ${e.label ?? e.llm_label ?? ""}`)));
   $("frame").hidden = !s.preview;
