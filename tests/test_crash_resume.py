@@ -82,12 +82,18 @@ def test_sigkill_then_resume(clips, tmp_path):
     assert len(resumed) == len(reference)
 
 
+def recorded(out, completed=(), settings=SETTINGS):
+    """``out``'s progress record, as ``score`` writes it."""
+    progress_path(out).write_text(json.dumps({"completed": list(completed), "settings": settings}))
+    return out
+
+
 def test_resume_repairs_a_torn_last_line(tmp_path):
-    out = tmp_path / "faces.csv"
+    out = recorded(tmp_path / "faces.csv")
     out.write_text("file,frame,time_s,track_id,final_label\n"
                    "a.mp4,0,0.0,1,happy\na.mp4,1,0.03,1,happy\na.mp4,1,0.03,2,sad\n"
                    "a.mp4,2,0.07,1,ha")
-    state = prepare_resume(out, SETTINGS)
+    state = prepare_resume(out, SETTINGS, ["a.mp4"])
     assert state.start_frame == {"a.mp4": 1}  # frame 1 may be incomplete: redo it
     assert state.next_track_id == {"a.mp4": 2}
     assert out.read_text().splitlines()[-1] == "a.mp4,0,0.0,1,happy"
@@ -97,17 +103,58 @@ def test_resume_skips_completed_inputs(tmp_path):
     out = tmp_path / "faces.jsonl"
     out.write_text('{"file": "a.mp4", "frame": 0, "track_id": 1}\n')
     progress_path(out).write_text('{"completed": ["a.mp4"]}')
-    state = prepare_resume(out, SETTINGS)  # a record without settings (an older version's)
+    state = prepare_resume(out, SETTINGS, ["a.mp4"])  # a record without settings (older)
     assert state.completed == {"a.mp4"} and state.start_frame == {}
+    assert not state.settings_known  # so this run's settings are not recorded as the table's
 
 
 def test_inputs_before_the_last_one_in_the_table_are_complete(tmp_path):
-    out = tmp_path / "faces.csv"
+    out = recorded(tmp_path / "faces.csv")  # stopped before b.mp4 was recorded as complete
     out.write_text("file,frame,time_s,track_id,final_label\n"
                    "a.mp4,0,0.0,1,happy\nb.mp4,0,0.0,1,sad\nb.mp4,1,0.03,1,sad\n")
-    state = prepare_resume(out, SETTINGS)  # no progress file: the run finished or it was removed
+    state = prepare_resume(out, SETTINGS, ["a.mp4", "b.mp4"])
     assert state.completed == {"a.mp4"} and state.start_frame == {"b.mp4": 1}
-    assert not state.settings_known  # so this run's settings are not recorded as the table's
+
+
+def test_a_table_without_a_record_is_not_resumed(tmp_path):
+    """Nothing says which inputs it holds or how they were scored (a table of another tool, or
+    of a version that deleted the record): its rows are left alone."""
+    out = tmp_path / "faces.csv"
+    table = "file,frame,time_s,track_id,final_label\na.mp4,0,0.0,1,happy\n"
+    out.write_text(table)
+    with pytest.raises(InputError, match="no record of its inputs"):
+        prepare_resume(out, SETTINGS, ["a.mp4"])
+    assert out.read_text() == table
+
+
+def test_a_resume_must_include_the_input_it_stopped_in(tmp_path):
+    out = recorded(tmp_path / "faces.csv", completed=["a.mp4"])
+    table = "file,frame,time_s,track_id,final_label\na.mp4,0,0.0,1,happy\nb.mp4,0,0.0,1,sad\n"
+    out.write_text(table)
+    with pytest.raises(InputError, match="b.mp4 was being scored"):
+        prepare_resume(out, SETTINGS, ["a.mp4"])
+    assert out.read_text() == table
+
+
+def test_a_finished_table_is_resumed_by_its_new_inputs_only(demo_clip, tmp_path):
+    """The record stays when a run completes: a resume of the same inputs scores nothing, and
+    one with more inputs appends theirs; other settings are still refused."""
+    first, second = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    shutil.copy(demo_clip, first)
+    shutil.copy(demo_clip, second)
+    out = tmp_path / "faces.csv"
+    assert run_cli("score", str(first), "-o", str(out), "--stride", "10").returncode == 0
+    done = out.read_bytes()
+    assert run_cli("score", str(first), "-o", str(out), "--stride", "10", "--resume").returncode == 0
+    assert out.read_bytes() == done
+    assert_one_line_error(run_cli("score", str(first), "-o", str(out), "--stride", "7",
+                                  "--resume"), 2, "stride 10", "stride 7")
+    result = run_cli("score", str(first), str(second), "-o", str(out), "--stride", "10", "--resume")
+    assert result.returncode == 0, result.stderr
+    rows = read_rows(out)
+    assert out.read_bytes().startswith(done)
+    assert frame_counts([r for r in rows if r["file"] == str(second)]) == \
+        frame_counts([{**r, "file": str(second)} for r in rows if r["file"] == str(first)])
 
 
 def test_resume_with_other_settings_is_refused(clips, tmp_path):
@@ -148,9 +195,9 @@ def test_resume_checks_the_recorded_settings_before_repairing(tmp_path):
     out.write_text(table)
     progress_path(out).write_text(json.dumps({"completed": [], "settings": SETTINGS}))
     with pytest.raises(InputError, match="stride 1, model vgg_s4_int8; this run asks for stride 2"):
-        prepare_resume(out, {**SETTINGS, "stride": 2, "model": "vgg_s"})
+        prepare_resume(out, {**SETTINGS, "stride": 2, "model": "vgg_s"}, ["a.mp4"])
     assert out.read_text() == table
-    assert prepare_resume(out, SETTINGS).start_frame == {"a.mp4": 0}
+    assert prepare_resume(out, SETTINGS, ["a.mp4"]).start_frame == {"a.mp4": 0}
 
 
 def test_leaving_model_out_and_naming_the_default_are_the_same_settings(tmp_path):

@@ -1,16 +1,18 @@
 """Resuming an interrupted ``edgefer score`` run without duplicate or missing rows.
 
-While a run is in progress, ``score`` records each finished input in ``OUT.progress.json``
-(written atomically when the table is opened and after each input, removed when the whole run
-completes). On
-``--resume`` the table is repaired: a torn last line is cut, and the rows of the last frame of
-the unfinished input are removed (that frame may have been half written); scoring then restarts
-at that frame, with track ids continuing after the ones already written.
+``score`` records each finished input in ``OUT.progress.json`` (written atomically when the
+table is opened and after each input, and kept when the run completes, so that a finished table
+can be extended with more inputs, and a resume of it skips what it holds). On ``--resume`` the
+table is repaired: a torn last line is cut, and the rows of the last frame of the unfinished
+input are removed (that frame may have been half written); scoring then restarts at that frame,
+with track ids continuing after the ones already written.
 
 The record also holds the settings that decide the rows (``apps.score.run_settings``): a resume
 asking for another model, stride, frame rate... is refused before the table is touched, since the
-table would mix rows of both. A record written before settings were kept (or none: the run completed) cannot
-say: the resume is accepted, and its record keeps saying nothing of the settings.
+table would mix rows of both. A table without a record was not written by this version of
+``score`` (or by none) and is refused: nothing says which inputs it holds, or how they were
+scored. A record written before settings were kept cannot say: the resume is accepted, and its
+record keeps saying nothing of the settings.
 """
 
 from __future__ import annotations
@@ -48,13 +50,10 @@ def record_completed(output: Path, completed: list[str], settings: dict[str, Any
     write_json_atomic(progress_path(output), {"completed": completed, "settings": settings})
 
 
-def forget_progress(output: Path) -> None:
-    progress_path(output).unlink(missing_ok=True)
-
-
-def prepare_resume(output: Path, settings: dict[str, Any]) -> ResumeState:
+def prepare_resume(output: Path, settings: dict[str, Any], items: list[str]) -> ResumeState:
     """Read what a previous run wrote, check it used ``settings`` (this run's
-    ``apps.score.run_settings``), repair the table's tail, and say where to continue."""
+    ``apps.score.run_settings``), repair the table's tail, and say where this run's ``items``
+    continue."""
     if output.suffix.lower() not in RESUMABLE:
         raise InputError(f"--resume works with {' and '.join(RESUMABLE)} tables, not {output.suffix}")
     if not output.is_file():
@@ -71,6 +70,9 @@ def prepare_resume(output: Path, settings: dict[str, Any]) -> ResumeState:
     keep = len(rows)
     if rows and rows[-1]["file"] not in state.completed:
         item, last_frame = rows[-1]["file"], int(rows[-1]["frame"])
+        if item not in items:  # its rows would end up mid-table, never to be finished
+            raise InputError(f"--resume: {item} was being scored when {output} stopped; resume "
+                             "with it among the inputs")
         while keep and rows[keep - 1]["file"] == item and int(rows[keep - 1]["frame"]) == last_frame:
             keep -= 1
         state.start_frame[item] = last_frame
@@ -84,11 +86,13 @@ def prepare_resume(output: Path, settings: dict[str, Any]) -> ResumeState:
 
 
 def _read_record(output: Path) -> tuple[set[str], dict[str, Any] | None]:
-    """The inputs the record says are complete, and the settings it holds (None when it holds
-    none: no record, or one written before settings were kept)."""
+    """The inputs the record says are complete, and the settings it holds (None: a record
+    written before settings were kept)."""
     path = progress_path(output)
     if not path.is_file():
-        return set(), None
+        raise InputError(f"nothing to resume: {output} has no record of its inputs ({path.name}), "
+                         "so it was not written by this version of edgefer score; score into a "
+                         "new table, or start again with --overwrite")
     try:
         record = json.loads(path.read_text())
         settings = record.get("settings")

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgefer.annotate import draw_faces
-from edgefer.apps.resume import RESUMABLE, ResumeState, forget_progress, prepare_resume, record_completed
+from edgefer.apps.resume import RESUMABLE, ResumeState, prepare_resume, record_completed
 from edgefer.apps.summary import Summary
 from edgefer.errors import EdgeferError, InputError
 from edgefer.files import atomic_write, write_json_atomic
@@ -159,12 +159,12 @@ def score(inputs: list[str], options: ScoreOptions,
         raise InputError(f"no images or videos found in {', '.join(inputs)}")
     resumable = options.output.suffix.lower() in RESUMABLE
     settings = run_settings(options) if resumable else {}
-    resume = prepare_resume(options.output, settings) if options.resume else ResumeState()
+    resume = prepare_resume(options.output, settings, items) if options.resume else ResumeState()
     summary = Summary(keep_timeline=options.plot is not None,
                       smoothing=options.recognizer.smoothing)
     summary.add_rows(resume.rows)
     reports: list[FileReport] = []
-    completed = [item for item in items if item in resume.completed]
+    completed = sorted(resume.completed)  # every input in the table, this run's or not
 
     def record() -> None:
         if resumable:
@@ -200,7 +200,6 @@ def score(inputs: list[str], options: ScoreOptions,
         finish(photos.flush())
         llm = recognizer.llm_status()
         summary.model = recognizer.model.name
-    forget_progress(options.output)
     if llm is not None:
         summary.llm_stats = llm.stats
         warn_if_unanswered(llm.stats)

@@ -293,9 +293,17 @@ class RichScoreObserver:
                                         f"{escape(report.error)}", highlight=False, soft_wrap=True)
 
     def print_summary(self, reports: list[FileReport], options: ScoreOptions) -> None:
+        if not reports:  # a resume of a table that holds every input
+            self.console.print(f"nothing to score: every input is already in {options.output}",
+                               highlight=False, soft_wrap=True)
+            return
         print_reports(self.console, reports)
-        outputs = [str(p) for p in (options.output, options.summary, options.plot)
-                   if p is not None and Path(p).exists()]
+        scored = any(report.error is None for report in reports)
+        if not scored and options.output.exists():  # an older table, not this run's
+            self.console.print(f"no input was scored: {options.output} is left as it was",
+                               highlight=False, soft_wrap=True)
+        outputs = [str(p) for p in (options.output if scored else None, options.summary,
+                                    options.plot) if p is not None and Path(p).exists()]
         annotated = [str(r.annotated) for r in reports if r.annotated and r.annotated.exists()]
         if len(annotated) > 3:
             annotated = [f"{len(annotated)} annotated files ({annotated[0]}, ...)"]
