@@ -285,3 +285,24 @@ def test_photos_share_the_llms_round_trips(portrait, tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["llm"]["faces_answered"] == 6
     assert sum(request["faces"] for request in state.requests) == 6
     assert len(state.requests) < 6  # one request per photo is what this replaced
+
+
+def test_annotated_copies_of_same_named_inputs_are_told_apart(demo_clip, tmp_path):
+    """Archives and session folders repeat names (day1/clip.mp4, day2/clip.mp4): each input
+    gets its own copy, never another's."""
+    from edgefer.apps.score import annotate_paths
+
+    base = tmp_path / "o.mp4"
+    paths = annotate_paths(base, ["day1/clip.mp4", "day2/clip.mp4", "x.zip/s/clip.mp4",
+                                  "face.jpg", "face.mp4", "a/b.mp4", "c/b.mp4", "a_b.mp4"])
+    assert [p.name for p in paths.values()] == ["o_day1_clip.mp4", "o_day2_clip.mp4",
+                                                "o_s_clip.mp4", "o_face.jpg", "o_face.mp4",
+                                                "o_a_b.mp4", "o_c_b.mp4", "o_a_b-2.mp4"]
+    assert annotate_paths(base, ["day1/clip.mp4"]) == {"day1/clip.mp4": base}
+    for day in ("day1", "day2"):
+        (tmp_path / day).mkdir()
+        shutil.copy(demo_clip, tmp_path / day / "clip.mp4")
+    result = run_cli("score", str(tmp_path / "day1"), str(tmp_path / "day2"), "-o",
+                     str(tmp_path / "t.csv"), "--annotate", str(base), "--stride", "25")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.glob("o_*.mp4")) == ["o_day1_clip.mp4", "o_day2_clip.mp4"]

@@ -131,7 +131,7 @@ def test_a_resume_must_include_the_input_it_stopped_in(tmp_path):
     out = recorded(tmp_path / "faces.csv", completed=["a.mp4"])
     table = "file,frame,time_s,track_id,final_label\na.mp4,0,0.0,1,happy\nb.mp4,0,0.0,1,sad\n"
     out.write_text(table)
-    with pytest.raises(InputError, match="b.mp4 was being scored"):
+    with pytest.raises(InputError, match=r"b\.mp4 was being scored"):
         prepare_resume(out, SETTINGS, ["a.mp4"])
     assert out.read_text() == table
 

@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -138,12 +138,43 @@ def check_outputs(options: ScoreOptions) -> None:
             check_output(path, overwrite, suffixes)
 
 
-def annotate_path(base: Path, item: str, many: bool) -> Path:
-    """One annotated output per input: ``base`` itself, or ``base_<input stem>`` for several."""
-    suffix = ".jpg" if is_image(item) else base.suffix
-    if not many and not is_image(item):
-        return base
-    return base.with_name(f"{base.stem}_{Path(item).stem}{suffix}")
+def annotate_paths(base: Path, items: list[str]) -> dict[str, Path]:
+    """One annotated output per input: ``base`` itself for a lone video, else
+    ``base_<name>``, where ``<name>`` is the input's stem, or as much of its path as tells it
+    apart from the other inputs' (``day1_clip``, ``day2_clip``; numbered where even the
+    whole paths read alike), so that no input's copy replaces another's."""
+    items = list(dict.fromkeys(items))  # an input given twice has one copy
+    if len(items) == 1 and not is_image(items[0]):
+        return {items[0]: base}
+    depth = dict.fromkeys(items, 1)
+    while True:
+        names = {item: _path_tail(item, depth[item]) + (".jpg" if is_image(item) else base.suffix)
+                 for item in items}
+        taken = Counter(name.lower() for name in names.values())
+        longer = [item for item in items if taken[names[item].lower()] > 1
+                  and depth[item] < len(_path_parts(item))]
+        if not longer:
+            break
+        for item in longer:
+            depth[item] += 1
+    seen: Counter[str] = Counter()
+    paths = {}
+    for item in items:
+        seen[names[item].lower()] += 1
+        count = seen[names[item].lower()]
+        name = Path(names[item])
+        unique = name.name if count == 1 else f"{name.stem}-{count}{name.suffix}"
+        paths[item] = base.with_name(f"{base.stem}_{unique}")
+    return paths
+
+
+def _path_parts(item: str) -> list[str]:
+    path = Path(item)
+    return [part for part in path.with_name(path.stem).parts if part != path.anchor]
+
+
+def _path_tail(item: str, depth: int) -> str:
+    return "_".join(_path_parts(item)[-depth:])
 
 
 def score(inputs: list[str], options: ScoreOptions,
@@ -184,8 +215,9 @@ def score(inputs: list[str], options: ScoreOptions,
             completed.append(report.name)
             record()
 
+    annotated = annotate_paths(options.annotate, items) if options.annotate is not None else {}
     with Recognizer(options.recognizer) as recognizer, table:
-        photos = _PhotoWindow(recognizer, table, summary, options, observer, len(items) > 1)
+        photos = _PhotoWindow(recognizer, table, summary, options, observer, annotated)
         for item in items:
             if item in resume.completed:
                 continue
@@ -196,7 +228,7 @@ def score(inputs: list[str], options: ScoreOptions,
                 continue
             finish(photos.flush())
             finish([score_file(item, recognizer, table, summary, options, observer,
-                               len(items) > 1, start_frame)])
+                               annotated.get(item), start_frame)])
         finish(photos.flush())
         llm = recognizer.llm_status()
         summary.model = recognizer.model.name
@@ -238,7 +270,7 @@ class LazyTable:
 
 
 def score_file(item: str, recognizer: Recognizer, table: LazyTable, summary: Summary,
-               options: ScoreOptions, observer: ScoreObserver, many: bool = False,
+               options: ScoreOptions, observer: ScoreObserver, annotated: Path | None = None,
                start_frame: int = 0, read_from: str | None = None) -> FileReport:
     """Score one input into ``table`` and ``summary``; an InputError is reported, not raised.
 
@@ -252,7 +284,7 @@ def score_file(item: str, recognizer: Recognizer, table: LazyTable, summary: Sum
                          options.sequence_fps) as source:
             sink = table.open()
             observer.file_started(item, _expected_frames(source, options.stride))
-            video = _annotation_sink(item, source.fps, options, many)
+            video = _annotation_sink(item, source.fps, options, annotated)
             report.annotated = video.path if video is not None else None
             try:
                 _process(item, source, recognizer, sink, summary, video,
@@ -296,9 +328,10 @@ class _PhotoWindow:
     """
 
     def __init__(self, recognizer: Recognizer, table: LazyTable, summary: Summary,
-                 options: ScoreOptions, observer: ScoreObserver, many: bool) -> None:
+                 options: ScoreOptions, observer: ScoreObserver, annotated: dict[str, Path]
+                 ) -> None:
         self._recognizer, self._table, self._summary = recognizer, table, summary
-        self._options, self._observer, self._many = options, observer, many
+        self._options, self._observer, self._annotated = options, observer, annotated
         llm = options.recognizer.llm
         if llm is None:  # nothing to wait for: photos go through score_file
             self.size = 0
@@ -349,7 +382,8 @@ class _PhotoWindow:
                 raise parked.error
             table = self._table.open()
             self._observer.file_started(report.name, len(parked.results))
-            image = _annotation_sink(report.name, None, self._options, self._many)
+            image = _annotation_sink(report.name, None, self._options,
+                                     self._annotated.get(report.name))
             report.annotated = image.path if image is not None else None
             for result in parked.results:
                 wait_s = max(0.0, parked.deadline - time.monotonic())
@@ -387,11 +421,10 @@ def _expected_frames(source: Source, stride: int) -> int | None:
     return -(-source.frame_count // stride) if source.frame_count else None
 
 
-def _annotation_sink(item: str, source_fps: float | None, options: ScoreOptions, many: bool
-                     ) -> VideoSink | _ImageWriter | None:
-    if options.annotate is None:
+def _annotation_sink(item: str, source_fps: float | None, options: ScoreOptions,
+                     path: Path | None) -> VideoSink | _ImageWriter | None:
+    if path is None:
         return None
-    path = annotate_path(options.annotate, item, many)
     if is_image(item):
         return _ImageWriter(path, options.overwrite)
     fps = (source_fps or 30.0) / options.stride
