@@ -274,12 +274,15 @@ def test_sequences_send_a_folder_as_one_input(tmp_path, monkeypatch) -> None:
 
 def test_a_folder_scored_with_other_settings_is_refused(tmp_path) -> None:
     Dataset(str(tmp_path / "d")).prepare({"stride": 1}, overwrite=False)
-    Dataset(str(tmp_path / "d")).prepare({"stride": 1}, overwrite=False)  # same: a rerun
+    Dataset(str(tmp_path / "d")).prepare({"stride": 2}, overwrite=False)  # no part yet: free
+    (tmp_path / "d" / "part-00000-a.parquet").write_bytes(b"")
+    Dataset(str(tmp_path / "d")).prepare({"stride": 2}, overwrite=False)  # same: a rerun
     with pytest.raises(InputError, match=r"other settings \(stride\)"):
-        Dataset(str(tmp_path / "d")).prepare({"stride": 2}, overwrite=False)
-    Dataset(str(tmp_path / "d")).prepare({"stride": 2}, overwrite=True)
+        Dataset(str(tmp_path / "d")).prepare({"stride": 1}, overwrite=False)
+    Dataset(str(tmp_path / "d")).prepare({"stride": 1}, overwrite=True)
     # a folder from before the default model was named ("model": null) is not refused for it
     Dataset(str(tmp_path / "old")).prepare({"model": None, "stride": 1}, overwrite=False)
+    (tmp_path / "old" / "part-00000-a.parquet").write_bytes(b"")
     Dataset(str(tmp_path / "old")).prepare({"model": "vgg_s4_int8", "stride": 1}, overwrite=False)
 
 

@@ -286,14 +286,20 @@ class Dataset:
                 previous = json.loads(handle.read().decode("utf-8"))
             if previous.get("model") is None and "model" in settings:  # default unnamed: unchecked
                 previous["model"] = settings["model"]
-            if previous != settings:
+            if previous == settings:
+                return
+            if self._has_parts():  # a folder of no parts (a run refused by the cluster) is free
                 changed = sorted(k for k in settings.keys() | previous.keys()
                                  if settings.get(k) != previous.get(k))
                 raise InputError(f"{self.uri} holds parts scored with other settings "
                                  f"({', '.join(changed)}); use --overwrite or another folder")
-            return
         text = json.dumps(settings, indent=2) + "\n"
         self._write(path, text.encode("utf-8"))
+
+    def _has_parts(self) -> bool:
+        selector = self._fs_module.FileSelector(self.root, allow_not_found=True)
+        return any(info.path.rsplit("/", 1)[-1].startswith("part-")
+                   for info in self.fs.get_file_info(selector))
 
     def _write(self, path: str, data: bytes) -> None:
         if self.local:
