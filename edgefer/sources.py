@@ -160,6 +160,7 @@ class Source:
     fps: float | None = None  # nominal frame rate when known
     frame_count: int | None = None  # total frames when known (files)
     live: bool = False  # frames arrive in real time and may be dropped
+    damage: str | None = None  # once read to its end: what was wrong with it, in one line
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -260,7 +261,8 @@ class VideoSource(Source):
 
     def __iter__(self) -> Iterator[Frame]:
         index = -1  # the file's frame number, counting frames that failed to decode
-        decoded = failures = 0
+        decoded = failures = unreadable = 0
+        last_read = -1  # the last frame grabbed: how far into the file reading got
         while True:
             with self._lock:
                 if self._capture is None:
@@ -272,7 +274,9 @@ class VideoSource(Source):
                     if not self._may_skip(index, failures):
                         break
                     continue
-                failures = 0
+                # failed grabs with a frame after them were unreadable; a run of them at the
+                # end is where the file stops (counted as ending early)
+                unreadable, failures, last_read = unreadable + failures, 0, index
                 if index < self.start_frame:
                     continue
                 time_s = self._timestamp_s(index)
@@ -280,16 +284,17 @@ class VideoSource(Source):
                     continue
                 ok, image = self._capture.retrieve()
             if not ok or image is None:
-                log.warning("%s: frame %d failed to decode; skipped", self.name, index)
+                log.debug("%s: frame %d failed to decode; skipped", self.name, index)
+                unreadable += 1
                 continue
             decoded += 1
             self._picker.took(time_s)
             yield Frame(index, time_s, image, self.name)
         if decoded == 0 and index >= self.start_frame:
             raise InputError(f"no decodable frames in {self.name}")
-        if self.frame_count and index < self.frame_count * 0.98:
-            log.warning("%s ended at frame %d of %d (truncated or corrupt)", self.name, index,
-                        self.frame_count)
+        self.damage = self._damage(unreadable, last_read)
+        if self.damage:
+            log.warning("%s: %s", self.name, self.damage)
 
     def _may_skip(self, index: int, failures: int) -> bool:
         """After a failed grab: is there more of the file to try? (corrupt frames mid-file)"""
@@ -297,8 +302,17 @@ class VideoSource(Source):
             return False
         if failures > MAX_CONSECUTIVE_BAD_FRAMES or index >= self.frame_count - 1:
             return False
-        log.warning("%s: frame %d could not be read; trying the next", self.name, index)
+        log.debug("%s: frame %d could not be read; trying the next", self.name, index)
         return True
+
+    def _damage(self, unreadable: int, last_read: int) -> str | None:
+        """What was wrong with the file once read, in one line (None: nothing): frames that
+        could not be read, and an end before the frame count its header gives (a tolerance of
+        2% for headers that overestimate it)."""
+        problems = [f"{unreadable} unreadable frame{'s' if unreadable > 1 else ''}"] if unreadable else []
+        if self.frame_count and not self.live and last_read + 1 < self.frame_count * 0.98:
+            problems.append(f"ended after frame {last_read + 1} of {self.frame_count}")
+        return "; ".join(problems) + " (truncated or corrupt)" if problems else None
 
     def _timestamp_s(self, index: int) -> float:
         import cv2

@@ -95,6 +95,22 @@ def test_truncated_avi_yields_what_decodes(tmp_path):
         frames = list(source)
     assert 0 < len(frames) < 60
     assert [f.index for f in frames] == list(range(len(frames)))
+    assert source.damage is not None and f"ended after frame {len(frames)} of 60" in source.damage
+    with open_source(str(write_clip(tmp_path / "whole.avi", frames=60, fourcc="MJPG"))) as whole:
+        assert len(list(whole)) == 60 and whole.damage is None
+
+
+def test_a_damaged_input_is_scored_with_a_warning(tmp_path):
+    """What survives is scored; the report and the summary say what was lost."""
+    from conftest import run_cli
+
+    cut = cut_in_half(write_clip(tmp_path / "c.avi", frames=60, fourcc="MJPG"))
+    result = run_cli("score", str(cut), "-o", str(tmp_path / "t.csv"), "--summary",
+                     str(tmp_path / "s.json"))
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads((tmp_path / "s.json").read_text())["files"].values()
+    assert "truncated or corrupt" in entry["warning"] and entry["frames"] < 60
+    assert result.stderr.count("WARNING") == 1  # one line, not one per frame
 
 
 def test_images_of_every_kind(tmp_path):

@@ -103,6 +103,7 @@ class FileReport:
     faces: int = 0
     seconds: float = 0.0
     error: str | None = None
+    warning: str | None = None  # scored, but damaged: truncated, frames that could not be read
     exception: EdgeferError | None = None
     dominant: str | None = None  # the most frequent final label over all faces
     annotated: Path | None = None  # the annotated copy written (--annotate)
@@ -290,6 +291,9 @@ def score_file(item: str, recognizer: Recognizer, table: LazyTable, summary: Sum
                 _process(item, source, recognizer, sink, summary, video,
                          lambda r: _count(report, observer, item, r), options.llm_wait_s)
                 summary.add_events(item, recognizer.wait_for_second_opinions(options.llm_wait_s))
+                if source.damage:
+                    report.warning = source.damage
+                    summary.warn(item, source.damage)
             finally:
                 if video is not None:
                     video.close()

@@ -50,6 +50,7 @@ class _FileStats:
     timeline: list[tuple[float, int, np.ndarray]] = field(default_factory=list)
     llm_events: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    warning: str | None = None  # scored, but the file was damaged (truncated, unreadable frames)
 
 
 def _shares(labels: Counter[str]) -> dict[str, float]:
@@ -146,6 +147,9 @@ class Summary:
     def fail(self, file: str, error: str) -> None:
         self.files[file].error = error
 
+    def warn(self, file: str, warning: str) -> None:
+        self.files[file].warning = warning
+
     def to_dict(self) -> dict[str, Any]:
         document: dict[str, Any] = {"model": self.model} if self.model else {}
         document["files"] = {name: self._file_dict(stats) for name, stats in self.files.items()}
@@ -159,6 +163,7 @@ class Summary:
             llm_by_track[event["track_id"]].append(event)
         tracks = stats.tracks.values()
         return {
+            **({"warning": stats.warning} if stats.warning else {}),
             "frames": stats.frames, "face_rows": stats.face_rows, "tracks": len(stats.tracks),
             "dominant": _dominant(stats.labels), "share": _shares(stats.labels),
             **_change_rates(sum(t.label_changes for t in tracks),

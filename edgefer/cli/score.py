@@ -228,7 +228,8 @@ def print_table(console: Any, reports: list[FileReport]) -> None:
                          else "left")
     for r, name in zip(reports, distinct_names([r.name for r in reports]), strict=True):
         fps = f"{r.frames / r.seconds:.1f}" if r.seconds > 0 and r.frames else "-"
-        status = f"[red]{escape(r.error)}[/]" if r.error else "[green]ok[/]"
+        status = f"[red]{escape(r.error)}[/]" if r.error else \
+            f"[yellow]{escape(r.warning)}[/]" if r.warning else "[green]ok[/]"
         table.add_row(escape(name), str(r.frames), str(r.faces), fps, r.dominant or "-", status)
     console.print(table)
 
