@@ -342,11 +342,15 @@ class ImageSequenceSource(Source):
         if fps <= 0:
             raise InputError(f"a sequence's frame rate must be > 0, got {fps}")
         self.name = folder
-        self._paths = sorted((p for p in Path(folder).iterdir()
-                              if p.is_file() and is_image(p.name) and not is_resource_fork(p)),
+        entries = [p for p in Path(folder).iterdir() if not is_resource_fork(p)]
+        self._paths = sorted((p for p in entries if p.is_file() and is_image(p.name)),
                              key=lambda p: natural_key(p.name))
         if not self._paths:
             raise InputError(f"no images in {folder}")
+        others = [p.name for p in entries if p not in self._paths and not p.name.startswith(".")]
+        if others:  # a sequence is one folder's images: a video or a subfolder is no frame
+            log.warning("%s: left out of the sequence, not images edgefer reads: %s%s", folder,
+                        ", ".join(sorted(others)[:3]), " ..." if len(others) > 3 else "")
         self.fps = fps
         self.frame_count = len(self._paths)
         self._picker = FramePicker(stride, max_fps)

@@ -190,3 +190,11 @@ def test_bad_arguments_are_refused_before_evaluating(folder, tmp_path, args, cod
     (tmp_path / "binary.csv").write_bytes(b"garbage\x00\xff\n")
     args = [a.format(tmp=tmp_path) for a in args]
     assert_one_line_error(run_cli("eval", str(folder), *args), code, *needles)
+
+
+def test_an_exclude_list_that_matches_nothing_says_so(folder, tmp_path, caplog):
+    from edgefer.training.evaluate import EvalOptions, load_dataset
+
+    (tmp_path / "other.csv").write_text("path\nsomewhere/else.png\n")
+    data = load_dataset(EvalOptions(data_dir=folder, exclude_list=tmp_path / "other.csv"))
+    assert data.excluded == 0 and "none of the 1 names" in caplog.text

@@ -233,3 +233,15 @@ def test_a_folder_says_which_photos_it_cannot_read(tmp_path, caplog):
     assert expand_inputs([str(tmp_path)]) == [str(tmp_path / "a.png")]
     (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert "1 photo under" in warning and ".heic" in warning and "convert them to JPEG" in warning
+
+
+def test_a_sequence_says_what_it_leaves_out(tmp_path, caplog):
+    import cv2
+
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"frame_{i}.png"), np.zeros((20, 20, 3), np.uint8))
+    write_clip(tmp_path / "clip.mp4")
+    (tmp_path / "sub").mkdir()
+    with open_source(str(tmp_path)) as source:
+        assert len(list(source)) == 3
+    assert "left out of the sequence" in caplog.text and "clip.mp4, sub" in caplog.text

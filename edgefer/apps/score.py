@@ -240,7 +240,7 @@ def score(inputs: list[str], options: ScoreOptions,
         write_json_atomic(options.summary, summary.to_dict())
     if options.plot and not summary.plot(options.plot):
         log.warning("no chart written to %s: --plot draws emotions over a video's time, and "
-                    "no video was scored", options.plot)
+                    "no video with a face was scored", options.plot)
     return reports
 
 

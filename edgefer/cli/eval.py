@@ -102,6 +102,8 @@ def run_eval(args: argparse.Namespace) -> int:
             write_json_atomic(args.json, figures)
     if args.record:
         record_metric(args.record, figures, options)
+        console.print(f"recorded {figures['accuracy']:.2%} as {figures['model']}'s metric "
+                      f"{args.record!r} in {options.manifest}", highlight=False, soft_wrap=True)
     return 0
 
 

@@ -8,6 +8,7 @@ from the same probabilities.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from edgefer.errors import InputError
 from edgefer.manifest import MANIFEST_PATH, ModelEntry, load_model_entry
 from edgefer.training import datasets, metrics
 from edgefer.types import EMOTIONS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ def load_dataset(options: EvalOptions) -> EvalData:
     exclude = datasets.read_exclude_list(options.exclude_list) if options.exclude_list else None
     folder = datasets.scan_image_folder(options.data_dir, options.glob)
     kept = datasets.scan_image_folder(options.data_dir, options.glob, exclude) if exclude else folder
+    if exclude and len(kept) == len(folder):  # a list of another dataset's names, most likely
+        log.warning("none of the %d names in %s is among the %d images evaluated", len(exclude),
+                    options.exclude_list, len(folder))
     original = dict(zip(kept.paths, kept.labels.tolist(), strict=True))
     dropped = 0
     if options.ferplus_labels:
