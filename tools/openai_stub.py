@@ -97,6 +97,8 @@ def completion(content: str, finish_reason: str = "stop", faces: int = 1) -> dic
 
 
 HOSTILE = ("huge", "deep", "no_choices", "bad_utf8", "trickle")
+MODES = ("normal", "slow", "rate_limit", "error", "refuse", "policy_error", "malformed",
+         "wrong_count", "bad_body", "hang", "no_schema", "flaky", "prose", *HOSTILE)  # docstring
 
 
 def face_entry(face: FaceRequest, answer: str | list[str]) -> dict[str, Any]:
@@ -225,7 +227,8 @@ class StubServer:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8089)
-    parser.add_argument("--mode", default="normal")
+    parser.add_argument("--mode", default="normal", choices=MODES,
+                        help="how it answers (described at the top of this file)")
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--failures", type=int, default=1)
     parser.add_argument("--refuse-above", type=int, default=1,
