@@ -194,7 +194,7 @@ def test_reconnects_are_counted_in_metrics(demo_clip):
             except OSError:
                 continue
             lines = [line for line in text.splitlines()
-                     if line.startswith("edgefer_source_reconnects ")]
+                     if line.startswith("edgefer_source_reconnects_total ")]
             reconnects = float(lines[0].split()[1]) if lines else 0.0
     finally:
         session.request_stop()

@@ -159,8 +159,7 @@ class Monitor:
             return
         state = "ended" if reader.finished else "connected" if reader.available else "reconnecting"
         self.board.set_source(SourceStatus(state, reader.reconnects, reader.dropped))
-        self.metrics.dropped.set(reader.dropped)
-        self.metrics.reconnects.set(reader.reconnects)
+        self.metrics.update_source(reader.reconnects, reader.dropped)
         self.metrics.source_up.set(1 if reader.available else 0)
         if self.board.unavailable() is not None:  # no frames: the last second saw none
             self.metrics.fps.set(0)

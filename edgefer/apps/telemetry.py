@@ -34,20 +34,28 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S, registry=r)
         self.faces = prometheus.Gauge("edgefer_faces", "Faces in the last frame", registry=r)
         self.faces_total = prometheus.Counter("edgefer_faces_detected", "Faces detected", registry=r)
-        self.dropped = prometheus.Gauge("edgefer_dropped_frames", "Frames dropped by capture "
-                                        "(processing behind)", registry=r)
+        self.dropped = prometheus.Counter("edgefer_dropped_frames", "Frames dropped by capture "
+                                          "(processing behind)", registry=r)
         self.errors = prometheus.Counter("edgefer_errors", "Errors handled", ["kind"], registry=r)
-        self.reconnects = prometheus.Gauge("edgefer_source_reconnects", "Source reconnections",
-                                           registry=r)
+        self.reconnects = prometheus.Counter("edgefer_source_reconnects", "Source reconnections",
+                                             registry=r)
         self.source_up = prometheus.Gauge("edgefer_source_up", "1 when the source delivers frames",
                                           registry=r)
         self.llm = prometheus.Gauge("edgefer_llm", "LLM second-opinion counters", ["counter"],
                                     registry=r)
         self.llm_queue = prometheus.Gauge("edgefer_llm_queue", "Faces waiting for the LLM",
                                           registry=r)
+        self._source_totals: dict[str, int] = {}  # what the counters above have counted
         self.http_refused = prometheus.Counter(
             "edgefer_http_refused", "HTTP requests refused: token missing or wrong (401), too "
             "many clients (503)", ["reason"], registry=r)
+
+    def update_source(self, reconnects: int, dropped: int) -> None:
+        """Capture's running totals, as the counters' growth (``rate()`` works on them)."""
+        for name, counter, total in (("reconnects", self.reconnects, reconnects),
+                                     ("dropped", self.dropped, dropped)):
+            counter.inc(max(0, total - self._source_totals.get(name, 0)))
+            self._source_totals[name] = total
 
     def update_llm(self, stats: dict[str, Any], queued: int) -> None:
         for key, value in stats.items():
