@@ -347,7 +347,8 @@ class ImageSequenceSource(Source):
                              key=lambda p: natural_key(p.name))
         if not self._paths:
             raise InputError(f"no images in {folder}")
-        others = [p.name for p in entries if p not in self._paths and not p.name.startswith(".")]
+        listed = set(self._paths)
+        others = [p.name for p in entries if p not in listed and not p.name.startswith(".")]
         if others:  # a sequence is one folder's images: a video or a subfolder is no frame
             log.warning("%s: left out of the sequence, not images edgefer reads: %s%s", folder,
                         ", ".join(sorted(others)[:3]), " ..." if len(others) > 3 else "")

@@ -7,12 +7,15 @@ skipped, so tracks can still expire.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
 from edgefer.errors import ConfigError
 from edgefer.types import Faces
+
+GAPS_KEPT = 9  # recent gaps between frames whose median is the usual one
 
 
 @dataclass(frozen=True)
@@ -81,17 +84,30 @@ class IouTracker:
         self._ended: list[Track] = []
         self._next_id = 1
         self._last_time_s = -np.inf
+        self._gaps: deque[float] = deque(maxlen=GAPS_KEPT)
 
     def update(self, faces: Faces | None, time_s: float) -> Faces | None:
         if time_s < self._last_time_s:
             raise ValueError(f"tracker time went backwards: {time_s} < {self._last_time_s}")
+        gap = time_s - self._last_time_s if np.isfinite(self._last_time_s) else None
+        # Expire first: a track unseen for longer than the timeout does not take a face just
+        # because no frame came in between (a source that was away for minutes)...
+        self._expire(time_s, gap)
+        if gap is not None:
+            self._gaps.append(gap)
         self._last_time_s = time_s
-        # Expire first: a track unseen for longer than the timeout must not take a face
-        # merely because no frame came in between (a photo sequence, --max-fps, --stride).
-        self._expire(time_s)
         if faces is not None and len(faces):
             self._assign(faces, time_s)
         return faces
+
+    def _timeout_s(self, gap: float | None) -> float:
+        """... but frames sampled further apart than the timeout (``--max-fps 1`` on 29.97
+        frames/s) still link: a track lasts at least one and a half of the usual gaps between
+        frames, the median of the last few (one long gap does not stretch it), counting this
+        frame's own gap while there are too few to tell (a stream's first frames)."""
+        gaps = list(self._gaps) + ([gap] if gap is not None and len(self._gaps) < 3 else [])
+        return max(self.options.timeout_s, 1.5 * float(np.median(gaps))) if gaps \
+            else self.options.timeout_s
 
     def _assign(self, faces: Faces, time_s: float) -> None:
         ids = list(self.tracks)
@@ -116,9 +132,9 @@ class IouTracker:
         self.tracks[track_id] = Track(track_id, xyxy.copy(), time_s)
         return track_id
 
-    def _expire(self, time_s: float) -> None:
-        for track_id in [i for i, t in self.tracks.items()
-                         if time_s - t.last_seen_s > self.options.timeout_s]:
+    def _expire(self, time_s: float, gap: float | None) -> None:
+        timeout_s = self._timeout_s(gap)
+        for track_id in [i for i, t in self.tracks.items() if time_s - t.last_seen_s > timeout_s]:
             self._ended.append(self.tracks.pop(track_id))
 
     def end_all(self) -> None:
@@ -126,6 +142,7 @@ class IouTracker:
         self._ended.extend(self.tracks.values())
         self.tracks.clear()
         self._last_time_s = -np.inf
+        self._gaps.clear()
         self._next_id = 1
 
     def reserve_ids(self, next_id: int) -> None:

@@ -205,3 +205,22 @@ def test_leaving_model_out_and_naming_the_default_are_the_same_settings(tmp_path
     named = ScoreOptions(tmp_path / "a.csv", recognizer=RecognizerOptions(model=default))
     assert run_settings(ScoreOptions(tmp_path / "a.csv")) == run_settings(named)
     assert run_settings(named)["model"] == default
+
+
+def test_a_failed_input_is_tried_again_by_a_resume(portrait, tmp_path):
+    """Only what was scored is recorded: a fixed input is scored by the resume; a run that
+    wrote no table leaves no record either."""
+    import cv2
+
+    good, bad = tmp_path / "good.jpg", tmp_path / "bad.jpg"
+    cv2.imwrite(str(good), portrait)
+    bad.write_text("not a photo")
+    assert run_cli("score", str(bad), str(tmp_path / "nothing.jpg"), "-o",
+                   str(tmp_path / "none.csv")).returncode == 1
+    assert not progress_path(tmp_path / "none.csv").exists()
+    out = tmp_path / "faces.csv"
+    assert run_cli("score", str(good), str(bad), "-o", str(out)).returncode == 1
+    cv2.imwrite(str(bad), portrait)  # fixed
+    result = run_cli("score", str(good), str(bad), "-o", str(out), "--resume")
+    assert result.returncode == 0, result.stderr
+    assert {r["file"] for r in read_rows(out)} == {str(good), str(bad)}

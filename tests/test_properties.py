@@ -71,7 +71,8 @@ def test_tracker_forgets_ended_tracks(counts):
         tracker.update(Faces(xyxy.reshape(-1, 4), np.ones(n), np.zeros((n, 6, 2))), t * 0.1)
         tracker.pop_ended()
         assert len(tracker.tracks) <= sum(counts[max(0, t - 2):t + 1])
-    tracker.update(None, len(counts) * 0.1 + 1.0)
+    for k in range(1, 11):  # a second of frames without faces
+        tracker.update(None, (len(counts) + k) * 0.1)
     assert not tracker.tracks
 
 

@@ -47,12 +47,21 @@ def test_tracks_end_after_timeout_and_ids_are_not_reused():
     assert again.track_ids.tolist() == [2]
 
 
-def test_a_face_after_the_timeout_starts_a_new_track_even_with_no_frame_between():
+def test_a_face_after_an_outage_starts_a_new_track_even_with_no_frame_between():
     tracker = IouTracker(TrackerOptions(timeout_s=0.5))
-    tracker.update(faces_at([0, 0, 10, 10]), 0.0)
-    later = tracker.update(faces_at([0, 0, 10, 10]), 2.0)  # e.g. --max-fps 0.5
+    for i in range(10):  # 30 frames/s
+        tracker.update(faces_at([0, 0, 10, 10]), i / 30)
+    later = tracker.update(faces_at([0, 0, 10, 10]), 2.3)  # the camera was away for 2 s
     assert later.track_ids.tolist() == [2]
     assert [t.track_id for t in tracker.pop_ended()] == [1]
+
+
+def test_frames_sampled_further_apart_than_the_timeout_still_link():
+    """``--max-fps 1`` on 29.97 frames/s: the sampled frames are 1.001 s apart."""
+    tracker = IouTracker(TrackerOptions(timeout_s=1.0))
+    ids = [tracker.update(faces_at([0, 0, 10, 10]), i * 1.001).track_ids.tolist()
+           for i in range(6)]
+    assert ids == [[1]] * 6 and not tracker.pop_ended()
 
 
 def test_time_cannot_go_backwards():

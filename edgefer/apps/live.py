@@ -33,7 +33,7 @@ from edgefer.capture import CaptureOptions, LatestFrameReader
 from edgefer.errors import InputError
 from edgefer.llm.config import LlmConfig
 from edgefer.pipeline import Recognizer, RecognizerOptions
-from edgefer.sources import Source, open_source
+from edgefer.sources import Source, open_source, redact
 from edgefer.types import FrameResult, label_name
 
 if TYPE_CHECKING:
@@ -208,8 +208,8 @@ class LiveSession:
         with ExitStack() as stack:
             recognizer = stack.enter_context(Recognizer(self.options.recognizer))
             stack.enter_context(self.monitor)
-            outputs = stack.enter_context(Outputs(self.options.outputs, self.options.capture.source,
-                                                  self.errors))
+            outputs = stack.enter_context(Outputs(self.options.outputs,
+                                                  redact(self.options.capture.source), self.errors))
             reader = LatestFrameReader(self.options.capture, self._opener).start()
             stack.callback(reader.close)
             window = None

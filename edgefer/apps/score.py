@@ -213,8 +213,10 @@ def score(inputs: list[str], options: ScoreOptions,
             report.dominant = summary.dominant(report.name)
             reports.append(report)
             observer.file_done(report)
-            completed.append(report.name)
-            record()
+            if report.error is None:  # a failed input is tried again by a resume
+                completed.append(report.name)
+            if table.sink is not None:  # no table, no record beside it
+                record()
 
     annotated = annotate_paths(options.annotate, items) if options.annotate is not None else {}
     with Recognizer(options.recognizer) as recognizer, table:

@@ -101,9 +101,9 @@ def resolve_token(options: HttpOptions, environ: Mapping[str, str] | None = None
         token = environ.get(options.token_env, "")
         if not token:
             raise ConfigError(f"http.token_env names {options.token_env}, which is not set or empty")
-        if not re.fullmatch(r"[A-Za-z0-9._~+/=-]+", token):  # what a cookie and a URL carry as is
+        if not re.fullmatch(r"[A-Za-z0-9._~-]+", token):  # what a cookie and a URL carry as is
             raise ConfigError(f"the token in {options.token_env} may hold only letters, digits "
-                              "and . _ ~ + / = - (e.g. `openssl rand -hex 32`)")
+                              "and . _ ~ - (e.g. `openssl rand -hex 32`)")
         return token
     if not is_loopback(options.host) and not options.insecure_no_token:
         raise ConfigError(f"http.host {options.host} is reachable from other machines: set "
