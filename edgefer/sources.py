@@ -38,6 +38,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".a
 UNDECODABLE_PHOTO_SUFFIXES = (".heic", ".heif", ".jxl")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".ts")
 MAX_CONSECUTIVE_BAD_FRAMES = 25  # a damaged stretch longer than this ends the file
+LIVE_DAMAGE_LOG_S = 10.0  # a live source's undecodable frames are logged at most this often
 LIST_SUFFIX = ".txt"  # a text file listing inputs
 SEQUENCE_FPS = 30.0  # the frame rate of a folder of images read as one stream, unless given
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -256,6 +257,7 @@ class VideoSource(Source):
         count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.frame_count = count if count > 0 and not self.live else None
         self.start_frame = start_frame
+        self._damage_logged_at = -float("inf")
         self._lock = threading.Lock()
         self._opened_at = time.monotonic()
 
@@ -284,8 +286,8 @@ class VideoSource(Source):
                     continue
                 ok, image = self._capture.retrieve()
             if not ok or image is None:
-                log.debug("%s: frame %d failed to decode; skipped", self.name, index)
                 unreadable += 1
+                self._report_live_damage(unreadable)
                 continue
             decoded += 1
             self._picker.took(time_s)
@@ -305,12 +307,23 @@ class VideoSource(Source):
         log.debug("%s: frame %d could not be read; trying the next", self.name, index)
         return True
 
+    def _report_live_damage(self, unreadable: int) -> None:
+        """A camera or stream has no end to report damage at: its undecodable frames are
+        logged as they come, at most every ``LIVE_DAMAGE_LOG_S`` seconds."""
+        now = time.monotonic()
+        if self.live and now - self._damage_logged_at >= LIVE_DAMAGE_LOG_S:
+            self._damage_logged_at = now
+            log.warning("%s: %d frame%s failed to decode so far; skipped", self.name, unreadable,
+                        "s" if unreadable > 1 else "")
+
     def _damage(self, unreadable: int, last_read: int) -> str | None:
-        """What was wrong with the file once read, in one line (None: nothing): frames that
-        could not be read, and an end before the frame count its header gives (a tolerance of
-        2% for headers that overestimate it)."""
+        """What was wrong with the file once read, in one line (None: nothing, or a live
+        source): frames that could not be read, and an end before the frame count its header
+        gives (a tolerance of 2% for headers that overestimate it)."""
+        if self.live:
+            return None
         problems = [f"{unreadable} unreadable frame{'s' if unreadable > 1 else ''}"] if unreadable else []
-        if self.frame_count and not self.live and last_read + 1 < self.frame_count * 0.98:
+        if self.frame_count and last_read + 1 < self.frame_count * 0.98:
             problems.append(f"ended after frame {last_read + 1} of {self.frame_count}")
         return "; ".join(problems) + " (truncated or corrupt)" if problems else None
 

@@ -73,7 +73,9 @@ def test_a_resumed_summary_plots_the_same_smoothed_timeline(demo_clip):
     from edgefer.apps.summary import Summary
     from edgefer.pipeline import Recognizer, RecognizerOptions
     from edgefer.sinks import face_rows
+    from edgefer.smooth import SmoothingOptions
     from edgefer.sources import open_source
+    from edgefer.types import EMOTIONS
 
     live, written = Summary(keep_timeline=True), []
     with Recognizer(RecognizerOptions()) as recognizer, open_source(str(demo_clip)) as source:
@@ -86,6 +88,10 @@ def test_a_resumed_summary_plots_the_same_smoothed_timeline(demo_clip):
     before, after = live.files["clip"].timeline, reread.files["clip"].timeline
     assert [(t, i) for t, i, _ in after] == [(round(t, 4), i) for t, i, _ in before]
     np.testing.assert_allclose([p for *_, p in after], [p for *_, p in before], atol=2e-3)
+    unsmoothed = Summary(keep_timeline=True, smoothing=SmoothingOptions(half_life_s=0))
+    unsmoothed.add_rows(written)  # the run's smoothing is the one applied
+    raw = [[float(row[f"p_{e}"]) for e in EMOTIONS] for row in written]
+    np.testing.assert_allclose([p for *_, p in unsmoothed.files["clip"].timeline], raw, atol=1e-6)
 
 
 def test_score_refuses_to_overwrite(scored, demo_clip):
@@ -157,7 +163,7 @@ def test_a_large_folder_ends_with_totals_and_its_failures(tmp_path):
     (folder / "broken.jpg").write_text("not an image")
     result = run_cli("score", str(folder), "-o", str(tmp_path / "o.csv"))
     assert result.returncode == 1, result.stderr
-    assert "32 inputs: 31 scored, 1 failed; 31 frames, 31 faces" in result.stderr
+    assert "32 inputs: 31 scored (0 damaged), 1 failed; 31 frames, 31 faces" in result.stderr
     assert "│ broken.jpg" in result.stderr and "│ face00.jpg" not in result.stderr
 
 
@@ -299,6 +305,8 @@ def test_annotated_copies_of_same_named_inputs_are_told_apart(demo_clip, tmp_pat
                                                 "o_s_clip.mp4", "o_face.jpg", "o_face.mp4",
                                                 "o_a_b.mp4", "o_c_b.mp4", "o_a_b-2.mp4"]
     assert annotate_paths(base, ["day1/clip.mp4"]) == {"day1/clip.mp4": base}
+    alike = ["a/b.mp4", "c/b.mp4", "a_b.mp4", "a_b-2.mp4"]  # a number may read as a name
+    assert len(set(annotate_paths(base, alike).values())) == len(alike)
     for day in ("day1", "day2"):
         (tmp_path / day).mkdir()
         shutil.copy(demo_clip, tmp_path / day / "clip.mp4")

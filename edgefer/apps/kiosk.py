@@ -16,7 +16,7 @@ import dataclasses
 import os
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +131,7 @@ def merge(values: dict[str, dict[str, Any]], layer: Mapping[str, Any], origin: s
 
 
 def from_environment(environ: Mapping[str, str] | None = None,
-                     secrets: Iterable[str] = ()) -> dict[str, dict[str, str]]:
+                     secrets: Collection[str] = ()) -> dict[str, dict[str, str]]:
     """``EDGEFER_HTTP_PORT=9200`` -> ``{"http": {"port": "9200"}}``; other ``EDGEFER_*``
     variables (``EDGEFER_MANIFEST``...) are not configuration sections and are left alone, and
     so are ``secrets``: the variables that ``http.token_env`` and ``llm.api_key_env`` name

@@ -27,7 +27,7 @@ from edgefer.apps.outputs import ErrorReporter, OutputOptions, Outputs
 from edgefer.apps.telemetry import Metrics, SystemdNotifier
 from edgefer.apps.web.preview import PreviewEncoder
 from edgefer.apps.web.server import HttpOptions, WebServer, resolve_token
-from edgefer.apps.web.status import Published, SourceStatus, StatusBoard
+from edgefer.apps.web.status import Published, SourceStatus, StatusBoard, reconnecting_message
 from edgefer.apps.window import DisplayOptions, Window, display_available
 from edgefer.capture import CaptureOptions, LatestFrameReader
 from edgefer.errors import InputError
@@ -321,7 +321,7 @@ class LiveSession:
     def _show_unavailable(self, reader: LatestFrameReader, window: Window | None) -> None:
         if reader.available:
             return
-        message = f"camera unavailable: {self.monitor.board.source_name} (reconnecting)"
+        message = reconnecting_message(self.monitor.board.source_name)
         if window is None:
             log.debug(message)
             return

@@ -79,7 +79,7 @@ class Outputs:
 
     def __enter__(self) -> Outputs:
         o, started = self.options, time.time()
-        table, record = (None if p is None else self._fresh(with_start(p, started))
+        table, record = (None if p is None else self._fresh(p, started)
                          for p in (o.table, o.record))
         with ExitStack() as opening:
             if o.events:  # first: an append-only log, so failing later leaves it unharmed
@@ -97,10 +97,18 @@ class Outputs:
             self._stack = opening.pop_all()
         return self
 
-    def _fresh(self, path: Path) -> Path:
-        """``path``, refused when it exists and may not be replaced (a restarted kiosk's table:
-        say how to keep both)."""
-        if path.exists() and not self.options.overwrite:
+    def _fresh(self, template: Path, started: float) -> Path:
+        """The output's path for this run: ``{start}`` filled in (numbered if a run that
+        started in the same second left one), or ``template`` itself, refused when it exists
+        and may not be replaced (a restarted kiosk's table: say how to keep both)."""
+        path = with_start(template, started)
+        if START in str(template):
+            count = 1
+            while path.exists():
+                count += 1
+                path = with_start(template.with_name(template.stem + f"-{count}" +
+                                                     template.suffix), started)
+        elif path.exists() and not self.options.overwrite:
             raise OutputError(f"{path} exists: put {START} in its name to keep every run's file, "
                               "or set outputs.overwrite = true (--overwrite) to replace it")
         return path

@@ -158,13 +158,14 @@ def annotate_paths(base: Path, items: list[str]) -> dict[str, Path]:
             break
         for item in longer:
             depth[item] += 1
-    seen: Counter[str] = Counter()
+    used: set[str] = set()
     paths = {}
     for item in items:
-        seen[names[item].lower()] += 1
-        count = seen[names[item].lower()]
-        name = Path(names[item])
-        unique = name.name if count == 1 else f"{name.stem}-{count}{name.suffix}"
+        name, count, unique = Path(names[item]), 1, names[item]
+        while unique.lower() in used:  # even whole paths read alike: number them
+            count += 1
+            unique = f"{name.stem}-{count}{name.suffix}"
+        used.add(unique.lower())
         paths[item] = base.with_name(f"{base.stem}_{unique}")
     return paths
 

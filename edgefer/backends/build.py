@@ -259,12 +259,17 @@ def _builder_config(trt: Any, builder: Any, network: Any, entry: ModelEntry,
         config.set_flag(trt.BuilderFlag.FP16)
     if options.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
-        batches = calibration_batches(entry, options.calibration_dir, options.calibration_images,
-                                      options.calibration_batch, options.calibration_mode)
-        status(f"calibrating on {len(batches) * options.calibration_batch} faces from "
-               f"{options.calibration_dir}")
-        config.int8_calibrator = make_calibrator(iter(batches), options.calibration_batch,
-                                                 plan.with_suffix(".calib"))
+        cache = plan.with_suffix(".calib")
+        batches: list[np.ndarray] = []  # with a cache, TensorRT reads its scales, not faces
+        if cache.is_file():
+            status(f"calibrating with {cache.name}, the scales an earlier build measured")
+        else:
+            batches = calibration_batches(entry, options.calibration_dir,
+                                          options.calibration_images, options.calibration_batch,
+                                          options.calibration_mode)
+            status(f"calibrating on {len(batches) * options.calibration_batch} faces from "
+                   f"{options.calibration_dir}")
+        config.int8_calibrator = make_calibrator(iter(batches), options.calibration_batch, cache)
         calibration = builder.create_optimization_profile()
         calibration.set_shape(network.get_input(0).name, *(((options.calibration_batch, *item),) * 3))
         config.set_calibration_profile(calibration)

@@ -132,7 +132,7 @@ def llm_config(args: argparse.Namespace) -> LlmConfig | None:
 
 
 def fraction(text: str) -> float:
-    """An argparse type: a number within [0, 1] (a confidence, a share)."""
+    """An argparse type: a number within [0, 1] (a confidence, a weight)."""
     value = float(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be within [0, 1], got {text}")

@@ -140,8 +140,6 @@ def run_llm_comparison(args: argparse.Namespace, config: LlmConfig, options: Eva
     return figures
 
 
-
-
 def cascade_markdown(figures: dict[str, Any], curve: bool, config: LlmConfig) -> str:
     """The comparison (and optionally the curves and the held-out table) as markdown."""
     lines = [f"LLM: {config.model} ({'top-2 prompt' if config.top2 else 'open prompt'}), "
@@ -159,14 +157,6 @@ def cascade_markdown(figures: dict[str, Any], curve: bool, config: LlmConfig) ->
         lines += [f"| {row['share_sent']:.0%} | {row['accuracy']:.4f} |" for row in figures["curve"]]
         lines += ["", *held_out_markdown(figures["held_out"]), "", cost_line(figures["cost"])]
     return "\n".join(lines)
-
-
-
-
-
-
-
-
 
 
 def record_metric(key: str, figures: dict[str, Any], options: EvalOptions) -> None:

@@ -207,15 +207,18 @@ TABLE_ROWS = 30  # beyond this many inputs, the table lists only failures, then 
 
 def print_reports(console: Any, reports: list[FileReport]) -> None:
     """The per-input table printed at the end of a run; for a folder of thousands of photos,
-    the failed inputs (at most ``TABLE_ROWS``) and one line of totals."""
+    the failed and damaged inputs (at most ``TABLE_ROWS``) and one line of totals."""
     failed = [r for r in reports if r.error]
-    listed = reports if len(reports) <= TABLE_ROWS else failed[:TABLE_ROWS]
+    damaged = [r for r in reports if r.warning and not r.error]
+    flagged = failed + damaged
+    listed = reports if len(reports) <= TABLE_ROWS else flagged[:TABLE_ROWS]
     if listed:
         print_table(console, listed)
     if len(reports) > TABLE_ROWS:
-        more = f" (the first {TABLE_ROWS} failures listed)" if len(failed) > TABLE_ROWS else ""
-        console.print(f"{len(reports)} inputs: {len(reports) - len(failed)} scored, "
-                      f"{len(failed)} failed{more}; {sum(r.frames for r in reports)} frames, "
+        more = f" (the first {TABLE_ROWS} listed)" if len(flagged) > TABLE_ROWS else ""
+        console.print(f"{len(reports)} inputs: {len(reports) - len(failed)} scored "
+                      f"({len(damaged)} damaged), {len(failed)} failed{more}; "
+                      f"{sum(r.frames for r in reports)} frames, "
                       f"{sum(r.faces for r in reports)} faces", highlight=False)
 
 

@@ -34,6 +34,11 @@ class SourceStatus:
     dropped: int = 0
 
 
+def reconnecting_message(source_name: str) -> str:
+    """What the window and the page show while the source reconnects."""
+    return f"camera unavailable: {source_name} (reconnecting)"
+
+
 def track_rows(faces: Faces) -> list[dict[str, Any]]:
     """One entry per face: the label shown, its confidence, and whether the LLM answered."""
     rows = []
@@ -74,7 +79,7 @@ class StatusBoard:
         if state == "connected" or time.monotonic() - self._published_at < CURRENT_S:
             return None
         if state == "reconnecting":
-            return f"camera unavailable: {self.source_name} (reconnecting)"
+            return reconnecting_message(self.source_name)
         return f"source ended: {self.source_name}" if state == "ended" else "starting"
 
     def set_source(self, status: SourceStatus) -> None:
