@@ -145,6 +145,7 @@ def test_demo_runs_without_camera_or_data(tmp_path):
     (["/d/a/x.jpg", "/d/b/x.jpg"], ["a/x.jpg", "b/x.jpg"]),
     (["/data/x/1.jpg"], ["1.jpg"]),
     (["rtsp://cam/live", "/a/b.jpg"], ["rtsp://cam/live", "/a/b.jpg"]),
+    (["/tmp/a.mp4", "/work/b.mp4"], ["/tmp/a.mp4", "/work/b.mp4"]),  # only the root shared
 ])
 def test_the_report_table_keeps_inputs_apart(names, shown):
     from edgefer.cli.score import distinct_names

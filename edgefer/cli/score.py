@@ -246,6 +246,8 @@ def distinct_names(names: list[str]) -> list[str]:
     shared = 0
     while all(len(p) > shared + 1 and p[shared] == parts[0][shared] for p in parts):
         shared += 1
+    if shared == 1 and parts[0][0] == Path(names[0]).anchor:  # only the root: keep it shown
+        shared = 0
     return [str(Path(*p[shared:])) if shared else name for p, name in zip(parts, names, strict=True)]
 
 
