@@ -110,6 +110,7 @@ class ModelEntry:
     input: InputSpec
     temperature: float
     raw: dict[str, Any]
+    manifest: Path = MANIFEST_PATH  # the manifest that lists it (its float source is there too)
 
     def verify(self) -> None:
         """Fail clearly if the file is missing or is not the file the manifest describes."""
@@ -151,7 +152,7 @@ def load_model_entry(name: str | None = None, path: Path = MANIFEST_PATH) -> Mod
     validate_model_entry(raw)
     return ModelEntry(name=name, file=path.parent / raw["file"], sha256=raw["sha256"],
                       classes=tuple(raw["classes"]), input=InputSpec.from_dict(raw["input"]),
-                      temperature=float(raw["temperature"]), raw=raw)
+                      temperature=float(raw["temperature"]), raw=raw, manifest=path)
 
 
 REQUIRED_MODEL_FIELDS = ("file", "sha256", "classes", "input", "temperature", "metrics", "train")
@@ -178,11 +179,11 @@ def validate_model_entry(raw: dict[str, Any]) -> None:
     InputSpec.from_dict(raw["input"])
 
 
-def float_source(entry: ModelEntry, path: Path = MANIFEST_PATH) -> ModelEntry:
-    """The float model an int8 model was quantized from (GPU engines and PyTorch start there);
-    the entry itself for float models."""
+def float_source(entry: ModelEntry) -> ModelEntry:
+    """The float model an int8 model was quantized from (GPU engines and PyTorch start there),
+    from the entry's own manifest; the entry itself for float models."""
     source = entry.raw.get("quantized_from")
-    return load_model_entry(source, path) if source else entry
+    return load_model_entry(source, entry.manifest) if source else entry
 
 
 def detector_path(kind: str, path: Path = MANIFEST_PATH) -> Path:

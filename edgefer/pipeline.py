@@ -54,6 +54,7 @@ class RecognizerOptions:
     llm: LlmConfig | None = None  # None: no second opinion, nothing leaves the device
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "manifest", Path(self.manifest))  # a str from a caller works too
         if self.engine not in ENGINES:
             raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.precision not in PRECISIONS:

@@ -201,6 +201,20 @@ def test_absent_camera_is_one_line(tmp_path):
     assert result.stderr.strip().count("\n") == 0, result.stderr
 
 
+def test_exporting_into_a_manifest_that_does_not_exist_is_refused(corpus, tmp_path):
+    """``cp -r engines /tmp/mine`` makes /tmp/mine/manifest.json: a path one folder deeper
+    would have become a manifest of one model and no detectors."""
+    import subprocess
+
+    env = {**os.environ, "EDGEFER_MANIFEST": str(tmp_path / "mine" / "engines" / "manifest.json")}
+    result = subprocess.run([sys.executable, "-m", "edgefer", "export", str(tmp_path / "a.pt"),
+                             "--name", "mine", "--val", str(corpus), "--recipe",
+                             str(tmp_path / "r.toml")], capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert_one_line_error(result, EXIT_MODEL, "no manifest at", "cp -r engines DIR")
+    assert not (tmp_path / "mine").exists()
+
+
 def test_missing_models_say_how_to_find_them(corpus, tmp_path):
     """What a plain ``pip install .`` meets: the package without the repository's engines/."""
     import subprocess

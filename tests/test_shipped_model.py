@@ -104,3 +104,24 @@ def test_a_manifest_without_detectors_says_to_copy_engines_whole(tmp_path):
     manifest.write_text('{"schema": 1, "models": {}}')
     with pytest.raises(ModelError, match="copied whole"):
         detector_path("short", manifest)
+
+
+def test_an_int8_models_float_source_is_read_from_its_own_manifest(tmp_path):
+    """A scratch manifest's int8 model runs on GPUs and PyTorch as its own float source, never
+    as a same-named model of the checkout's manifest."""
+    import json
+
+    from edgefer.apps.distributed import running_model
+    from edgefer.pipeline import RecognizerOptions
+
+    manifest = read_manifest()
+    default = manifest["default"]
+    source = manifest["models"][default]["quantized_from"]
+    manifest["models"]["mine"] = manifest["models"].pop(source)
+    manifest["models"][default]["quantized_from"] = "mine"
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    assert float_source(load_model_entry(default, path)).name == "mine"
+    options = RecognizerOptions(model=default, manifest=str(path), engine="torch")  # a str too
+    assert running_model(options) == "mine"
+    assert running_model(RecognizerOptions(model=default, manifest=path)) == default

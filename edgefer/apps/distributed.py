@@ -44,10 +44,11 @@ from edgefer.apps.score import (
     warn_if_unanswered,
 )
 from edgefer.apps.summary import Summary, merge_summaries
+from edgefer.backends import model_that_runs
 from edgefer.errors import ConfigError, EdgeferError, InputError, OutputError, require
 from edgefer.files import atomic_write, temp_prefix, write_json_atomic
 from edgefer.llm.client import add_counts, counts_since
-from edgefer.manifest import float_source, load_model_entry
+from edgefer.manifest import load_model_entry
 from edgefer.pipeline import Recognizer, RecognizerOptions
 from edgefer.sinks import check_output
 from edgefer.sources import expand_inputs, is_camera, is_stream
@@ -156,8 +157,7 @@ def score_on_ray(inputs: list[str], options: ScoreOptions, cluster: RayOptions,
 def running_model(options: RecognizerOptions) -> str:
     """The model workers will run, until one reports it: GPU and PyTorch engines run an int8
     entry's float source (``auto`` is decided on each worker)."""
-    entry = load_model_entry(options.model, options.manifest)
-    return float_source(entry).name if options.engine in (*GPU_ENGINES, "torch") else entry.name
+    return model_that_runs(load_model_entry(options.model, options.manifest), options.engine).name
 
 
 def _check_supported(options: ScoreOptions) -> None:

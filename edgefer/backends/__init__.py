@@ -29,8 +29,7 @@ def open_engine(entry: ModelEntry, backend: str = "onnxruntime", threads: int = 
         choice = choose_engine(float_source(entry), precision)
         log.warning("engine auto: using %s (%s)", choice.engine, choice.reason)
         backend = choice.engine
-    if backend != "onnxruntime":
-        entry = float_source(entry)
+    entry = model_that_runs(entry, backend)
     entry.verify()
     try:
         engine = _open(entry, backend, threads, precision)
@@ -44,6 +43,13 @@ def open_engine(entry: ModelEntry, backend: str = "onnxruntime", threads: int = 
         engine = _open(entry, backend, threads, precision)
     engine.entry = entry
     return engine
+
+
+def model_that_runs(entry: ModelEntry, backend: str) -> ModelEntry:
+    """The model ``backend`` runs for ``entry``: ONNX Runtime on the CPU runs the entry itself,
+    every other backend an int8 entry's float source. ``auto``, decided on each machine, is
+    named as on a machine without a GPU."""
+    return entry if backend in ("onnxruntime", "auto") else float_source(entry)
 
 
 def _open(entry: ModelEntry, backend: str, threads: int, precision: str) -> Engine:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefer.cli.common import command_line
-from edgefer.errors import EdgeferError, InputError, OutputError
+from edgefer.errors import EdgeferError, InputError, ModelError, OutputError
 from edgefer.manifest import update_manifest
 from edgefer.training.recipe import Recipe
 from edgefer.training.train import EpochStats, TrainData
@@ -224,7 +224,11 @@ def check_model_name(name: str, overwrite: bool) -> None:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise InputError(f"--name {name!r}: use letters, digits, '_', '-' and '.' (it names "
                          "files beside the manifest)")
-    exists = MANIFEST_PATH.is_file() and name in read_manifest().get("models", {})
+    if not MANIFEST_PATH.is_file():  # a new one would list no detectors: nothing could run
+        raise ModelError(f"no manifest at {MANIFEST_PATH}: models are added to a copy of the "
+                         "repository's engines/ folder (cp -r engines DIR, then "
+                         "EDGEFER_MANIFEST=DIR/manifest.json)")
+    exists = name in read_manifest().get("models", {})
     if exists and not overwrite:
         raise OutputError(f"model {name!r} exists in {MANIFEST_PATH}; pass --overwrite to "
                           "replace it, or choose another --name")
