@@ -93,6 +93,7 @@ def test_a_run_folder_is_continued_or_replaced_only_when_asked(dataset, tmp_path
     assert main([*train_args, "--resume", "--epochs", "1"]) == 2  # never shortened
     assert Recipe.load(out / "recipe.toml").epochs == 2
     assert len((out / "history.jsonl").read_text().splitlines()) == 2
+    assert len((out / "command.txt").read_text().splitlines()) == 2  # the two that trained
     assert main([*train_args, "--recipe", str(recipe), "--overwrite"]) == 0
     assert len((out / "history.jsonl").read_text().splitlines()) == 1  # a new run's history
     assert len((out / "command.txt").read_text().splitlines()) == 1

@@ -73,12 +73,10 @@ def run_train(args: argparse.Namespace) -> int:
                      args.crop_cache, args.init, tuple(args.teacher))
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "command.txt").open("a" if args.resume else "w") as record:  # every command
-        record.write(command_line() + "\n")  # that trained the run, for the manifest
     try:
         with RichObserver() as observer:
             train.train(recipe, data, args.out, resume=args.resume, observer=observer,
-                        device=args.device)
+                        device=args.device, command=command_line())
     except EdgeferError:
         if created and not (out / "last.pt").exists():  # refused before an epoch: no debris
             shutil.rmtree(out, ignore_errors=True)

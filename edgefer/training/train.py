@@ -133,11 +133,14 @@ class RunState:
 
 
 def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = False,
-          observer: TrainObserver | None = None, device: str = "cpu") -> list[EpochStats]:
+          observer: TrainObserver | None = None, device: str = "cpu",
+          command: str | None = None) -> list[EpochStats]:
     """Train ``recipe`` on ``data``, writing checkpoints into ``out_dir``; return this call's epochs.
 
     ``device`` is "cpu", "cuda" or "auto" (CUDA when PyTorch sees a GPU): where the tensors and
     the network live. It is not part of the recipe: a run may resume on the other device.
+    ``command``, the command line, is kept in ``command.txt`` once the run is accepted and has
+    epochs to train (a refused or idle command trained nothing: the manifest cites this file).
     """
     torch = require("torch", "torch")
     device = resolve_device(device)
@@ -170,6 +173,9 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
     if state.epoch >= recipe.epochs:
         log.warning("nothing to train: %s has done its %d epochs; --epochs N (more) trains "
                     "further", out, recipe.epochs)
+    elif command is not None:
+        with (out / "command.txt").open("a" if resume else "w") as record:
+            record.write(command + "\n")
     state.to(device)
     class_weight = class_weights(train_split.labels, recipe.class_weights)
     done: list[EpochStats] = []
