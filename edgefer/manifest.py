@@ -23,6 +23,8 @@ from edgefer.files import write_json_atomic
 from edgefer.types import EMOTIONS
 
 ENGINES_DIR = Path(__file__).resolve().parent.parent / "engines"
+# The checkout, where the README's commands run: manifests record data paths relative to it.
+REPOSITORY = ENGINES_DIR.parent
 # EDGEFER_MANIFEST points edgefer at another set of artifacts (your own fine-tuned model, say).
 MANIFEST_PATH = Path(os.environ.get("EDGEFER_MANIFEST", ENGINES_DIR / "manifest.json"))
 

@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# The suite tests the checkout's models: a shell that exported EDGEFER_MANIFEST for a scratch
+# copy (README, "The model") must not turn the shipped-model tests on that copy.
+os.environ.pop("EDGEFER_MANIFEST", None)
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tools.openai_stub and other helpers shared with tools/
 SHARED_DATA = Path(os.environ.get("EDGEFER_SHARED_DATA", ROOT.parent / "shared" / "data"))

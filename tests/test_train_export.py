@@ -239,7 +239,7 @@ def test_onnx_export_parity_and_dynamic_batch(exported):
 
 
 def test_manifest_entry_is_valid_and_reloads(exported, tmp_path):
-    from edgefer.manifest import load_model_entry
+    from edgefer.manifest import REPOSITORY, load_model_entry
 
     entry = export.manifest_entry(exported, ["recipes/x.toml"], "val", "*")
     validate_model_entry(entry)
@@ -248,8 +248,9 @@ def test_manifest_entry_is_valid_and_reloads(exported, tmp_path):
     loaded = load_model_entry(None, manifest)
     loaded.verify()
     assert loaded.classes == EMOTIONS and loaded.input.height == 48
-    # data paths relative to the repository (engines/..), never absolute
-    root = exported.onnx_path.parent.parent
+    # data paths relative to the repository (the checkout, wherever the manifest lies: here a
+    # scratch folder), never absolute
+    root = REPOSITORY
     for key in ("train_dir", "val_dir"):
         recorded = entry["train"]["data"][key]
         assert not Path(recorded).is_absolute()

@@ -22,6 +22,7 @@ from edgefer.files import atomic_write
 from edgefer.manifest import (
     FER2013_ROLL_TOLERANCE,
     MANIFEST_PATH,
+    REPOSITORY,
     CropSpec,
     InputSpec,
     ModelEntry,
@@ -274,7 +275,7 @@ def manifest_entry(report: ExportReport, recipe_files: Sequence[str], val_dir: s
         "license": license_text,
         "metrics": {
             "val_accuracy": {"value": round(report.val_accuracy, 4), "command": command,
-                             "data": f"{recorded_path(val_dir, engines_dir.parent)} {val_glob}"},
+                             "data": f"{recorded_path(val_dir, REPOSITORY)} {val_glob}"},
             "val_ece_before_temperature": {"value": round(report.val_ece_before, 4),
                                            "command": command},
             "val_ece_after_temperature": {"value": round(report.val_ece_after, 4),
@@ -291,13 +292,14 @@ def manifest_entry(report: ExportReport, recipe_files: Sequence[str], val_dir: s
 
 def train_record(member: Member, recipe_file: str, train_command: str, engines_dir: Path
                  ) -> dict[str, Any]:
-    """How one network was trained: data (repository-relative), recipe, epochs, command."""
+    """How one network was trained: data relative to the repository (the checkout, whichever
+    manifest the model goes into), the recipe relative to the manifest's folder when it lies
+    there (``recipes/x.toml``), else as its other paths, epochs, command."""
     recipe = Path(recipe_file).resolve()
     return {
-        "data": relative_data(member.data, engines_dir.parent),
+        "data": relative_data(member.data, REPOSITORY),
         "recipe": str(recipe.relative_to(engines_dir.resolve()))
-        if recipe.is_relative_to(engines_dir.resolve()) else recorded_path(recipe_file,
-                                                                           engines_dir.parent),
+        if recipe.is_relative_to(engines_dir.resolve()) else recorded_path(recipe_file, REPOSITORY),
         "epochs": member.epoch,
         "date": date.today().isoformat(),
         "command": train_command,
