@@ -410,9 +410,10 @@ def test_the_manifest_records_no_absolute_path(tmp_path):
     assert export.recorded_path(str(tmp_path / "data" / "val"), root) == "../data/val"
 
 
-def test_export_refuses_a_recipe_file_of_another_network(trained, dataset, tmp_path):
+def test_export_refuses_a_recipe_file_of_another_network(trained, dataset, tmp_path, caplog):
     """The recipe file is the provenance the manifest records: one describing another network
-    (here vgg_m) is refused before any file is written."""
+    (here vgg_m) is refused before any file is written; one that trained it otherwise (more
+    epochs: a run extended with --resume) is said."""
     from edgefer.files import to_toml
 
     other = tmp_path / "other.toml"
@@ -427,3 +428,4 @@ def test_export_refuses_a_recipe_file_of_another_network(trained, dataset, tmp_p
     report = export.export_checkpoint([trained[0] / "best.pt"], "x", dataset.val_dir, "*",
                                       engines, recipe_files=[str(same)])
     assert report.onnx_path.is_file()
+    assert "differs from the recipe" in caplog.text and "in epochs:" in caplog.text

@@ -198,6 +198,10 @@ def check_recipe_file(checkpoint: Path, saved: dict[str, Any], recipe_file: str)
     if differs:
         raise InputError(f"{recipe_file} is not the recipe {checkpoint} was trained with: "
                          + "; ".join(differs))
+    settings = sorted(key for key in trained if given.get(key) != trained[key])
+    if settings:  # the same network trained otherwise: the manifest should not say so silently
+        log.warning("%s differs from the recipe %s was trained with in %s: the manifest "
+                    "records the file as its recipe", recipe_file, checkpoint, ", ".join(settings))
 
 
 def reads(recipe: dict[str, Any]) -> tuple[Any, ...]:
