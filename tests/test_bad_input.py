@@ -239,9 +239,14 @@ def test_build_without_tensorrt_says_what_would_help(tmp_path):
         assert_one_line_error(result, EXIT_MODEL, "no NVIDIA GPU driver", "--engine onnxruntime")
 
 
-def test_exporting_a_file_that_is_no_checkpoint_is_one_line(corpus, tmp_path):
+@pytest.mark.parametrize("given", ["recipe", "onnx"])
+def test_exporting_a_file_that_is_no_checkpoint_is_one_line(corpus, tmp_path, given):
     pytest.importorskip("torch")
+    from edgefer.manifest import load_model_entry
+
     (tmp_path / "recipe.toml").write_text('arch = "vgg_s"\n')
-    result = run_cli("export", str(tmp_path / "recipe.toml"), "--name", "x", "--val", str(corpus),
+    path = tmp_path / "recipe.toml" if given == "recipe" else load_model_entry().file
+    result = run_cli("export", str(path), "--name", "x", "--val", str(corpus),
                      "--recipe", str(tmp_path / "recipe.toml"))
     assert_one_line_error(result, EXIT_MODEL, "is not an edgefer checkpoint")
+    assert "weights_only" not in result.stderr

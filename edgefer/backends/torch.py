@@ -66,7 +66,9 @@ def load_checkpoint(path: Path, weights: str = "model") -> tuple[Any, dict[str, 
         networks = [network(member, weights) for member in members]
     except (KeyError, AttributeError, IndexError, TypeError, ValueError, RuntimeError, EOFError,
             pickle.UnpicklingError) as err:  # what torch's unpickler raises on other files
-        raise ModelError(f"{path} is not an edgefer checkpoint: {err}") from err
+        # torch's own messages (several lines, suggesting weights_only=False) do not help here
+        raise ModelError(f"{path} is not an edgefer checkpoint (a .pt written by edgefer train "
+                         "or export; --debug shows what reading it raised)") from err
     module = networks[0] if "members" not in saved else models.average_of(networks)
     return module.eval(), saved
 
