@@ -40,25 +40,30 @@ def layer(module: str) -> str:
     return "runtime"
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Every ``edgefer`` module ``path`` imports, at module level or inside functions."""
+def imported_modules(path: Path, module: str) -> set[str]:
+    """Every ``edgefer`` module that ``path`` (the module named ``module``) imports, at module
+    level or inside functions, relative imports (``from ..training import x``) resolved."""
     found: set[str] = set()
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            source = ".".join([*base, *([node.module] if node.module else [])])
+            found.add(source)
             # ``from edgefer.training import train`` imports the submodule edgefer.training.train
-            found.update(f"{node.module}.{alias.name}" for alias in node.names
-                         if (PACKAGE.parent / f"{node.module}.{alias.name}".replace(".", "/")).exists()
-                         or (PACKAGE.parent / (f"{node.module}.{alias.name}".replace(".", "/") + ".py")
+            found.update(f"{source}.{alias.name}" for alias in node.names
+                         if (PACKAGE.parent / f"{source}.{alias.name}".replace(".", "/")).exists()
+                         or (PACKAGE.parent / (f"{source}.{alias.name}".replace(".", "/") + ".py")
                              ).exists())
     return {name for name in found if name == "edgefer" or name.startswith("edgefer.")}
 
 
 @functools.cache
 def import_graph() -> dict[str, set[str]]:
-    return {module_name(path): imported_modules(path) for path in sorted(PACKAGE.rglob("*.py"))}
+    return {module_name(path): imported_modules(path, module_name(path))
+            for path in sorted(PACKAGE.rglob("*.py"))}
 
 
 def test_every_module_belongs_to_a_known_layer() -> None:
@@ -107,10 +112,14 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
-    """The rule can fail: a runtime module importing training is reported."""
+    """The rule can fail: a module importing training is reported, in the relative form too
+    (``from ..training import export`` in a backend)."""
     module = tmp_path / "bad.py"
     module.write_text("def f():\n    from edgefer.training import train\n")
-    assert "edgefer.training" in imported_modules(module)
+    assert "edgefer.training" in imported_modules(module, "edgefer.bad")
+    module.write_text("def f():\n    from ..training import export\n    from . import base\n")
+    assert {"edgefer.training", "edgefer.training.export", "edgefer.backends.base"} <= \
+        imported_modules(module, "edgefer.backends.bad")
     assert find_cycles({"a": {"b"}, "b": {"a"}}) == [["a", "b", "a"]]
 
 
