@@ -70,3 +70,14 @@ def test_selective_table():
     assert rows[0.7]["coverage"] == 0.5
     assert rows[0.7]["accuracy_kept"] == 0.5
     assert rows[0.7]["accuracy_deferred"] == 1.0
+
+
+def test_a_temperature_at_the_search_limit_is_warned(caplog):
+    """Confidently wrong logits want an infinite temperature: the search stops at its limit,
+    and says that these probabilities cannot be calibrated."""
+    from edgefer.training.metrics import fit_temperature
+
+    y = np.arange(70) % 7
+    logits = np.eye(7)[(y + 1) % 7] * 10.0  # every face confidently wrong
+    assert fit_temperature(logits, y) > 19
+    assert "stopped at its limit" in caplog.text

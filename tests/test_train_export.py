@@ -429,3 +429,25 @@ def test_export_refuses_a_recipe_file_of_another_network(trained, dataset, tmp_p
                                       engines, recipe_files=[str(same)])
     assert report.onnx_path.is_file()
     assert "differs from the recipe" in caplog.text and "in epochs:" in caplog.text
+
+
+def test_quantize_writes_an_int8_entry_that_names_its_calibration(exported, dataset, caplog):
+    """The int8 copy reloads, agrees mostly with its float source, and its entry says on how
+    many images and which data it was calibrated; too few images are warned."""
+    from edgefer.manifest import load_model_entry
+
+    manifest = exported.onnx_path.parent / "manifest.json"
+    update_manifest("toy", export.manifest_entry(exported, ["recipes/x.toml"], "val", "*"),
+                    manifest)
+    source = load_model_entry("toy", manifest)
+    target, figures = export.quantize_int8(source, "toy_int8", dataset.val_dir, "*",
+                                           manifest.parent)
+    entry = export.quantized_entry(source, target, figures, "edgefer quantize ...")
+    validate_model_entry(entry)
+    update_manifest("toy_int8", entry, manifest)
+    load_model_entry("toy_int8", manifest).verify()
+    images = len(export.validation_folder(dataset.val_dir, "*", None).labels)
+    assert f"calibrated on {images} validation images" in entry["quantization"]
+    assert entry["metrics"]["val_accuracy"]["data"].endswith(" *")
+    assert 0 <= figures["val_accuracy"] <= 1 and figures["agreement_with_float"] > 0.5
+    assert f"calibrated on {images} images only" in caplog.text  # the dataset is tiny

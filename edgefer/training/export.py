@@ -187,6 +187,7 @@ def load_members(checkpoints: Sequence[Path], weights: str) -> tuple[list[Any], 
 
 
 READS = ("input_size", "mean", "std", "target_labels")  # what a network's logits mean
+MIN_CALIBRATION_IMAGES = 100  # fewer int8 calibration images than this are warned
 
 
 def check_recipe_file(checkpoint: Path, saved: dict[str, Any], recipe_file: str) -> None:
@@ -330,6 +331,9 @@ def quantize_int8(source: ModelEntry, name: str, val_dir: str, val_glob: str,
     spec = source.input
     batch = spec.normalize(datasets.load_pixels(folder, (spec.height, spec.width)))
     sample = batch[datasets.stratified_sample(folder.labels, calibration_images)]
+    if len(sample) < MIN_CALIBRATION_IMAGES:
+        log.warning("int8 scales calibrated on %d images only: activations they never show may "
+                    "saturate (the shipped models used %d)", len(sample), calibration_images)
 
     class Reader(quantization.CalibrationDataReader):
         def __init__(self) -> None:
@@ -356,6 +360,8 @@ def quantize_int8(source: ModelEntry, name: str, val_dir: str, val_glob: str,
         "agreement_with_float": float(np.mean(quantized.argmax(1) == reference.argmax(1))),
         "temperature": metrics.fit_temperature(quantized, folder.labels),
         "images": len(batch),
+        "calibration_images": len(sample),
+        "data": f"{recorded_path(val_dir, REPOSITORY)} {val_glob}",
     }
     return target, figures
 
@@ -375,10 +381,11 @@ def quantized_entry(source: ModelEntry, target: Path, figures: dict[str, Any], c
         **entry, "file": target.name, "sha256": sha256_file(target),
         "size_bytes": target.stat().st_size, "quantized_from": source.name,
         "quantization": "onnxruntime static int8, QDQ, per-channel 7-bit weights, calibrated on "
-                        f"{min(512, figures['images'])} validation images",
+                        f"{figures['calibration_images']} validation images",
         "temperature": round(figures["temperature"], 4),
         "metrics": {
-            "val_accuracy": {"value": round(figures["val_accuracy"], 4), "command": command},
+            "val_accuracy": {"value": round(figures["val_accuracy"], 4), "command": command,
+                             "data": figures["data"]},
             "val_agreement_with_float": {"value": round(figures["agreement_with_float"], 4),
                                          "float_value": round(figures["float_val_accuracy"], 4),
                                          "command": command},

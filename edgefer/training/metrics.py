@@ -7,10 +7,14 @@ CK+48 is not penalised for the class it lacks.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from edgefer.classify import softmax
 from edgefer.types import EMOTIONS
+
+log = logging.getLogger(__name__)
 
 NUM_CLASSES = len(EMOTIONS)
 
@@ -93,7 +97,12 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, low: float = 0.05, h
             b = d
         else:
             a = c
-    return float(np.exp((a + b) / 2))
+    temperature = float(np.exp((a + b) / 2))
+    if not low * 1.01 < temperature < high * 0.99:  # the best lies beyond: no calibration
+        log.warning("the temperature search stopped at its limit (%.2f): the probabilities "
+                    "cannot be calibrated on these %d images (too few, or a network that has not "
+                    "learned)", temperature, len(y_true))
+    return temperature
 
 
 def expected_calibration_error(probs: np.ndarray, y_true: np.ndarray, bins: int = 15) -> float:
