@@ -317,10 +317,10 @@ class VideoSource(Source):
                         "s" if unreadable > 1 else "")
 
     def _damage(self, unreadable: int, last_read: int) -> str | None:
-        """What was wrong with the file once read, in one line (None: nothing, or a live
-        source): frames that could not be read, and an end before the frame count its header
-        gives (a tolerance of 2% for headers that overestimate it)."""
-        if self.live:
+        """What was wrong with the input once read, in one line (None: nothing, or a camera,
+        which has no end): frames that could not be read, and an end before the frame count its
+        header gives (a tolerance of 2% for headers that overestimate it)."""
+        if is_camera(self.name):
             return None
         problems = [f"{unreadable} unreadable frame{'s' if unreadable > 1 else ''}"] if unreadable else []
         if self.frame_count and last_read + 1 < self.frame_count * 0.98:

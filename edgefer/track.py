@@ -21,7 +21,7 @@ GAPS_KEPT = 9  # recent gaps between frames whose median is the usual one
 @dataclass(frozen=True)
 class TrackerOptions:
     iou_threshold: float = 0.2  # below this a detection starts a new track
-    timeout_s: float = 1.0  # a track unseen this long ends
+    timeout_s: float = 1.0  # a track unseen this long ends; at least 1.5 usual frame gaps
 
     def __post_init__(self) -> None:
         if not 0.0 < self.iou_threshold < 1.0:
@@ -104,7 +104,8 @@ class IouTracker:
         """... but frames sampled further apart than the timeout (``--max-fps 1`` on 29.97
         frames/s) still link: a track lasts at least one and a half of the usual gaps between
         frames, the median of the last few (one long gap does not stretch it), counting this
-        frame's own gap while there are too few to tell (a stream's first frames)."""
+        frame's own gap while there are too few to tell: a stream's second frame joins its
+        first however late it comes (sampling and an outage look alike there)."""
         gaps = list(self._gaps) + ([gap] if gap is not None and len(self._gaps) < 3 else [])
         return max(self.options.timeout_s, 1.5 * float(np.median(gaps))) if gaps \
             else self.options.timeout_s

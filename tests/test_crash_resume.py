@@ -224,3 +224,90 @@ def test_a_failed_input_is_tried_again_by_a_resume(portrait, tmp_path):
     result = run_cli("score", str(good), str(bad), "-o", str(out), "--resume")
     assert result.returncode == 0, result.stderr
     assert {r["file"] for r in read_rows(out)} == {str(good), str(bad)}
+
+
+class StopIn:
+    """A ``ScoreObserver`` that interrupts the run after ``frames`` frames of ``name``."""
+
+    def __init__(self, name, frames):
+        self.name, self.frames, self.seen = name, frames, 0
+
+    def file_started(self, name, total_frames):
+        pass
+
+    def frame_done(self, name, result):
+        if name == self.name:
+            self.seen += 1
+            if self.seen == self.frames:
+                raise KeyboardInterrupt
+
+    def file_done(self, report):
+        pass
+
+
+@pytest.mark.parametrize("case", ["the clip is away at the first resume",
+                                  "a bad input is fixed meanwhile"])
+def test_an_interrupted_input_is_completed_whatever_else_the_resumes_meet(demo_clip, portrait,
+                                                                          tmp_path, case):
+    """The input a run stopped in is continued first; if it cannot be read then, the record
+    keeps it as partial, so rows other inputs add after its own do not make it look done."""
+    import cv2
+
+    from edgefer.apps.score import score
+
+    clip = tmp_path / "clip.mp4"
+    other = tmp_path / ("good.jpg" if "away" in case else "bad.mp4")
+    shutil.copy(demo_clip, clip)
+    if other.suffix == ".jpg":
+        cv2.imwrite(str(other), portrait)
+    else:
+        other.write_text("not a video yet")
+    inputs = [str(other), str(clip)] if other.suffix == ".mp4" else [str(clip), str(other)]
+    out = tmp_path / "faces.csv"
+    with pytest.raises(KeyboardInterrupt):
+        score(inputs, ScoreOptions(out), StopIn(str(clip), 40))
+    if other.suffix == ".jpg":  # the clip is away when the first resume comes
+        clip.rename(tmp_path / "away.mp4")
+        score(inputs, ScoreOptions(out, resume=True))
+        (tmp_path / "away.mp4").rename(clip)
+        score(inputs, ScoreOptions(out, resume=True))
+    else:  # the bad input was fixed: the clip still comes first
+        shutil.copy(demo_clip, other)
+        with pytest.raises(KeyboardInterrupt):
+            score(inputs, ScoreOptions(out, resume=True), StopIn(str(other), 30))
+        score(inputs, ScoreOptions(out, resume=True))
+    reference = tmp_path / "reference.csv"
+    score(inputs, ScoreOptions(reference))
+    assert frame_counts(read_rows(out)) == frame_counts(read_rows(reference))
+
+
+def test_a_streams_credentials_stay_out_of_rows_and_the_record(demo_clip, tmp_path):
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    import cv2
+
+    from edgefer.apps.score import score
+    from edgefer.sources import open_source
+
+    # an AVI reads front to back: the test server, like http.server, serves no byte ranges
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 30,
+                             (640, 480))
+    with open_source(str(demo_clip)) as source:
+        for frame in source:
+            writer.write(frame.image)
+    writer.release()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        out = tmp_path / "faces.csv"
+        score([f"http://user:hunter2@127.0.0.1:{port}/clip.avi?token=k1"],
+              ScoreOptions(out, stride=25))
+    finally:
+        server.shutdown()
+    assert {r["file"] for r in read_rows(out)} == {f"http://127.0.0.1:{port}/clip.avi"}
+    for path in (out, progress_path(out)):
+        assert "hunter2" not in path.read_text() and "k1" not in path.read_text()

@@ -43,11 +43,14 @@ class ResumeState:
     settings_known: bool = True  # False: the table's record said nothing of its settings
 
 
-def record_completed(output: Path, completed: list[str], settings: dict[str, Any] | None
-                     ) -> None:
+def record_completed(output: Path, completed: list[str], settings: dict[str, Any] | None,
+                     partial: dict[str, int] | None = None) -> None:
     """``settings`` None: unknown (a table continued from a record that held none), so that
-    a later resume is not checked against settings the table's first rows may not have."""
-    write_json_atomic(progress_path(output), {"completed": completed, "settings": settings})
+    a later resume is not checked against settings the table's first rows may not have.
+    ``partial``: inputs whose rows stop before their end, with the frame to continue from (one
+    that failed when its resume came, so that other inputs' rows now follow its own)."""
+    write_json_atomic(progress_path(output), {"completed": completed, "settings": settings,
+                                              "partial": partial or {}})
 
 
 def prepare_resume(output: Path, settings: dict[str, Any], items: list[str]) -> ResumeState:
@@ -58,15 +61,18 @@ def prepare_resume(output: Path, settings: dict[str, Any], items: list[str]) -> 
         raise InputError(f"--resume works with {' and '.join(RESUMABLE)} tables, not {output.suffix}")
     if not output.is_file():
         raise InputError(f"nothing to resume: {output} does not exist")
-    completed, recorded = _read_record(output)
+    completed, recorded, partial = _read_record(output)
     if recorded is not None:
         _check_settings(output, recorded, settings)
-    state = ResumeState(completed=completed, settings_known=recorded is not None)
+    state = ResumeState(completed=completed, settings_known=recorded is not None,
+                        start_frame=dict(partial))
     lines = _complete_lines(output)
     rows = [_parse(output, line, lines[0] if output.suffix == ".csv" else None) for line in
             lines[1 if output.suffix == ".csv" else 0:]]
-    # Inputs are scored one after the other: any input before the last one in the table is done.
-    state.completed |= {row["file"] for row in rows[:-1]} - {rows[-1]["file"]} if rows else set()
+    # Inputs are scored one after the other, the one a run stopped in first: any input before
+    # the last one in the table is done, but those the record says are partial.
+    if rows:
+        state.completed |= {row["file"] for row in rows[:-1]} - {rows[-1]["file"]} - set(partial)
     keep = len(rows)
     if rows and rows[-1]["file"] not in state.completed:
         item, last_frame = rows[-1]["file"], int(rows[-1]["frame"])
@@ -85,9 +91,9 @@ def prepare_resume(output: Path, settings: dict[str, Any], items: list[str]) -> 
     return state
 
 
-def _read_record(output: Path) -> tuple[set[str], dict[str, Any] | None]:
-    """The inputs the record says are complete, and the settings it holds (None: a record
-    written before settings were kept)."""
+def _read_record(output: Path) -> tuple[set[str], dict[str, Any] | None, dict[str, int]]:
+    """The inputs the record says are complete, the settings it holds (None: a record written
+    before settings were kept), and the partial inputs with the frame each continues from."""
     path = progress_path(output)
     if not path.is_file():
         raise InputError(f"nothing to resume: {output} has no record of its inputs ({path.name}), "
@@ -98,8 +104,9 @@ def _read_record(output: Path) -> tuple[set[str], dict[str, Any] | None]:
         settings = record.get("settings")
         if settings is not None and not isinstance(settings, dict):
             raise TypeError(f"settings is a {type(settings).__name__}")
-        return set(record["completed"]), settings
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        partial = {str(item): int(frame) for item, frame in record.get("partial", {}).items()}
+        return set(record["completed"]), settings, partial
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as err:
         raise InputError(f"{path} is damaged ({err}); delete it to rescore every input") from err
 
 

@@ -37,7 +37,15 @@ from edgefer.sinks import (
     check_output,
     face_rows,
 )
-from edgefer.sources import SEQUENCE_FPS, Source, expand_inputs, is_image, open_source
+from edgefer.sources import (
+    SEQUENCE_FPS,
+    Source,
+    expand_inputs,
+    is_image,
+    is_stream,
+    open_source,
+    redact,
+)
 from edgefer.types import FrameResult
 
 log = logging.getLogger(__name__)
@@ -190,18 +198,23 @@ def score(inputs: list[str], options: ScoreOptions,
     items = expand_inputs(inputs, options.sequences)
     if not items:
         raise InputError(f"no images or videos found in {', '.join(inputs)}")
+    # what rows, the record and reports call each input: a stream's credentials stay out
+    names = {item: redact(item) for item in items}
     resumable = options.output.suffix.lower() in RESUMABLE
     settings = run_settings(options) if resumable else {}
-    resume = prepare_resume(options.output, settings, items) if options.resume else ResumeState()
+    resume = prepare_resume(options.output, settings, list(names.values())) if options.resume \
+        else ResumeState()
     summary = Summary(keep_timeline=options.plot is not None,
                       smoothing=options.recognizer.smoothing)
     summary.add_rows(resume.rows)
     reports: list[FileReport] = []
     completed = sorted(resume.completed)  # every input in the table, this run's or not
+    partial = dict(resume.start_frame)  # inputs with rows up to a frame, to continue from there
 
     def record() -> None:
         if resumable:
-            record_completed(options.output, completed, settings if resume.settings_known else None)
+            record_completed(options.output, completed, settings if resume.settings_known else None,
+                             partial)
 
     # recorded as soon as the table exists, so that a run stopped in its first input also leaves
     # the settings a resume is checked against
@@ -216,23 +229,26 @@ def score(inputs: list[str], options: ScoreOptions,
             observer.file_done(report)
             if report.error is None:  # a failed input is tried again by a resume
                 completed.append(report.name)
+                partial.pop(report.name, None)
             if table.sink is not None:  # no table, no record beside it
                 record()
 
     annotated = annotate_paths(options.annotate, items) if options.annotate is not None else {}
     with Recognizer(options.recognizer) as recognizer, table:
         photos = _PhotoWindow(recognizer, table, summary, options, observer, annotated)
-        for item in items:
-            if item in resume.completed:
+        # the input a run stopped in goes first, so that its rows continue the table's tail
+        for item in sorted(items, key=lambda item: names[item] not in resume.start_frame):
+            name = names[item]
+            if name in resume.completed:
                 continue
-            recognizer.reserve_track_ids(resume.next_track_id.get(item, 1))
-            start_frame = resume.start_frame.get(item, 0)
+            recognizer.reserve_track_ids(resume.next_track_id.get(name, 1))
+            start_frame = resume.start_frame.get(name, 0)
             if photos.takes(item, start_frame):
                 finish(photos.add(item))
                 continue
             finish(photos.flush())
-            finish([score_file(item, recognizer, table, summary, options, observer,
-                               annotated.get(item), start_frame)])
+            finish([score_file(name, recognizer, table, summary, options, observer,
+                               annotated.get(item), start_frame, read_from=item)])
         finish(photos.flush())
         llm = recognizer.llm_status()
         summary.model = recognizer.model.name
@@ -351,7 +367,7 @@ class _PhotoWindow:
         self._parked: deque[_ParkedPhoto] = deque()
 
     def takes(self, item: str, start_frame: int) -> bool:
-        return self.size > 0 and start_frame == 0 and is_image(item)
+        return self.size > 0 and start_frame == 0 and is_image(item) and not is_stream(item)
 
     def add(self, item: str) -> list[FileReport]:
         """Read ``item``; returns the reports of the photos written to make room for it."""
