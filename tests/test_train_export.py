@@ -412,8 +412,8 @@ def test_the_manifest_records_no_absolute_path(tmp_path):
 
 def test_export_refuses_a_recipe_file_of_another_network(trained, dataset, tmp_path, caplog):
     """The recipe file is the provenance the manifest records: one describing another network
-    (here vgg_m) is refused before any file is written; one that trained it otherwise (more
-    epochs: a run extended with --resume) is said."""
+    (here vgg_m) is refused before any file is written; one that trained it otherwise is said
+    (another learning rate), but not for what `edgefer train` overrides (--epochs)."""
     from edgefer.files import to_toml
 
     other = tmp_path / "other.toml"
@@ -428,7 +428,11 @@ def test_export_refuses_a_recipe_file_of_another_network(trained, dataset, tmp_p
     report = export.export_checkpoint([trained[0] / "best.pt"], "x", dataset.val_dir, "*",
                                       engines, recipe_files=[str(same)])
     assert report.onnx_path.is_file()
-    assert "differs from the recipe" in caplog.text and "in epochs:" in caplog.text
+    assert "differs from the recipe" not in caplog.text
+    (tmp_path / "lr.toml").write_text(to_toml(RECIPE.replace(lr=RECIPE.lr / 2).to_dict()))
+    export.export_checkpoint([trained[0] / "best.pt"], "y", dataset.val_dir, "*", engines,
+                             recipe_files=[str(tmp_path / "lr.toml")])
+    assert "differs from the recipe" in caplog.text and "in lr:" in caplog.text
 
 
 def test_quantize_writes_an_int8_entry_that_names_its_calibration(exported, dataset, caplog):

@@ -199,8 +199,11 @@ def check_recipe_file(checkpoint: Path, saved: dict[str, Any], recipe_file: str)
     if differs:
         raise InputError(f"{recipe_file} is not the recipe {checkpoint} was trained with: "
                          + "; ".join(differs))
-    settings = sorted(key for key in trained if given.get(key) != trained[key])
-    if settings:  # the same network trained otherwise: the manifest should not say so silently
+    # the same network trained otherwise is said; the options `edgefer train` takes on its
+    # command line (recorded in the manifest too) are not
+    settings = sorted(key for key in trained if given.get(key) != trained[key]
+                      and key not in ("epochs", "seed", "threads"))
+    if settings:
         log.warning("%s differs from the recipe %s was trained with in %s: the manifest "
                     "records the file as its recipe", recipe_file, checkpoint, ", ".join(settings))
 
@@ -333,7 +336,7 @@ def quantize_int8(source: ModelEntry, name: str, val_dir: str, val_glob: str,
     sample = batch[datasets.stratified_sample(folder.labels, calibration_images)]
     if len(sample) < MIN_CALIBRATION_IMAGES:
         log.warning("int8 scales calibrated on %d images only: activations they never show may "
-                    "saturate (the shipped models used %d)", len(sample), calibration_images)
+                    "saturate (quantize reads up to %d)", len(sample), calibration_images)
 
     class Reader(quantization.CalibrationDataReader):
         def __init__(self) -> None:
