@@ -311,3 +311,20 @@ def test_a_streams_credentials_stay_out_of_rows_and_the_record(demo_clip, tmp_pa
     assert {r["file"] for r in read_rows(out)} == {f"http://127.0.0.1:{port}/clip.avi"}
     for path in (out, progress_path(out)):
         assert "hunter2" not in path.read_text() and "k1" not in path.read_text()
+
+
+def test_a_lone_input_that_opens_but_fails_leaves_no_table(monkeypatch, tmp_path):
+    """As when it cannot be opened: the command fails, and no table or record is left."""
+    from edgefer.apps import score as scoring
+    from edgefer.sources import Source
+
+    class Undecodable(Source):
+        def __iter__(self):
+            raise InputError("no decodable frames in clip.mp4")
+            yield
+
+    monkeypatch.setattr(scoring, "open_source", lambda *args, **kwargs: Undecodable())
+    out = tmp_path / "faces.csv"
+    with pytest.raises(InputError, match="no decodable frames"):
+        scoring.score(["clip.mp4"], ScoreOptions(out))
+    assert not out.exists() and not progress_path(out).exists()

@@ -19,7 +19,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgefer.annotate import draw_faces
-from edgefer.apps.resume import RESUMABLE, ResumeState, prepare_resume, record_completed
+from edgefer.apps.resume import (
+    RESUMABLE,
+    ResumeState,
+    prepare_resume,
+    progress_path,
+    record_completed,
+)
 from edgefer.apps.summary import Summary
 from edgefer.errors import EdgeferError, InputError
 from edgefer.files import atomic_write, write_json_atomic
@@ -223,6 +229,7 @@ def score(inputs: list[str], options: ScoreOptions,
     def finish(done: list[FileReport]) -> None:
         for report in done:
             if report.exception is not None and len(items) == 1:
+                table.discard()
                 raise report.exception  # said once, as the command's error
             report.dominant = summary.dominant(report.name)
             reports.append(report)
@@ -287,6 +294,15 @@ class LazyTable:
     def __exit__(self, *exc: object) -> None:
         if self.sink is not None:
             self.sink.close()
+
+    def discard(self) -> None:
+        """Remove the table this run created, and its record (a lone input that opened but
+        failed: the command fails as if it had never begun); a continued table stays."""
+        if self.sink is not None and not self.append:
+            self.sink.close()
+            self.sink = None
+            self.path.unlink(missing_ok=True)
+            progress_path(self.path).unlink(missing_ok=True)
 
 
 def score_file(item: str, recognizer: Recognizer, table: LazyTable, summary: Summary,
