@@ -86,9 +86,11 @@ class LatestFrameReader:
             try:
                 with self._opener(self.options.source) as source:
                     self.available = True
-                    delay = self.options.reconnect_initial_s
+                    captured = self.captured
                     ended = self._read(source)
                     file_ended = ended and not source.live
+                if self.captured > captured:  # it worked again: the backoff starts over
+                    delay = self.options.reconnect_initial_s
             except EdgeferError as err:
                 if not self.options.reconnect:
                     self.error = err  # the caller reports it: no warning to repeat it

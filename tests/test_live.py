@@ -491,3 +491,19 @@ def test_stream_credentials_never_reach_errors_or_logs(caplog):
     reader.close()
     assert "rtsp://127.0.0.1:1/cam" in caplog.text
     assert "hunter2" not in caplog.text and "k1" not in caplog.text
+
+
+def test_a_source_that_opens_but_sends_nothing_backs_off():
+    """A camera that accepts the connection and sends no frame is retried ever more slowly, as
+    one that refuses it is: the backoff starts over only when frames came."""
+
+    class Silent(Source):
+        def __iter__(self):
+            raise InputError("no decodable frames in cam")
+            yield
+
+    reader = LatestFrameReader(CaptureOptions("cam", reconnect=True, reconnect_initial_s=0.05),
+                               opener=lambda _: Silent()).start()
+    time.sleep(1.6)  # 0.05 + 0.1 + 0.2 + 0.4 + 0.8: five tries; without the backoff, thirty
+    reader.close()
+    assert 2 <= reader.reconnects <= 7

@@ -110,7 +110,7 @@ class Outputs:
                                                      template.suffix), started)
         elif path.exists() and not self.options.overwrite:
             raise OutputError(f"{path} exists: put {START} in its name to keep every run's file, "
-                              "or set outputs.overwrite = true (--overwrite) to replace it")
+                              "or replace it (live: --overwrite; kiosk: outputs.overwrite = true)")
         return path
 
     def __exit__(self, *exc: object) -> None:
