@@ -507,3 +507,29 @@ def test_a_source_that_opens_but_sends_nothing_backs_off():
     time.sleep(1.6)  # 0.05 + 0.1 + 0.2 + 0.4 + 0.8: five tries; without the backoff, thirty
     reader.close()
     assert 2 <= reader.reconnects <= 7
+
+
+def test_an_outage_longer_than_the_timeout_ends_the_tracks_then(demo_clip, tmp_path):
+    """The face's track_end is written during the outage, stamped with its last frame, and
+    the face seen after it is a new track that continues the numbering."""
+    comes_back = time.monotonic() + 3.0
+    openings = []
+
+    def opener(path: str) -> Source:
+        openings.append(path)
+        if len(openings) > 1 and time.monotonic() < comes_back:
+            raise InputError("camera 0 disappeared")
+        return TwentyFrames(path, len(openings))
+
+    events = tmp_path / "events.jsonl"
+    options = LiveOptions(capture=CaptureOptions(str(demo_clip), reconnect=True,
+                                                 reconnect_initial_s=0.05, realtime=True),
+                          display=HEADLESS, outputs=OutputOptions(events=str(events)),
+                          max_frames=30)
+    LiveSession(options, opener=opener).run()
+    logged = [json.loads(line) for line in events.read_text().splitlines()]
+    kinds = [(e["event"], e["track_id"]) for e in logged]
+    assert kinds.index(("track_end", 1)) < kinds.index(("track_start", 2))
+    end = next(e for e in logged if e["event"] == "track_end" and e["track_id"] == 1)
+    start = next(e for e in logged if e["event"] == "track_start" and e["track_id"] == 2)
+    assert start["time_s"] - end["time_s"] > 1.0  # stamped when the face was last seen

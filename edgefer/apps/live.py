@@ -78,12 +78,14 @@ class TrackEvents:
 
     def __init__(self) -> None:
         self.labels: dict[int, str] = {}
+        self.next_id = 1  # above every track id seen: new tracks after an outage continue here
 
     def from_result(self, result: FrameResult) -> list[dict[str, Any]]:
         events = []
         faces = result.faces
         for row, track_id in enumerate(faces.track_ids.tolist()):
             label = label_name(int(faces.final_labels[row]))
+            self.next_id = max(self.next_id, track_id + 1)
             previous = self.labels.get(track_id)
             if previous is None:
                 events.append({"event": "track_start", "track_id": track_id, "label": label})
@@ -197,6 +199,7 @@ class LiveSession:
         self._events = TrackEvents()
         self._recent: deque[float] = deque(maxlen=60)
         self._last_time_s = 0.0  # the last processed frame's: when tracks end at a stop
+        self._unavailable_since: float | None = None  # monotonic time the source went away
         self._llm_at = -np.inf
 
     def request_stop(self, *_: object) -> None:
@@ -243,7 +246,9 @@ class LiveSession:
                         raise reader.error
                     return
                 self._show_unavailable(reader, window)
+                self._end_tracks_of_an_outage(reader, recognizer, outputs)
                 continue
+            self._unavailable_since = None
             if window is not None and window.paused:
                 paused = last_image if last_image is not None else captured.frame.image
                 window.show(draw_hud(paused.copy(), Hud(extra="paused")))
@@ -291,8 +296,22 @@ class LiveSession:
             self._llm_at = now
             self.monitor.llm(status, config)
 
+    def _end_tracks_of_an_outage(self, reader: LatestFrameReader, recognizer: Recognizer,
+                                 outputs: Outputs) -> None:
+        """A source away longer than the tracker's timeout ends its tracks then, stamped with
+        the last frame's time (not when frames return); new tracks continue the numbering."""
+        if reader.available or not self._events.labels:
+            return
+        now = time.monotonic()
+        if self._unavailable_since is None:
+            self._unavailable_since = now
+        elif now - self._unavailable_since > self.options.recognizer.tracker.timeout_s:
+            self._end_tracks(recognizer, outputs)
+            recognizer.reserve_track_ids(self._events.next_id)
+
     def _end_tracks(self, recognizer: Recognizer, outputs: Outputs) -> None:
-        """A clean stop ends the tracks still open, so every track_start has its track_end."""
+        """The tracks still open end (a clean stop, an outage): every track_start has its
+        track_end."""
         events = self._events.ended([t.track_id for t in recognizer.reset()], self._last_time_s)
         self.stats.events += len(events)
         outputs.emit(events)
