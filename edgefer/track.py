@@ -7,6 +7,7 @@ skipped, so tracks can still expire.
 
 from __future__ import annotations
 
+import statistics
 from collections import deque
 from dataclasses import dataclass
 
@@ -107,7 +108,7 @@ class IouTracker:
         frame's own gap while there are too few to tell: a stream's second frame joins its
         first however late it comes (sampling and an outage look alike there)."""
         gaps = list(self._gaps) + ([gap] if gap is not None and len(self._gaps) < 3 else [])
-        return max(self.options.timeout_s, 1.5 * float(np.median(gaps))) if gaps \
+        return max(self.options.timeout_s, 1.5 * statistics.median(gaps)) if gaps \
             else self.options.timeout_s
 
     def _assign(self, faces: Faces, time_s: float) -> None:
@@ -134,6 +135,8 @@ class IouTracker:
         return track_id
 
     def _expire(self, time_s: float, gap: float | None) -> None:
+        if not self.tracks:  # nothing to end: no timeout to work out, on most empty frames
+            return
         timeout_s = self._timeout_s(gap)
         for track_id in [i for i, t in self.tracks.items() if time_s - t.last_seen_s > timeout_s]:
             self._ended.append(self.tracks.pop(track_id))

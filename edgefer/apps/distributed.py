@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 STAGING = "_temporary"  # parts being written; dataset readers skip names starting with _ or .
 SETTINGS_FILE = "_edgefer.json"  # what the parts were scored with, checked on reruns
+PART_PREFIX = "part-"  # every part's name: part-<digest>-<input stem>.parquet
 # Ray replaces 127.0.0.1 and localhost with the interface address; another loopback address
 # keeps a single-machine instance off the network (Linux routes all of 127/8 to lo).
 LOOPBACK_NODE_IP = "127.0.0.2"
@@ -244,7 +245,12 @@ def part_name(item: str) -> str:
     """The part of ``item``: a digest of the input (unique, stable across runs) and its stem."""
     digest = hashlib.sha1(item.encode("utf-8")).hexdigest()[:16]
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(item).stem)[:40]
-    return f"part-{digest}-{stem}.parquet"
+    return f"{PART_PREFIX}{digest}-{stem}.parquet"
+
+
+def _entry_name(info: Any) -> str:
+    """A listed entry's name (pyarrow gives paths)."""
+    return info.path.rsplit("/", 1)[-1]
 
 
 class Dataset:
@@ -296,10 +302,12 @@ class Dataset:
         text = json.dumps(settings, indent=2) + "\n"
         self._write(path, text.encode("utf-8"))
 
+    def _listing(self) -> list[Any]:
+        """The folder's entries (``FileInfo``), in one listing call."""
+        return self.fs.get_file_info(self._fs_module.FileSelector(self.root, allow_not_found=True))
+
     def _has_parts(self) -> bool:
-        selector = self._fs_module.FileSelector(self.root, allow_not_found=True)
-        return any(info.path.rsplit("/", 1)[-1].startswith("part-")
-                   for info in self.fs.get_file_info(selector))
+        return any(_entry_name(info).startswith(PART_PREFIX) for info in self._listing())
 
     def _write(self, path: str, data: bytes) -> None:
         if self.local:
@@ -309,17 +317,15 @@ class Dataset:
                 handle.write(data)
 
     def _delete_parts(self) -> None:
-        selector = self._fs_module.FileSelector(self.root, allow_not_found=True)
-        for info in self.fs.get_file_info(selector):
-            name = info.path.rsplit("/", 1)[-1]
-            if name.startswith("part-") or name in (SETTINGS_FILE, STAGING):
+        for info in self._listing():
+            name = _entry_name(info)
+            if name.startswith(PART_PREFIX) or name in (SETTINGS_FILE, STAGING):
                 (self.fs.delete_dir if info.type == self._fs_module.FileType.Directory
                  else self.fs.delete_file)(info.path)
 
     def completed(self, items: list[str]) -> set[str]:
         """The inputs whose part exists (one listing call, whatever the number of inputs)."""
-        selector = self._fs_module.FileSelector(self.root, allow_not_found=True)
-        present = {info.path.rsplit("/", 1)[-1] for info in self.fs.get_file_info(selector)}
+        present = {_entry_name(info) for info in self._listing()}
         return {item for item in items if part_name(item) in present}
 
     def staging_file(self, item: str, scratch: str) -> Path:
