@@ -110,7 +110,7 @@ def test_a_damaged_input_is_scored_with_a_warning(tmp_path):
     assert result.returncode == 0, result.stderr
     (entry,) = json.loads((tmp_path / "s.json").read_text())["files"].values()
     assert "truncated or corrupt" in entry["warning"] and entry["frames"] < 60
-    assert result.stderr.count("WARNING") == 1  # one line, not one per frame
+    assert result.stderr.count("WARNING edgefer") == 1  # one, not one per frame
 
 
 def test_images_of_every_kind(tmp_path):
