@@ -71,6 +71,18 @@ def test_command_line_overrides_reach_the_run_recipe(dataset, tmp_path):
     assert Recipe.load(out / "recipe.toml") == RECIPE.replace(epochs=1, seed=7)
 
 
+def test_resume_without_a_run_is_refused_before_the_data_loads(tmp_path, capsys):
+    """--resume into a folder with no last.pt fails at once, naming the file, and creates no
+    folder: the data (minutes to load for FER2013) is never read; here it does not even exist."""
+    from edgefer.cli.main import main
+
+    out = tmp_path / "run"
+    missing = str(tmp_path / "no-such-data")
+    assert main(["train", missing, "--val", missing, "--out", str(out), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_a_run_folder_is_continued_or_replaced_only_when_asked(dataset, tmp_path):
     """Training into a folder that holds a run is refused without --resume or --overwrite (it
     would replace its checkpoints); --resume without --recipe continues with the run's own."""

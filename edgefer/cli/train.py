@@ -11,7 +11,7 @@ from edgefer.cli.common import command_line
 from edgefer.errors import EdgeferError, InputError, ModelError, OutputError
 from edgefer.manifest import update_manifest
 from edgefer.training.recipe import Recipe
-from edgefer.training.train import EpochStats, TrainData
+from edgefer.training.train import EpochStats, TrainData, checkpoint_to_resume
 
 
 def add_commands(commands: Any) -> None:
@@ -61,6 +61,8 @@ def run_train(args: argparse.Namespace) -> int:
     from edgefer.training import train
 
     out = Path(args.out)
+    if args.resume:
+        checkpoint_to_resume(out)  # refused before minutes of loading data
     if not args.resume and not args.overwrite and (out / "last.pt").exists():
         raise OutputError(f"{out} holds a run (last.pt): pass --resume to continue it, or "
                           "--overwrite to start over")

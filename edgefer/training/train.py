@@ -157,7 +157,7 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
     if data.init_from and not resume:
         load_initial_weights(state, Path(data.init_from), recipe)
     if resume:
-        restore(state, out / "last.pt", recipe)
+        restore(state, out, recipe)
         if recipe.epochs < state.epoch:  # recipe.toml would say fewer epochs than were run
             raise InputError(f"--epochs {recipe.epochs}: {out} has already done {state.epoch} "
                              "epochs; a run is continued, never shortened")
@@ -658,12 +658,19 @@ def on_cpu(value: Any) -> Any:
 RESUMABLE_CHANGES = {"epochs", "threads"}
 
 
-def restore(state: RunState, checkpoint: Path, recipe: Recipe) -> None:
-    """Continue a run from ``last.pt``; the recipe must match the one the run started with,
-    except for ``RESUMABLE_CHANGES`` (a session on another machine may have more cores)."""
-    torch = require("torch", "torch")
+def checkpoint_to_resume(out: Path) -> Path:
+    """``out/last.pt``, or a clear error where the run folder holds none."""
+    checkpoint = out / "last.pt"
     if not checkpoint.is_file():
         raise InputError(f"nothing to resume: {checkpoint} does not exist")
+    return checkpoint
+
+
+def restore(state: RunState, out: Path, recipe: Recipe) -> None:
+    """Continue the run in ``out`` from its ``last.pt``; the recipe must match the one the run started with,
+    except for ``RESUMABLE_CHANGES`` (a session on another machine may have more cores)."""
+    torch = require("torch", "torch")
+    checkpoint = checkpoint_to_resume(out)
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)  # tensors, no code
     now = recipe.to_dict()
     fixed = sorted(key for key, value in saved["recipe"].items()
