@@ -315,3 +315,27 @@ def test_annotated_copies_of_same_named_inputs_are_told_apart(demo_clip, tmp_pat
                      str(tmp_path / "t.csv"), "--annotate", str(base), "--stride", "25")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.glob("o_*.mp4")) == ["o_day1_clip.mp4", "o_day2_clip.mp4"]
+
+
+def test_a_warning_logged_under_a_progress_bar_is_printed_above_it():
+    """Progress displays redirect sys.stderr while they draw; edgefer's log handler writes to
+    the redirected stream, so a warning mid-run (a damaged frame) is not drawn over."""
+    import io
+    import logging
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from edgefer.cli.main import CurrentStderrHandler
+
+    screen = Console(file=io.StringIO(), force_terminal=True, width=100)
+    log = logging.getLogger("edgefer.test_progress")
+    handler = CurrentStderrHandler()
+    log.addHandler(handler)
+    try:
+        with Progress(console=screen, transient=True) as progress:
+            progress.add_task("frames", total=2)
+            log.warning("frame 7 of clip.mp4 is damaged")
+    finally:
+        log.removeHandler(handler)
+    assert "frame 7 of clip.mp4 is damaged\n" in screen.file.getvalue()

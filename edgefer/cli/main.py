@@ -24,7 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"error: unrecognized arguments: {' '.join(unknown)} (see: edgefer "
                        f"{args.command} --help)\n")
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+                        format="%(levelname)s %(name)s: %(message)s",
+                        handlers=[CurrentStderrHandler()])
     signal.signal(signal.SIGTERM, _interrupt)  # `live` installs its own, gentler handler
     try:
         return args.run(args)
@@ -49,6 +50,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(run with --debug for the traceback and please report it)", highlight=False,
             soft_wrap=True)
         return 70
+
+
+class CurrentStderrHandler(logging.StreamHandler):
+    """Writes each record to ``sys.stderr`` as it is then, not as it was at start-up: a progress
+    display swaps ``sys.stderr`` for a proxy that prints lines above its bars, so a warning
+    logged mid-run stays on screen instead of being drawn over by the next refresh."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        """``StreamHandler.__init__`` assigns one; the property never keeps it."""
 
 
 def _interrupt(signum: int, frame: object) -> None:
