@@ -199,75 +199,94 @@ def score(inputs: list[str], options: ScoreOptions,
 
     With a single input, a failure raises instead, and no output file is created.
     """
-    observer = observer or _NullObserver()
     check_outputs(options)
     items = expand_inputs(inputs, options.sequences)
     if not items:
         raise InputError(f"no images or videos found in {', '.join(inputs)}")
-    # what rows, the record and reports call each input: a stream's credentials stay out
-    names = {item: redact(item) for item in items}
-    resumable = options.output.suffix.lower() in RESUMABLE
-    settings = run_settings(options) if resumable else {}
-    resume = prepare_resume(options.output, settings, list(names.values())) if options.resume \
-        else ResumeState()
-    summary = Summary(keep_timeline=options.plot is not None,
-                      smoothing=options.recognizer.smoothing)
-    summary.add_rows(resume.rows)
-    reports: list[FileReport] = []
-    completed = sorted(resume.completed)  # every input in the table, this run's or not
-    partial = dict(resume.start_frame)  # inputs with rows up to a frame, to continue from there
-
-    def record() -> None:
-        if resumable:
-            record_completed(options.output, completed, settings if resume.settings_known else None,
-                             partial)
-
-    # recorded as soon as the table exists, so that a run stopped in its first input also leaves
-    # the settings a resume is checked against
-    table = LazyTable(options.output, options.overwrite, append=options.resume, on_open=record)
-
-    def finish(done: list[FileReport]) -> None:
-        for report in done:
-            if report.exception is not None and len(items) == 1:
-                table.discard()
-                raise report.exception  # said once, as the command's error
-            report.dominant = summary.dominant(report.name)
-            reports.append(report)
-            observer.file_done(report)
-            if report.error is None:  # a failed input is tried again by a resume
-                completed.append(report.name)
-                partial.pop(report.name, None)
-            if table.sink is not None:  # no table, no record beside it
-                record()
-
-    annotated = annotate_paths(options.annotate, items) if options.annotate is not None else {}
-    with Recognizer(options.recognizer) as recognizer, table:
-        photos = _PhotoWindow(recognizer, table, summary, options, observer, annotated)
-        # the input a run stopped in goes first, so that its rows continue the table's tail
-        for item in sorted(items, key=lambda item: names[item] not in resume.start_frame):
-            name = names[item]
-            if name in resume.completed:
-                continue
-            recognizer.reserve_track_ids(resume.next_track_id.get(name, 1))
-            start_frame = resume.start_frame.get(name, 0)
-            if photos.takes(item, start_frame):
-                finish(photos.add(item))
-                continue
-            finish(photos.flush())
-            finish([score_file(name, recognizer, table, summary, options, observer,
-                               annotated.get(item), start_frame, read_from=item)])
-        finish(photos.flush())
+    run = _ScoreRun(items, options, observer or _NullObserver())
+    with Recognizer(options.recognizer) as recognizer, run.table:
+        run.score_all(recognizer)
         llm = recognizer.llm_status()
-        summary.model = recognizer.model.name
-    if llm is not None:
-        summary.llm_stats = llm.stats
-        warn_if_unanswered(llm.stats)
-    if options.summary:
-        write_json_atomic(options.summary, summary.to_dict())
-    if options.plot and not summary.plot(options.plot):
-        log.warning("no chart written to %s: --plot draws emotions over a video's time, and "
-                    "no video with a face was scored", options.plot)
-    return reports
+        run.summary.model = recognizer.model.name
+    run.write_summary(llm.stats if llm is not None else None)
+    return run.reports
+
+
+class _ScoreRun:
+    """One ``score`` call's state: the table and its record of completed inputs (for
+    ``--resume``), the summary, and the reports, in the order inputs finish."""
+
+    def __init__(self, items: list[str], options: ScoreOptions, observer: ScoreObserver) -> None:
+        self.items = items
+        self.options = options
+        self.observer = observer
+        # what rows, the record and reports call each input: a stream's credentials stay out
+        self.names = {item: redact(item) for item in items}
+        self.resumable = options.output.suffix.lower() in RESUMABLE
+        self.settings = run_settings(options) if self.resumable else {}
+        self.resume = prepare_resume(options.output, self.settings, list(self.names.values())) \
+            if options.resume else ResumeState()
+        self.summary = Summary(keep_timeline=options.plot is not None,
+                               smoothing=options.recognizer.smoothing)
+        self.summary.add_rows(self.resume.rows)
+        self.reports: list[FileReport] = []
+        self.completed = sorted(self.resume.completed)  # every input in the table, this run's or not
+        self.partial = dict(self.resume.start_frame)  # inputs with rows up to a frame, continued
+        # recorded as soon as the table exists, so that a run stopped in its first input also
+        # leaves the settings a resume is checked against
+        self.table = LazyTable(options.output, options.overwrite, append=options.resume,
+                               on_open=self.record)
+        self.annotated = annotate_paths(options.annotate, items) \
+            if options.annotate is not None else {}
+
+    def record(self) -> None:
+        if self.resumable:
+            record_completed(self.options.output, self.completed,
+                             self.settings if self.resume.settings_known else None, self.partial)
+
+    def score_all(self, recognizer: Recognizer) -> None:
+        photos = _PhotoWindow(recognizer, self.table, self.summary, self.options, self.observer,
+                              self.annotated)
+        # the input a run stopped in goes first, so that its rows continue the table's tail
+        stopped_in = self.resume.start_frame
+        for item in sorted(self.items, key=lambda item: self.names[item] not in stopped_in):
+            name = self.names[item]
+            if name in self.resume.completed:
+                continue
+            recognizer.reserve_track_ids(self.resume.next_track_id.get(name, 1))
+            start_frame = self.resume.start_frame.get(name, 0)
+            if photos.takes(item, start_frame):
+                self.finish(photos.add(item))
+                continue
+            self.finish(photos.flush())
+            self.finish([score_file(name, recognizer, self.table, self.summary, self.options,
+                                    self.observer, self.annotated.get(item), start_frame,
+                                    read_from=item)])
+        self.finish(photos.flush())
+
+    def finish(self, done: list[FileReport]) -> None:
+        for report in done:
+            if report.exception is not None and len(self.items) == 1:
+                self.table.discard()
+                raise report.exception  # said once, as the command's error
+            report.dominant = self.summary.dominant(report.name)
+            self.reports.append(report)
+            self.observer.file_done(report)
+            if report.error is None:  # a failed input is tried again by a resume
+                self.completed.append(report.name)
+                self.partial.pop(report.name, None)
+            if self.table.sink is not None:  # no table, no record beside it
+                self.record()
+
+    def write_summary(self, llm_stats: dict[str, Any] | None) -> None:
+        if llm_stats is not None:
+            self.summary.llm_stats = llm_stats
+            warn_if_unanswered(llm_stats)
+        if self.options.summary:
+            write_json_atomic(self.options.summary, self.summary.to_dict())
+        if self.options.plot and not self.summary.plot(self.options.plot):
+            log.warning("no chart written to %s: --plot draws emotions over a video's time, "
+                        "and no video with a face was scored", self.options.plot)
 
 
 class LazyTable:
