@@ -23,6 +23,7 @@ from edgefer.types import EMOTIONS
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
     from edgefer.llm.config import LlmConfig
     from edgefer.training.evaluate import EvalResult
@@ -174,11 +175,30 @@ def record_metric(key: str, figures: dict[str, Any], options: EvalOptions) -> No
 
 
 def print_report(console: Console, figures: dict[str, Any]) -> None:
+    """The headline table, notes on what the figures cover, per-class figures, the confusion
+    matrix, calibration and selective prediction, in that order."""
+    console.print(_headline(figures))
+    for line in _notes(figures):
+        console.print(line)
+    console.print(_per_class(figures))
+    console.print(_confusion(figures))
+    console.print(f"temperature {figures['temperature']:.3f}: ECE {figures['ece_before_temperature']:.4f}"
+                  f" before, {figures['ece_after_temperature']:.4f} after")
+    console.print(_selective(figures))
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
     from rich.table import Table
 
-    headline = Table(title=f"edgefer eval: {figures['model']} on {figures['n']} images")
-    for column in ("", "accuracy", "macro precision", "macro recall", "macro F1"):
-        headline.add_column(column, justify="right")
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right")
+    return table
+
+
+def _headline(figures: dict[str, Any]) -> Table:
+    headline = _table(f"edgefer eval: {figures['model']} on {figures['n']} images",
+                      ("", "accuracy", "macro precision", "macro recall", "macro F1"))
     rows = [("model", figures), ("random (mean of 10)", figures["baselines"]["random"]),
             ("majority class", figures["baselines"]["majority"])]
     if "restricted_to_present_classes" in figures:
@@ -192,43 +212,50 @@ def print_report(console: Console, figures: dict[str, Any]) -> None:
     for name, f in rows:
         headline.add_row(name, f"{f['accuracy']:.4f}", f"{f['macro_precision']:.4f}",
                          f"{f['macro_recall']:.4f}", f"{f['macro_f1']:.4f}")
-    console.print(headline)
+    return headline
+
+
+def _notes(figures: dict[str, Any]) -> list[str]:
+    lines = []
     if "label_sets" in figures:
         sets = figures["label_sets"]
-        console.print(f"same images, both label sets: FER2013 labels accuracy "
-                      f"{sets['fer2013']['accuracy']:.4f} (macro F1 {sets['fer2013']['macro_f1']:.4f}); "
-                      f"FER+ majority accuracy {sets['ferplus']['accuracy']:.4f} "
-                      f"(macro F1 {sets['ferplus']['macro_f1']:.4f})")
+        lines.append(f"same images, both label sets: FER2013 labels accuracy "
+                     f"{sets['fer2013']['accuracy']:.4f} (macro F1 {sets['fer2013']['macro_f1']:.4f}); "
+                     f"FER+ majority accuracy {sets['ferplus']['accuracy']:.4f} "
+                     f"(macro F1 {sets['ferplus']['macro_f1']:.4f})")
     if "per_sequence" in figures:
-        console.print(f"per sequence ({figures['per_sequence']['sequences']} sequences, mean "
-                      f"probability of their frames): accuracy {figures['per_sequence']['accuracy']:.4f}")
-    notes = [f"excluded by list: {figures['excluded_by_list']}",
-             f"dropped (no FER+ 7-class majority): {figures['dropped_without_ferplus_majority']}",
-             f"faces found: {figures['faces_found']}/{figures['n']}"]
-    console.print("  ".join(notes))
-    per_class = Table(title="per class")
-    for column in ("class", "precision", "recall", "F1", "support"):
-        per_class.add_column(column, justify="right")
+        lines.append(f"per sequence ({figures['per_sequence']['sequences']} sequences, mean "
+                     f"probability of their frames): accuracy {figures['per_sequence']['accuracy']:.4f}")
+    lines.append("  ".join([
+        f"excluded by list: {figures['excluded_by_list']}",
+        f"dropped (no FER+ 7-class majority): {figures['dropped_without_ferplus_majority']}",
+        f"faces found: {figures['faces_found']}/{figures['n']}"]))
+    return lines
+
+
+def _per_class(figures: dict[str, Any]) -> Table:
+    per_class = _table("per class", ("class", "precision", "recall", "F1", "support"))
     for name, f in figures["per_class"].items():
         per_class.add_row(name, f"{f['precision']:.3f}", f"{f['recall']:.3f}", f"{f['f1']:.3f}",
                           str(f["support"]))
-    console.print(per_class)
-    confusion = Table(title="confusion matrix (rows: true, columns: predicted)")
-    confusion.add_column("")
-    for name in EMOTIONS:
-        confusion.add_column(name[:4], justify="right")
-    for name, row in zip(EMOTIONS, figures["confusion_matrix"], strict=False):
+    return per_class
+
+
+def _confusion(figures: dict[str, Any]) -> Table:
+    confusion = _table("confusion matrix (rows: true, columns: predicted)",
+                       ("", *(name[:4] for name in EMOTIONS)))
+    for name, row in zip(EMOTIONS, figures["confusion_matrix"], strict=True):
         confusion.add_row(name, *(str(v) for v in row))
-    console.print(confusion)
-    console.print(f"temperature {figures['temperature']:.3f}: ECE {figures['ece_before_temperature']:.4f}"
-                  f" before, {figures['ece_after_temperature']:.4f} after")
-    selective = Table(title="selective prediction (faces below the threshold go to the LLM)")
-    for column in ("confidence >=", "coverage", "accuracy kept", "accuracy deferred"):
-        selective.add_column(column, justify="right")
+    return confusion
+
+
+def _selective(figures: dict[str, Any]) -> Table:
+    selective = _table("selective prediction (faces below the threshold go to the LLM)",
+                       ("confidence >=", "coverage", "accuracy kept", "accuracy deferred"))
     for row in figures["selective"]:
         selective.add_row(f"{row['threshold']:.2f}", f"{row['coverage']:.3f}",
                           f"{row['accuracy_kept']:.4f}", f"{row['accuracy_deferred']:.4f}")
-    console.print(selective)
+    return selective
 
 
 def plot_confusion(matrix: list[list[int]], path: Path) -> None:
