@@ -83,9 +83,10 @@ def test_resume_without_a_run_is_refused_before_the_data_loads(tmp_path, capsys)
     assert not out.exists()
 
 
-def test_a_run_folder_is_continued_or_replaced_only_when_asked(dataset, tmp_path):
+def test_a_run_folder_is_continued_or_replaced_only_when_asked(dataset, tmp_path, capsys):
     """Training into a folder that holds a run is refused without --resume or --overwrite (it
-    would replace its checkpoints); --resume without --recipe continues with the run's own."""
+    would replace its checkpoints); --resume without --recipe continues with the run's own.
+    Each epoch is one printed line, also where output is no terminal (a log file)."""
     from edgefer.cli.main import main
     from edgefer.files import to_toml
 
@@ -94,6 +95,8 @@ def test_a_run_folder_is_continued_or_replaced_only_when_asked(dataset, tmp_path
     out = tmp_path / "run"
     train_args = ["train", dataset.train_dir, "--val", dataset.val_dir, "--out", str(out)]
     assert main([*train_args, "--recipe", str(recipe)]) == 0
+    epoch_lines = [line for line in capsys.readouterr().out.splitlines() if "epoch" in line]
+    assert len(epoch_lines) == 1 and epoch_lines[0].rstrip().endswith(("s", "best"))
     before = (out / "last.pt").read_bytes()
     assert main([*train_args, "--recipe", str(recipe)]) == 4
     assert (out / "last.pt").read_bytes() == before

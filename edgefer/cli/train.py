@@ -136,7 +136,8 @@ class RichObserver:
             f"  val loss {stats.val_loss:.4f} acc {stats.val_accuracy:.4f}"
             f" macro-F1 {stats.val_macro_f1:.4f}"
             + (f" live-framed acc {stats.val_live_accuracy:.4f}" if stats.val_live_accuracy else "")
-            + f"  lr {stats.lr:.5f}  {stats.seconds:.0f}s{mark}")
+            + f"  lr {stats.lr:.5f}  {stats.seconds:.0f}s{mark}",
+            soft_wrap=True)  # one line per epoch, also in a log file (no terminal width)
 
 
 def add_export_command(commands: Any) -> None:
