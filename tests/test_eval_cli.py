@@ -48,6 +48,27 @@ def test_eval_json_is_consistent(folder, tmp_path):
     assert "selective prediction" in result.stdout
 
 
+def test_a_reader_that_goes_away_costs_no_figures(folder, tmp_path):
+    """`edgefer eval ... | head`: the report's reader closes the pipe before the report is
+    printed; the figures are still written and the command still succeeds."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "figures.json"
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader has gone before a line is printed
+    try:
+        result = subprocess.run([sys.executable, "-m", "edgefer", "eval", str(folder), "--json",
+                                 str(out)], stdout=writer, stderr=subprocess.PIPE, text=True,
+                                timeout=300)
+    finally:
+        os.close(writer)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert json.loads(out.read_text())["n"] == 20
+
+
 def test_eval_through_the_detector(folder, tmp_path):
     out = tmp_path / "figures.json"
     result = run_cli("eval", str(folder), "--mode", "detect", "--json", str(out))

@@ -33,13 +33,13 @@ def add_commands(commands: Any) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from edgefer.backends.build import BuildOptions, build_engine, require_ready_for_tensorrt
+    from edgefer.cli.common import make_console
     from edgefer.manifest import float_source, load_model_entry
 
-    console = Console()
+    console = make_console()
     entry = float_source(load_model_entry(args.model))  # TensorRT quantizes itself: start from float
     entry.verify()
     require_ready_for_tensorrt(entry.file)

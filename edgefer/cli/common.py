@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgefer.backends.base import ENGINES, PRECISIONS
 from edgefer.decide import POLICIES
@@ -13,12 +15,30 @@ from edgefer.errors import InputError
 from edgefer.llm.config import LlmConfig
 from edgefer.pipeline import RecognizerOptions
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 MODEL_HELP = (
     "model name in engines/manifest.json. Two truths: vgg_s4_int8 (the default) learned FER2013's "
     "labels, one per image, the figure papers report; vgg_s_ferplus4_int8 learned what ten FER+ "
     "annotators agree on, calls more weak expressions neutral and agrees with people more often. "
     "Without _int8: their float versions. The earlier models kept for comparison are listed, with "
     "their figures, in engines/MODEL_CARD.md")
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A rich console that outlives its reader: when the pipe it prints into closes
+    (``edgefer eval ... | head``), the rest of its printing is discarded and the command carries
+    on, writing its files and returning its own exit code (rich's default exits with 1)."""
+    from rich.console import Console
+
+    class PipeTolerantConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.file.fileno())
+
+    return PipeTolerantConsole(stderr=stderr)
 
 
 def command_line() -> str:

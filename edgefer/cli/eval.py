@@ -11,6 +11,7 @@ from edgefer.cli.common import (
     add_llm_arguments,
     at_least_one,
     check_reports,
+    make_console,
     precision,
     refuse_without,
     share,
@@ -71,7 +72,6 @@ def add_commands(commands: Any) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.progress import Progress
 
     from edgefer.files import write_json_atomic
@@ -86,7 +86,7 @@ def run_eval(args: argparse.Namespace) -> int:
                           detector=args.detector or EvalOptions.detector,
                           model=args.model, engine=args.engine, precision=precision(args),
                           limit=args.limit)
-    console = Console()
+    console = make_console()
     with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("evaluating", total=None)
         result = evaluate(options, lambda done, total: progress.update(task, completed=done,

@@ -14,6 +14,7 @@ from edgefer.capture import CaptureOptions
 from edgefer.cli.common import (
     add_llm_arguments,
     add_recognizer_arguments,
+    make_console,
     recognizer_options,
     refuse_without,
     seconds,
@@ -125,9 +126,8 @@ def run_kiosk(args: argparse.Namespace) -> int:
 
 
 def _run_session(options: LiveOptions, pace_with: str) -> int:
-    from rich.console import Console
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     session = LiveSession(options, announce=lambda line: console.print(line, highlight=False))
     install_signal_handlers(session)
     stats = session.run()

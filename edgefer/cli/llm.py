@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgefer.cli.common import at_least_one, share
+from edgefer.cli.common import at_least_one, make_console, share
 from edgefer.types import EMOTIONS
 
 if TYPE_CHECKING:
@@ -58,7 +58,6 @@ def default_cache() -> Path:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from edgefer.cli.common import check_reports, llm_config
     from edgefer.cli.llm_tables import ask_llm_about
@@ -78,7 +77,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         default_cache().parent.mkdir(parents=True, exist_ok=True)
     config = llm_config(args)
     check_reports((args.out, ".json"), (args.json, ".json"))
-    console = Console()
+    console = make_console()
     options = EvalOptions(data_dir=args.data_dir, glob=args.glob, exclude_list=args.exclude_list,
                           ferplus_labels=args.ferplus_labels, model=args.model, limit=args.limit)
     result = evaluate(options)

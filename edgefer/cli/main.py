@@ -32,24 +32,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgeferError as err:
         if args.debug:
             traceback.print_exc()
-        from rich.markup import escape
-
-        _console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False,
-                                    soft_wrap=True)
+        _tell(f"[bold red]error:[/] {_escape(str(err))}")
         return err.exit_code
     except KeyboardInterrupt:
-        _console(stderr=True).print("[yellow]interrupted[/]")
+        _tell("[yellow]interrupted[/]")
         return 130
     except Exception as err:  # a bug: say so in one line, keep the traceback for --debug
         if args.debug:
             traceback.print_exc()
-        from rich.markup import escape
-
-        _console(stderr=True).print(
-            f"[bold red]internal error:[/] {escape(type(err).__name__)}: {escape(str(err))} "
-            "(run with --debug for the traceback and please report it)", highlight=False,
-            soft_wrap=True)
+        _tell(f"[bold red]internal error:[/] {_escape(type(err).__name__)}: {_escape(str(err))} "
+              "(run with --debug for the traceback and please report it)")
         return 70
+
+
+def _tell(markup: str) -> None:
+    """One line on stderr, unbroken (paths stay whole, to copy)."""
+    from edgefer.cli.common import make_console
+
+    make_console(stderr=True).print(markup, highlight=False, soft_wrap=True)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 class CurrentStderrHandler(logging.StreamHandler):
@@ -69,12 +75,6 @@ class CurrentStderrHandler(logging.StreamHandler):
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM ends a command as Ctrl-C does: files are closed, temporary copies deleted."""
     raise KeyboardInterrupt
-
-
-def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr)
 
 
 class OneLineErrorParser(argparse.ArgumentParser):

@@ -13,6 +13,7 @@ from edgefer.apps.score import FileReport, ScoreOptions
 from edgefer.cli.common import (
     add_llm_arguments,
     add_recognizer_arguments,
+    make_console,
     recognizer_options,
     refuse_without,
 )
@@ -156,10 +157,9 @@ class RichClusterObserver:
     with a line for each failure and retry."""
 
     def __enter__(self) -> RichClusterObserver:
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.console = Console(stderr=True)
+        self.console = make_console(stderr=True)
         self.display = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
                                  console=self.console, transient=True,
@@ -255,7 +255,6 @@ class RichScoreObserver:
     """An overall bar over inputs and a bar for the current file, with frames/s and ETA."""
 
     def __enter__(self) -> RichScoreObserver:
-        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -264,7 +263,7 @@ class RichScoreObserver:
             TimeRemainingColumn,
         )
 
-        self.console = Console(stderr=True)
+        self.console = make_console(stderr=True)
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=self.console,

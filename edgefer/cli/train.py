@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgefer.cli.common import command_line
+from edgefer.cli.common import command_line, make_console
 from edgefer.errors import EdgeferError, InputError, ModelError, OutputError
 from edgefer.manifest import update_manifest
 from edgefer.training.recipe import Recipe
@@ -97,7 +97,6 @@ class RichObserver:
     """A progress bar per epoch and a table row per finished epoch."""
 
     def __enter__(self) -> RichObserver:
-        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -107,7 +106,7 @@ class RichObserver:
             TimeRemainingColumn,
         )
 
-        self.console = Console()
+        self.console = make_console()
         self.progress = Progress(
             TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.3f} lr {task.fields[lr]:.4f}"),
@@ -190,13 +189,12 @@ def add_quantize_command(commands: Any) -> None:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from edgefer.manifest import float_source, load_model_entry
     from edgefer.training import export
 
     check_model_name(args.name, args.overwrite)
-    console = Console()
+    console = make_console()
     requested = load_model_entry(args.model)
     source = float_source(requested)
     if args.name in (source.name, requested.name):
@@ -242,7 +240,6 @@ def train_command(checkpoint: Path) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from edgefer.training import export
 
@@ -250,7 +247,7 @@ def run_export(args: argparse.Namespace) -> int:
         raise InputError(f"{len(args.checkpoints)} checkpoints need {len(args.checkpoints)} "
                          f"recipe files (--recipe), in the same order; got {len(args.recipes)}")
     check_model_name(args.name, args.overwrite)
-    console = Console()
+    console = make_console()
     with console.status("exporting, checking parity and calibrating"):
         report = export.export_checkpoint(args.checkpoints, args.name, args.val, args.val_glob,
                                           tta=args.tta, ferplus_csv=args.ferplus_labels,
