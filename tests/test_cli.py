@@ -127,8 +127,11 @@ def test_multi_file_run_skips_the_bad_file(tmp_path, demo_clip):
     assert {r["file"].split("/")[-1] for r in rows} == {"good.mp4"}
 
 
-def test_debug_shows_the_traceback_with_the_same_exit_code(tmp_path):
-    result = run_cli("--debug", "score", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o.csv"))
+@pytest.mark.parametrize("where", ["before the command", "after it"])
+def test_debug_shows_the_traceback_with_the_same_exit_code(tmp_path, where):
+    score = ["score", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "o.csv")]
+    args = ["--debug", *score] if where == "before the command" else [*score, "--debug"]
+    result = run_cli(*args)
     assert result.returncode == 2 and "Traceback" in result.stderr
 
 

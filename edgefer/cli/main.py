@@ -110,7 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     cli_llm.add_commands(commands)
     cli_train.add_commands(commands)
     cli_build.add_commands(commands)
+    accept_debug_anywhere(parser)
     return parser
+
+
+def accept_debug_anywhere(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` after the command (``edgefer score --debug ...``) as well as before it, as
+    the hints that name it are read; a subcommand's default never hides the top-level flag."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                     help="show tracebacks and debug logs")
+                accept_debug_anywhere(command)
 
 
 if __name__ == "__main__":
