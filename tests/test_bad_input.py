@@ -146,6 +146,8 @@ def test_unwritable_output_folder(corpus, tmp_path):
     (["llm", "calibrate", "{corpus}", "--limit", "20"], EXIT_INPUT, "--limit 20"),
     (["llm", "calibrate", "{corpus}", "--max-share", "0"], EXIT_INPUT,
      "--max-share: must be in (0, 1], got 0"),
+    (["llm", "calibrate", "{corpus}", "--llm-policy", "fuse"], EXIT_INPUT,
+     "unrecognized arguments: --llm-policy fuse"),  # it asks about every face: no policy
     (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--frobnicate"], EXIT_INPUT,
      "unrecognized arguments: --frobnicate"),
     (["score", "{corpus}/gray.png", "-o", "{tmp}/nowhere/o.csv"], EXIT_OUTPUT, "does not exist"),

@@ -209,6 +209,9 @@ def test_calibrate_measures_fits_stores_and_resumes(folder, tmp_path):
     assert figures["accuracy"]["llm"] == pytest.approx(20 / 60)  # "happy" for every face
     assert "second_half_cnn_recalibrated" in figures["held_out"]
     assert "LLM confusion" in first.stdout
+    # stored outside the user's fusion folder: the closing line says how to point at it
+    assert f"--llm-policy learned --llm-model stub --llm-prompt open --llm-fusion {out}" \
+        in first.stdout
 
 
 def test_calibrate_refuses_when_too_few_faces_are_answered(folder, tmp_path):

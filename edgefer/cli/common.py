@@ -94,22 +94,28 @@ def add_recognizer_arguments(parser: argparse.ArgumentParser) -> None:
                        help="minimum detection confidence (default 0.5)")
 
 
-def add_llm_arguments(parser: argparse.ArgumentParser) -> None:
+def add_llm_arguments(parser: argparse.ArgumentParser, asks_every_face: bool = False) -> None:
+    """The --llm-* flags; ``asks_every_face`` (``llm calibrate``) leaves out the three that only
+    say when and how a face's answer is used: given there, they are refused, not ignored."""
     group = parser.add_argument_group(
-        "LLM second opinion (off unless --llm; sends face crops to the endpoint)")
-    group.add_argument("--llm", action="store_true",
-                       help="ask a vision LLM about uncertain faces (eval: about every face, "
-                            "and compare CNN, LLM and cascade)")
+        "LLM second opinion (off unless --llm; sends face crops to the endpoint)"
+        if not asks_every_face else "LLM endpoint (sends every face crop to it)")
+    if not asks_every_face:
+        group.add_argument("--llm", action="store_true",
+                           help="ask a vision LLM about uncertain faces (eval: about every face, "
+                                "and compare CNN, LLM and cascade)")
     group.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (default: "
                        "$OPENAI_BASE_URL, else api.openai.com); the key comes from $OPENAI_API_KEY")
     group.add_argument("--llm-model", help=f"default {LlmConfig.model}")
-    group.add_argument("--llm-threshold", type=fraction,
-                       help="ask when the calibrated confidence is below this "
-                            f"(default {LlmConfig.threshold})")
-    group.add_argument("--llm-policy", choices=POLICIES,
-                       help="override (default): the LLM's label; fuse: mix probabilities; "
-                            "learned: the model fitted by `edgefer llm calibrate` for this LLM "
-                            "model and prompt (falls back to override, and says so, without one)")
+    if not asks_every_face:
+        group.add_argument("--llm-threshold", type=fraction,
+                           help="ask when the calibrated confidence is below this "
+                                f"(default {LlmConfig.threshold})")
+        group.add_argument("--llm-policy", choices=POLICIES,
+                           help="override (default): the LLM's label; fuse: mix probabilities; "
+                                "learned: the model fitted by `edgefer llm calibrate` for this "
+                                "LLM model and prompt (falls back to override, and says so, "
+                                "without one)")
     group.add_argument("--llm-fusion", metavar="JSON",
                        help="the learned policy's file (default: the user's fusion folder, "
                             "keyed by LLM model and prompt)")
@@ -137,7 +143,8 @@ LLM_FLAGS = {"base_url": "base_url", "model": "model", "threshold": "threshold",
 def llm_config(args: argparse.Namespace) -> LlmConfig | None:
     """The LLM settings of ``--llm``; None without it. An --llm-* flag given without --llm is
     an error rather than silently ignored: the user meant to ask the LLM."""
-    given = {flag: getattr(args, f"llm_{flag}") for flag in (*LLM_FLAGS, "prompt", "price")}
+    given = {flag: getattr(args, f"llm_{flag}", None)  # calibrate has no threshold or policy
+             for flag in (*LLM_FLAGS, "prompt", "price")}
     given = {flag: value for flag, value in given.items() if value is not None}
     if args.llm_context:
         given["context"] = True

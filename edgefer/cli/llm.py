@@ -48,7 +48,7 @@ def add_commands(commands: Any) -> None:
                            help="where to store the policy (default: --llm-fusion, else the "
                                 "user's fusion folder keyed by LLM model and prompt)")
     calibrate.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON")
-    add_llm_arguments(calibrate)
+    add_llm_arguments(calibrate, asks_every_face=True)
     calibrate.set_defaults(run=run_calibrate, llm=True)
 
 
@@ -106,9 +106,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
                   soft_wrap=True)
     share = model.provenance["share_sent_on_fitting_data"]
     why = "" if model.asks else ": asking did not beat the CNN out of fold"
+    where = f" --llm-fusion {path}" if path != fusion_path(config.model, config.prompt) else ""
     console.print(f"learned policy stored in {path} (sends {share:.0%} "
                   f"of these faces{why}); use it with --llm-policy learned --llm-model {config.model} "
-                  f"--llm-prompt {config.prompt}", markup=False, highlight=False, soft_wrap=True)
+                  f"--llm-prompt {config.prompt}{where}", markup=False, highlight=False,
+                  soft_wrap=True)
     if args.json:
         write_json_atomic(args.json, {**figures, "fusion_file": str(path)})
     return 0
