@@ -45,8 +45,8 @@ class MissingDependency(EdgeferError):
 def require(module: str, extra: str | None = None):
     """Import a heavy dependency, or raise an error naming the exact install command.
 
-    ``extra`` names the edgefer extra that provides it; without one, the module is a core
-    dependency and the command reinstalls it directly.
+    ``extra`` names the edgefer extra that provides it; without one, the command installs the
+    module's own package (a core dependency, or one that a check needs without its extra's rest).
     """
     import importlib
 

@@ -238,7 +238,8 @@ def test_build_without_tensorrt_says_what_would_help(tmp_path):
     if any(Path(sign).exists() for sign in DRIVER_SIGNS):  # an NVIDIA driver: install TensorRT
         assert_one_line_error(result, EXIT_MISSING, "pip install 'edgefer[tensorrt]'")
     else:
-        assert_one_line_error(result, EXIT_MODEL, "no NVIDIA GPU driver", "--engine onnxruntime")
+        assert_one_line_error(result, EXIT_MODEL, "no NVIDIA GPU driver", "edgefer build and",
+                              "ONNX Runtime runs the models on the CPU")
 
 
 @pytest.mark.parametrize("given", ["recipe", "onnx"])

@@ -235,7 +235,7 @@ def test_missing_tensorrt_says_what_would_help(entry, monkeypatch, tmp_path):
     with pytest.raises(MissingDependency, match=r"pip install 'edgefer\[tensorrt\]'"):
         open_engine(entry, "tensorrt")
     monkeypatch.setattr(cuda, "DRIVER_SIGNS", (str(tmp_path / "absent"),))
-    with pytest.raises(ModelError, match=r"no NVIDIA GPU driver on this machine.*--engine onnxruntime"):
+    with pytest.raises(ModelError, match=r"no NVIDIA GPU driver on this machine.*ONNX Runtime"):
         open_engine(entry, "tensorrt")
 
 

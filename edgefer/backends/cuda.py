@@ -30,8 +30,9 @@ def require_tensorrt() -> Any:
     except MissingDependency:
         if not any(Path(sign).exists() for sign in DRIVER_SIGNS):
             raise ModelError("no NVIDIA GPU driver on this machine: TensorRT builds and runs "
-                             "engines on an NVIDIA GPU; here use --engine onnxruntime (the "
-                             "default, the CPU)") from None
+                             "engines on an NVIDIA GPU (edgefer build and --engine tensorrt "
+                             "need one); here ONNX Runtime runs the models on the CPU, the "
+                             "default engine") from None
         raise
 
 
