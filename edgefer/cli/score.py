@@ -225,16 +225,30 @@ def print_reports(console: Any, reports: list[FileReport]) -> None:
 def print_table(console: Any, reports: list[FileReport]) -> None:
     from rich.table import Table
 
+    width = max(24, console.width // 3)  # the rest for the figures and the status
+    names = [left_shortened(name, width) for name in distinct_names([r.name for r in reports])]
     table = Table(title="edgefer score")
-    for column in ("input", "frames", "faces", "frames/s", "dominant", "status"):
-        table.add_column(column, justify="right" if column in ("frames", "faces", "frames/s")
-                         else "left")
-    for r, name in zip(reports, distinct_names([r.name for r in reports]), strict=True):
+    table.add_column("input", no_wrap=True, min_width=max(len(name) for name in names))
+    for column in ("frames", "faces", "frames/s"):
+        table.add_column(column, justify="right")
+    table.add_column("dominant")
+    table.add_column("status")
+    for r, name in zip(reports, names, strict=True):
         fps = f"{r.frames / r.seconds:.1f}" if r.seconds > 0 and r.frames else "-"
         status = f"[red]{escape(r.error)}[/]" if r.error else \
             f"[yellow]{escape(r.warning)}[/]" if r.warning else "[green]ok[/]"
         table.add_row(escape(name), str(r.frames), str(r.faces), fps, r.dominant or "-", status)
     console.print(table)
+
+
+def left_shortened(name: str, width: int) -> str:
+    """``name`` in at most ``width`` characters, keeping its end (the file name), cut at a
+    folder where one falls within: ``…/videos/clip.mp4`` rather than ``/work/shared/da…``."""
+    if len(name) <= width:
+        return name
+    tail = name[-(width - 1):]
+    folder = tail.find("/")
+    return "…" + (tail[folder:] if 0 <= folder < len(tail) - 1 else tail)
 
 
 def distinct_names(names: list[str]) -> list[str]:
