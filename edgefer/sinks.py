@@ -68,12 +68,14 @@ def _name(index: np.integer) -> str:
     return label_name(int(index), unset="")
 
 
-def check_output(path: str | Path, overwrite: bool, suffixes: tuple[str, ...]) -> Path:
-    """Validate an output path before any work starts: suffix, existence, writable folder."""
+def check_output(path: str | Path, overwrite: bool, suffixes: tuple[str, ...],
+                 flag: str | None = None) -> Path:
+    """Validate an output path before any work starts: suffix, existence, writable folder.
+    ``flag``, the option that named it, leads a wrong type's message (a command has several)."""
     path = Path(path)
     if path.suffix.lower() not in suffixes:
-        raise InputError(f"unsupported output type {path.suffix or '(none)'!r} for {path}; "
-                         f"use one of {', '.join(suffixes)}")
+        raise InputError(f"{flag + ': ' if flag else ''}unsupported output type "
+                         f"{path.suffix or '(none)'!r} for {path}; use one of {', '.join(suffixes)}")
     if path.exists() and not overwrite:
         raise OutputError(f"{path} exists; pass --overwrite to replace it")
     folder = path.parent if str(path.parent) else Path(".")

@@ -151,6 +151,10 @@ def test_unwritable_output_folder(corpus, tmp_path):
     (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--frobnicate"], EXIT_INPUT,
      "unrecognized arguments: --frobnicate"),
     (["score", "{corpus}/gray.png", "-o", "{tmp}/nowhere/o.csv"], EXIT_OUTPUT, "does not exist"),
+    (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--summary", "{tmp}/o.csv"], EXIT_INPUT,
+     "--summary: unsupported output type '.csv'"),  # which of the command's outputs is wrong
+    (["eval", "{corpus}", "--confusion-png", "{tmp}/m.svg"], EXIT_INPUT,
+     "--confusion-png: unsupported output type '.svg'"),
     (["eval", "{tmp}/nothing"], EXIT_INPUT, "not found"),
     (["eval", "{corpus}", "--glob", "*.zzz"], EXIT_INPUT, "no images"),
     (["eval", "{corpus}", "--exclude-list", "{tmp}/none.csv"], EXIT_INPUT, "exclude list not found"),

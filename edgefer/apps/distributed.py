@@ -167,7 +167,7 @@ def _check_supported(options: ScoreOptions) -> None:
             raise InputError(f"{flag} is not available with --ray; score the files of interest "
                              "locally, or read the Parquet dataset")
     if options.summary is not None:  # rewritten by every run, like the dataset it describes
-        check_output(options.summary, True, (".json",))
+        check_output(options.summary, True, (".json",), "--summary")
 
 
 # -- inputs ----------------------------------------------------------------------------------

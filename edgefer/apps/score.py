@@ -146,11 +146,12 @@ def check_outputs(options: ScoreOptions) -> None:
     """Fail before any work if an output path is unusable (resumed runs reuse theirs)."""
     overwrite = options.overwrite or options.resume
     if not options.resume:
-        check_output(options.output, overwrite, TABLE_SUFFIXES)
-    for path, suffixes in ((options.annotate, WRITABLE_VIDEO_SUFFIXES), (options.summary, (".json",)),
-                           (options.plot, (".png", ".svg", ".pdf"))):
+        check_output(options.output, overwrite, TABLE_SUFFIXES, "--output")
+    for flag, path, suffixes in (("--annotate", options.annotate, WRITABLE_VIDEO_SUFFIXES),
+                                 ("--summary", options.summary, (".json",)),
+                                 ("--plot", options.plot, (".png", ".svg", ".pdf"))):
         if path is not None:
-            check_output(path, overwrite, suffixes)
+            check_output(path, overwrite, suffixes, flag)
 
 
 def annotate_paths(base: Path, items: list[str]) -> dict[str, Path]:

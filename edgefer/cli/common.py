@@ -48,14 +48,14 @@ def command_line() -> str:
     return "edgefer " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
-def check_reports(*outputs: tuple[Path | None, str]) -> None:
-    """Each (path or None, suffix) a command will write its figures to, checked before
+def check_reports(*outputs: tuple[str, Path | None, str]) -> None:
+    """Each (flag, path or None, suffix) a command will write its figures to, checked before
     minutes of evaluation (or paid LLM requests) rather than after. Replaced if present."""
     from edgefer.sinks import check_output
 
-    for path, suffix in outputs:
+    for flag, path, suffix in outputs:
         if path is not None:
-            check_output(path, True, (suffix,))
+            check_output(path, True, (suffix,), flag)
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

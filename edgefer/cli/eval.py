@@ -80,7 +80,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.mode != "detect":
         refuse_without("--mode detect", "--detector" if args.detector else None)
     config = llm_settings(args)
-    check_reports((args.json, ".json"), (args.confusion_png, ".png"), (args.markdown, ".md"))
+    check_reports(("--json", args.json, ".json"), ("--confusion-png", args.confusion_png, ".png"),
+                  ("--markdown", args.markdown, ".md"))
     options = EvalOptions(data_dir=args.data_dir, glob=args.glob, exclude_list=args.exclude_list,
                           ferplus_labels=args.ferplus_labels, mode=args.mode,
                           detector=args.detector or EvalOptions.detector,

@@ -76,7 +76,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         args.llm_cache = str(default_cache())
         default_cache().parent.mkdir(parents=True, exist_ok=True)
     config = llm_config(args)
-    check_reports((args.out, ".json"), (args.json, ".json"))
+    check_reports(("--out", args.out, ".json"), ("--json", args.json, ".json"))
     console = make_console()
     options = EvalOptions(data_dir=args.data_dir, glob=args.glob, exclude_list=args.exclude_list,
                           ferplus_labels=args.ferplus_labels, model=args.model, limit=args.limit)
