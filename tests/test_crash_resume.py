@@ -58,6 +58,7 @@ def interrupted(*args, out):
     assert process.poll() is None, "scoring finished before it could be interrupted"
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 130, process.stderr.read()
+    return process.stderr.read().decode()
 
 
 def test_sigkill_then_resume(clips, tmp_path):
@@ -161,7 +162,8 @@ def test_resume_with_other_settings_is_refused(clips, tmp_path):
     """A table continued at another stride or with another model would mix rows that cannot be
     compared, and nothing in it would say so."""
     out = tmp_path / "faces.csv"
-    interrupted(str(clips), out=out)
+    said = interrupted(str(clips), out=out)
+    assert "the same command with --resume continues it" in " ".join(said.split())
     before = out.read_bytes()
     manifest = read_manifest(MANIFEST_PATH)
     other = next(name for name in manifest["models"] if name != manifest["default"])
@@ -178,7 +180,8 @@ def test_resume_of_an_annotated_run_is_refused(clips, tmp_path):
     """An annotated video cannot be continued: a resumed run would replace it with the frames
     after the stop only."""
     out, annotated = tmp_path / "faces.csv", tmp_path / "annotated.mp4"
-    interrupted(str(clips), "--annotate", str(annotated), out=out)
+    said = interrupted(str(clips), "--annotate", str(annotated), out=out)
+    assert "--resume without --annotate" in " ".join(said.split())
     before = out.read_bytes()
     copies = {path: path.read_bytes() for path in tmp_path.glob("annotated_*.mp4")}
     for extra in ((), ("--overwrite",)):

@@ -108,10 +108,27 @@ def run_score(args: argparse.Namespace) -> int:
                            recognizer=recognizer_options(args))
     if args.ray is not None:
         return run_score_on_ray(args, options)
-    with RichScoreObserver() as observer:
-        reports = score(args.inputs, options, observer)
+    try:
+        with RichScoreObserver() as observer:
+            reports = score(args.inputs, options, observer)
+    except KeyboardInterrupt:
+        say_how_to_continue(options)
+        raise
     observer.print_summary(reports, options)
     return 0 if all(r.error is None for r in reports) else 1
+
+
+def say_how_to_continue(options: ScoreOptions) -> None:
+    """After Ctrl-C: where the rows went, and the flag that carries on from there."""
+    from edgefer.apps.resume import RESUMABLE
+
+    if not options.output.exists() or options.output.suffix.lower() not in RESUMABLE:
+        return
+    drop = " without --annotate (an annotated video cannot be continued)" \
+        if options.annotate else ""
+    make_console(stderr=True).print(
+        f"{escape(str(options.output))} keeps the rows scored so far: the same command with "
+        f"--resume{drop} continues it", highlight=False, soft_wrap=True)
 
 
 def run_demo(args: argparse.Namespace) -> int:
