@@ -158,25 +158,29 @@ def test_the_report_table_keeps_inputs_apart(names, shown):
 
 def test_long_input_names_keep_their_file_names_in_the_table():
     """Names from several folders share no prefix to drop; a long one is shortened from the
-    left, so the 80-column table still shows which file each row is."""
+    left, so the table still shows which file each row is, unless that would make two rows
+    read alike: then the names stay whole."""
     import io
 
     from rich.console import Console
 
     from edgefer.apps.score import FileReport
-    from edgefer.cli.score import left_shortened, print_table
+    from edgefer.cli.score import left_shortened, print_table, shown_names
 
     long = "/work/shared/data/videos/face_recognition_short_hamilton_clip.mp4"
     reports = [FileReport(long, frames=275, faces=277, seconds=1.5),
                FileReport("/work/shared/data/videos/faceapijs_bbt4.jpg", frames=1, faces=3),
                FileReport("garbage.jpg", error="cannot read image: garbage.jpg")]
-    screen = Console(file=io.StringIO(), width=80)
+    screen = Console(file=io.StringIO(), width=120)
     print_table(screen, reports)
     shown = screen.file.getvalue()
-    assert "…/faceapijs_bbt4.jpg" in shown and "hamilton_clip.mp4" in shown
+    assert "…ace_recognition_short_hamilton_clip.mp4" in shown and "faceapijs_bbt4.jpg" in shown
     assert left_shortened(long, 50) == "…/videos/face_recognition_short_hamilton_clip.mp4"
     assert left_shortened(long, 30) == "…ition_short_hamilton_clip.mp4"  # no folder within
     assert left_shortened("/a/b.jpg", 50) == "/a/b.jpg"
+    cameras = ["rtsp://entrance-north.local/Streaming/Channels/101",
+               "rtsp://entrance-south.local/Streaming/Channels/101"]
+    assert len(set(shown_names(cameras, 24))) == 2
 
 
 def test_a_large_folder_ends_with_totals_and_its_failures(tmp_path):
@@ -358,6 +362,8 @@ def test_a_warning_logged_under_a_progress_bar_is_printed_above_it():
     log = logging.getLogger("edgefer.test_progress")
     handler = CurrentStderrHandler()
     log.addHandler(handler)
+    log.setLevel(logging.WARNING)
+    log.propagate = False  # whatever the root logger holds under pytest
     try:
         with Progress(console=screen, transient=True) as progress:
             progress.add_task("frames", total=2)

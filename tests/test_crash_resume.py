@@ -53,7 +53,8 @@ def start_scoring(command, out):
 
 def interrupted(*args, out):
     """``edgefer score ARGS -o OUT`` stopped in its first input by SIGTERM, which edgefer treats
-    as Ctrl-C (exit 130); SIGINT itself is ignored under a CI runner's background shell."""
+    as Ctrl-C (exit 130); SIGINT itself is ignored under a CI runner's background shell.
+    Returns what the command said on stderr."""
     process = start_scoring([sys.executable, "-m", "edgefer", "score", *args, "-o", str(out)], out)
     assert process.poll() is None, "scoring finished before it could be interrupted"
     process.send_signal(signal.SIGTERM)

@@ -83,13 +83,17 @@ def test_resume_without_a_run_is_refused_before_the_data_loads(tmp_path, capsys)
     assert not out.exists()
 
 
-def test_a_run_folder_is_continued_or_replaced_only_when_asked(dataset, tmp_path, capsys):
+def test_a_run_folder_is_continued_or_replaced_only_when_asked(dataset, tmp_path, capsys,
+                                                                monkeypatch):
     """Training into a folder that holds a run is refused without --resume or --overwrite (it
     would replace its checkpoints); --resume without --recipe continues with the run's own.
     Each epoch is one printed line, also where output is no terminal (a log file)."""
     from edgefer.cli.main import main
     from edgefer.files import to_toml
 
+    for variable in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(variable, raising=False)  # output is no terminal, as in a log file
+    monkeypatch.setenv("COLUMNS", "80")
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(to_toml(RECIPE.replace(epochs=1).to_dict()))
     out = tmp_path / "run"

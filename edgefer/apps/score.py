@@ -241,11 +241,13 @@ class _ScoreRun:
             if options.annotate is not None else {}
 
     def record(self) -> None:
+        """The progress record beside the table: what a ``--resume`` skips and continues."""
         if self.resumable:
             record_completed(self.options.output, self.completed,
                              self.settings if self.resume.settings_known else None, self.partial)
 
     def score_all(self, recognizer: Recognizer) -> None:
+        """Every input not yet in the table, photos in batches, videos and streams one by one."""
         photos = _PhotoWindow(recognizer, self.table, self.summary, self.options, self.observer,
                               self.annotated)
         # the input a run stopped in goes first, so that its rows continue the table's tail
@@ -266,6 +268,8 @@ class _ScoreRun:
         self.finish(photos.flush())
 
     def finish(self, done: list[FileReport]) -> None:
+        """Report finished inputs. A lone input's failure is the command's error, leaving no
+        table; otherwise a failed input stays out of the record, so a resume tries it again."""
         for report in done:
             if report.exception is not None and len(self.items) == 1:
                 self.table.discard()
@@ -280,6 +284,7 @@ class _ScoreRun:
                 self.record()
 
     def write_summary(self, llm_stats: dict[str, Any] | None) -> None:
+        """The ``--summary`` and ``--plot`` files, and a warning if the LLM answered nothing."""
         if llm_stats is not None:
             self.summary.llm_stats = llm_stats
             warn_if_unanswered(llm_stats)

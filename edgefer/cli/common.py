@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import sys
 from pathlib import Path
@@ -30,15 +32,22 @@ def make_console(stderr: bool = False) -> Console:
     """A rich console that outlives its reader: when the pipe it prints into closes
     (``edgefer eval ... | head``), the rest of its printing is discarded and the command carries
     on, writing its files and returning its own exit code (rich's default exits with 1)."""
-    from rich.console import Console
+    return _pipe_tolerant_console()(stderr=stderr)
+
+
+@functools.cache
+def _pipe_tolerant_console() -> type[Console]:
+    from rich.console import Console  # here: `edgefer --help` does not load rich
 
     class PipeTolerantConsole(Console):
         def on_broken_pipe(self) -> None:
             self.quiet = True
             devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self.file.fileno())
+            with contextlib.suppress(OSError, ValueError):  # a stream with no descriptor
+                os.dup2(devnull, self.file.fileno())  # the interpreter's last flush included
+            os.close(devnull)
 
-    return PipeTolerantConsole(stderr=stderr)
+    return PipeTolerantConsole
 
 
 def command_line() -> str:
@@ -94,20 +103,21 @@ def add_recognizer_arguments(parser: argparse.ArgumentParser) -> None:
                        help="minimum detection confidence (default 0.5)")
 
 
-def add_llm_arguments(parser: argparse.ArgumentParser, asks_every_face: bool = False) -> None:
-    """The --llm-* flags; ``asks_every_face`` (``llm calibrate``) leaves out the three that only
-    say when and how a face's answer is used: given there, they are refused, not ignored."""
+def add_llm_arguments(parser: argparse.ArgumentParser, calibrating: bool = False) -> None:
+    """The --llm-* flags; ``calibrating`` (``llm calibrate``, which asks about every face and
+    fits the policy) leaves out the three that say whether, when and how a face's answer is
+    used: given there, they are refused, not ignored."""
     group = parser.add_argument_group(
         "LLM second opinion (off unless --llm; sends face crops to the endpoint)"
-        if not asks_every_face else "LLM endpoint (sends every face crop to it)")
-    if not asks_every_face:
+        if not calibrating else "LLM endpoint (sends every face crop to it)")
+    if not calibrating:
         group.add_argument("--llm", action="store_true",
                            help="ask a vision LLM about uncertain faces (eval: about every face, "
                                 "and compare CNN, LLM and cascade)")
     group.add_argument("--llm-base-url", help="OpenAI-compatible endpoint (default: "
                        "$OPENAI_BASE_URL, else api.openai.com); the key comes from $OPENAI_API_KEY")
     group.add_argument("--llm-model", help=f"default {LlmConfig.model}")
-    if not asks_every_face:
+    if not calibrating:
         group.add_argument("--llm-threshold", type=fraction,
                            help="ask when the calibrated confidence is below this "
                                 f"(default {LlmConfig.threshold})")
@@ -134,6 +144,7 @@ def add_llm_arguments(parser: argparse.ArgumentParser, asks_every_face: bool = F
                        help=f"faces per request (default {LlmConfig.batch_size})")
 
 
+CALIBRATE_LACKS = ("threshold", "policy")  # --llm-* flags that llm calibrate has not
 # Each --llm-* flag and the LlmConfig field it sets; unset flags (None) keep LlmConfig's default.
 LLM_FLAGS = {"base_url": "base_url", "model": "model", "threshold": "threshold",
              "policy": "policy", "fusion": "fusion_path", "rpm": "requests_per_minute",
@@ -143,8 +154,9 @@ LLM_FLAGS = {"base_url": "base_url", "model": "model", "threshold": "threshold",
 def llm_config(args: argparse.Namespace) -> LlmConfig | None:
     """The LLM settings of ``--llm``; None without it. An --llm-* flag given without --llm is
     an error rather than silently ignored: the user meant to ask the LLM."""
-    given = {flag: getattr(args, f"llm_{flag}", None)  # calibrate has no threshold or policy
-             for flag in (*LLM_FLAGS, "prompt", "price")}
+    flags = [flag for flag in (*LLM_FLAGS, "prompt", "price")
+             if flag not in CALIBRATE_LACKS or hasattr(args, f"llm_{flag}")]
+    given = {flag: getattr(args, f"llm_{flag}") for flag in flags}
     given = {flag: value for flag, value in given.items() if value is not None}
     if args.llm_context:
         given["context"] = True

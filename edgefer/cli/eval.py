@@ -245,6 +245,7 @@ def _per_class(figures: dict[str, Any]) -> Table:
 def _confusion(figures: dict[str, Any]) -> Table:
     confusion = _table("confusion matrix (rows: true, columns: predicted)",
                        ("", *(name[:4] for name in EMOTIONS)))
+    confusion.columns[0].justify = "left"  # the true classes' names
     for name, row in zip(EMOTIONS, figures["confusion_matrix"], strict=True):
         confusion.add_row(name, *(str(v) for v in row))
     return confusion

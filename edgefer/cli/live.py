@@ -126,7 +126,6 @@ def run_kiosk(args: argparse.Namespace) -> int:
 
 
 def _run_session(options: LiveOptions, pace_with: str) -> int:
-
     console = make_console(stderr=True)
     session = LiveSession(options, announce=lambda line: console.print(line, highlight=False))
     install_signal_handlers(session)

@@ -48,7 +48,7 @@ def add_commands(commands: Any) -> None:
                            help="where to store the policy (default: --llm-fusion, else the "
                                 "user's fusion folder keyed by LLM model and prompt)")
     calibrate.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON")
-    add_llm_arguments(calibrate, asks_every_face=True)
+    add_llm_arguments(calibrate, calibrating=True)
     calibrate.set_defaults(run=run_calibrate, llm=True)
 
 
@@ -58,6 +58,7 @@ def default_cache() -> Path:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
+    import shlex
 
     from edgefer.cli.common import check_reports, llm_config
     from edgefer.cli.llm_tables import ask_llm_about
@@ -106,7 +107,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
                   soft_wrap=True)
     share = model.provenance["share_sent_on_fitting_data"]
     why = "" if model.asks else ": asking did not beat the CNN out of fold"
-    where = f" --llm-fusion {path}" if path != fusion_path(config.model, config.prompt) else ""
+    where = f" --llm-fusion {shlex.quote(str(path))}" \
+        if path != fusion_path(config.model, config.prompt) else ""
     console.print(f"learned policy stored in {path} (sends {share:.0%} "
                   f"of these faces{why}); use it with --llm-policy learned --llm-model {config.model} "
                   f"--llm-prompt {config.prompt}{where}", markup=False, highlight=False,

@@ -12,7 +12,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn, TextIO
 
 from edgefer.errors import EdgeferError
 
@@ -21,8 +21,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said here, where the command is known, rather than by the top-level parser
+        command = " ".join(filter(None, (args.command, getattr(args, "llm_command", None))))
         parser.exit(2, f"error: unrecognized arguments: {' '.join(unknown)} (see: edgefer "
-                       f"{args.command} --help)\n")
+                       f"{command} --help)\n")
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s",
                         handlers=[CurrentStderrHandler()])
@@ -64,12 +65,12 @@ class CurrentStderrHandler(logging.StreamHandler):
     logged mid-run stays on screen instead of being drawn over by the next refresh."""
 
     @property
-    def stream(self):
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
     def stream(self, value: object) -> None:
-        """``StreamHandler.__init__`` assigns one; the property never keeps it."""
+        pass  # ``StreamHandler.__init__`` assigns one; the property never keeps it
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -81,8 +82,16 @@ class OneLineErrorParser(argparse.ArgumentParser):
     """A usage mistake is one line, as every other error here, naming where the usage is;
     subcommands' parsers are of this class too (argparse makes them of their parent's)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # no abbreviations: `--llm` would read as any of the --llm-* flags where --llm is not
+        # one (llm calibrate), and a new flag would change what an abbreviation means
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
+DEBUG_HELP = "show tracebacks and debug logs (before or after the command)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                "problem, 4 output problem, 5 missing optional package, 70 internal error, "
                "130 interrupted.")
     parser.add_argument("--version", action="version", version=f"edgefer {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from edgefer.cli import build as cli_build
     from edgefer.cli import eval as cli_eval
@@ -121,7 +130,7 @@ def accept_debug_anywhere(parser: argparse.ArgumentParser) -> None:
         if isinstance(action, argparse._SubParsersAction):
             for command in action.choices.values():
                 command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                                     help="show tracebacks and debug logs")
+                                     help=DEBUG_HELP)
                 accept_debug_anywhere(command)
 
 

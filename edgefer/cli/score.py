@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rich.cells import cell_len
 from rich.markup import escape
 
 from edgefer.apps.score import FileReport, ScoreOptions
@@ -108,21 +109,24 @@ def run_score(args: argparse.Namespace) -> int:
                            recognizer=recognizer_options(args))
     if args.ray is not None:
         return run_score_on_ray(args, options)
+    started = time.time()
     try:
         with RichScoreObserver() as observer:
             reports = score(args.inputs, options, observer)
     except KeyboardInterrupt:
-        say_how_to_continue(options)
+        say_how_to_continue(options, started)
         raise
     observer.print_summary(reports, options)
     return 0 if all(r.error is None for r in reports) else 1
 
 
-def say_how_to_continue(options: ScoreOptions) -> None:
-    """After Ctrl-C: where the rows went, and the flag that carries on from there."""
+def say_how_to_continue(options: ScoreOptions, started: float) -> None:
+    """After Ctrl-C: where the rows went, and the flag that carries on from there; said only
+    of a table this run wrote to (not of an older one left as it was, stopped before rows)."""
     from edgefer.apps.resume import RESUMABLE
 
-    if not options.output.exists() or options.output.suffix.lower() not in RESUMABLE:
+    if options.output.suffix.lower() not in RESUMABLE or not options.output.exists() \
+            or options.output.stat().st_mtime < started - 1:  # a coarse file-system clock
         return
     drop = " without --annotate (an annotated video cannot be continued)" \
         if options.annotate else ""
@@ -242,10 +246,10 @@ def print_reports(console: Any, reports: list[FileReport]) -> None:
 def print_table(console: Any, reports: list[FileReport]) -> None:
     from rich.table import Table
 
-    width = max(24, console.width // 3)  # the rest for the figures and the status
-    names = [left_shortened(name, width) for name in distinct_names([r.name for r in reports])]
+    width = max(24, console.width // 3)  # the input column's third: the rest for the figures
+    names = shown_names([r.name for r in reports], width)
     table = Table(title="edgefer score")
-    table.add_column("input", no_wrap=True, min_width=max(len(name) for name in names))
+    table.add_column("input", overflow="fold")  # a name too long for its cut is wrapped whole
     for column in ("frames", "faces", "frames/s"):
         table.add_column(column, justify="right")
     table.add_column("dominant")
@@ -258,12 +262,23 @@ def print_table(console: Any, reports: list[FileReport]) -> None:
     console.print(table)
 
 
+def shown_names(names: list[str], width: int) -> list[str]:
+    """The table's names: without the folders all share, each cut from the left to at most
+    ``width`` cells, keeping the file name; whole (wrapped in their column) where cutting
+    would make two inputs read alike, as two cameras' ``.../Channels/101`` would."""
+    names = distinct_names(names)
+    shortened = [left_shortened(name, width) for name in names]
+    return shortened if len(set(shortened)) == len(set(names)) else names
+
+
 def left_shortened(name: str, width: int) -> str:
-    """``name`` in at most ``width`` characters, keeping its end (the file name), cut at a
-    folder where one falls within: ``…/videos/clip.mp4`` rather than ``/work/shared/da…``."""
-    if len(name) <= width:
+    """``name`` in at most ``width`` cells (at least 2), keeping its end (the file name), cut
+    at a folder where one falls within: ``…/videos/clip.mp4`` rather than ``/work/shared/da…``."""
+    if cell_len(name) <= width:
         return name
-    tail = name[-(width - 1):]
+    tail = name
+    while cell_len(tail) > max(width, 2) - 1:
+        tail = tail[1:]
     folder = tail.find("/")
     return "…" + (tail[folder:] if 0 <= folder < len(tail) - 1 else tail)
 

@@ -189,7 +189,6 @@ def add_quantize_command(commands: Any) -> None:
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-
     from edgefer.manifest import float_source, load_model_entry
     from edgefer.training import export
 
@@ -240,7 +239,6 @@ def train_command(checkpoint: Path) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
-
     from edgefer.training import export
 
     if len(args.recipes) != len(args.checkpoints):
