@@ -148,6 +148,10 @@ def test_unwritable_output_folder(corpus, tmp_path):
      "--max-share: must be in (0, 1], got 0"),
     (["llm", "calibrate", "{corpus}", "--llm-policy", "fuse"], EXIT_INPUT,
      "unrecognized arguments: --llm-policy fuse"),  # it asks about every face: no policy
+    (["llm", "calibrate", "{corpus}", "--llm"], EXIT_INPUT,
+     "unrecognized arguments: --llm (see: edgefer llm calibrate --help)"),  # not a prefix
+    (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--over"], EXIT_INPUT,
+     "unrecognized arguments: --over"),  # no abbreviations: a new flag would change them
     (["score", "{corpus}/gray.png", "-o", "{tmp}/o.csv", "--frobnicate"], EXIT_INPUT,
      "unrecognized arguments: --frobnicate"),
     (["score", "{corpus}/gray.png", "-o", "{tmp}/nowhere/o.csv"], EXIT_OUTPUT, "does not exist"),
