@@ -57,6 +57,24 @@ def test_live_crops_are_cached_and_keyed_by_framing(face_folder, tmp_path, monke
         live_crops.live_framed_pixels(folder, live_crops.gray_spec(40), tmp_path)
 
 
+def test_a_first_live_framing_says_so_in_a_log_and_a_cached_one_is_quiet(face_folder, tmp_path,
+                                                                         capsys):
+    """Framing a folder takes minutes on FER2013's 28,709 images: a log file (no terminal)
+    gets a line where it starts and ends, once; the validation folder, here the same, is
+    then read from the cache without a word."""
+    from edgefer.cli.train import RichObserver
+
+    data = train.TrainData(str(face_folder), str(face_folder), crop_cache=str(tmp_path))
+    with RichObserver() as observer:
+        train.load_splits(Recipe(live_framing=1.0), data, observer)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "live framing" in line]
+    assert [line.split(": ")[1].split()[0] for line in lines] == ["started", "done"]
+    assert all(str(face_folder) in line for line in lines)
+    with RichObserver() as observer:
+        train.load_splits(Recipe(live_framing=1.0), data, observer)
+    assert "live framing" not in capsys.readouterr().out
+
+
 def test_the_recipe_sets_the_roll_live_crops_keep(face_folder, tmp_path):
     from edgefer.manifest import CropSpec
 

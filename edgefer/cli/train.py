@@ -94,7 +94,9 @@ def run_recipe(given: str | None, saved: Path | None) -> Recipe:
 
 
 class RichObserver:
-    """A progress bar per epoch and a table row per finished epoch."""
+    """A progress bar per epoch (and per data preparation that takes minutes) and a line per
+    finished epoch; where output is no terminal (a log file), the lines alone, and one where a
+    preparation starts and ends."""
 
     def __enter__(self) -> RichObserver:
         from rich.progress import (
@@ -108,25 +110,39 @@ class RichObserver:
 
         self.console = make_console()
         self.progress = Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.3f} lr {task.fields[lr]:.4f}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True,
-            disable=not self.console.is_terminal)
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[note]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=self.console, transient=True, disable=not self.console.is_terminal)
         self.progress.__enter__()
-        self.task = None
+        self.task: Any = None
+        self.shown = ""  # the description of the bar shown
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.progress.__exit__(*exc)
 
+    def preparing(self, what: str, done: int, total: int) -> None:
+        if not self.console.is_terminal and done in (1, total):
+            said = f"started on {total} images (once: cached for later runs)" if done == 1 \
+                else "done"
+            self.console.print(f"{what}: {said}", highlight=False, soft_wrap=True)
+        self._show(what, done, total, note="")
+
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-        self.task = self.progress.add_task("train", total=steps, epoch=f"{epoch}/{epochs}",
-                                           loss=0.0, lr=0.0)
+        self._show(f"epoch {epoch}/{epochs}", 0, steps, note="")
 
     def step_done(self, loss: float, lr: float) -> None:
-        self.progress.update(self.task, advance=1, loss=loss, lr=lr)
+        self.progress.update(self.task, advance=1, note=f"loss {loss:.3f} lr {lr:.4f}")
+
+    def _show(self, description: str, done: int, total: int, note: str) -> None:
+        """One bar at a time: a new stage replaces the finished one."""
+        if self.task is not None and self.shown != description:
+            self.progress.remove_task(self.task)
+            self.task = None
+        if self.task is None:
+            self.task = self.progress.add_task(description, total=total, note=note)
+            self.shown = description
+        self.progress.update(self.task, completed=done, note=note)
 
     def epoch_done(self, stats: EpochStats) -> None:
         mark = " [green]best[/]" if stats.best else ""

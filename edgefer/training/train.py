@@ -75,6 +75,10 @@ class EpochStats:
 class TrainObserver(Protocol):
     """Receives progress; the CLI renders it with rich, tests may ignore it."""
 
+    def preparing(self, what: str, done: int, total: int) -> None:
+        """Data preparation that takes minutes: a folder framed as the live path frames
+        faces, the first time a recipe asks for it (cached afterwards)."""
+
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None: ...
 
     def step_done(self, loss: float, lr: float) -> None: ...
@@ -83,6 +87,9 @@ class TrainObserver(Protocol):
 
 
 class SilentObserver:
+    def preparing(self, what: str, done: int, total: int) -> None:
+        pass
+
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
         pass
 
@@ -148,7 +155,7 @@ def train(recipe: Recipe, data: TrainData, out_dir: str | Path, resume: bool = F
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(recipe.threads)
-    train_split, val_split = load_splits(recipe, data)
+    train_split, val_split = load_splits(recipe, data, observer)
     check_trainable(train_split, recipe, data.train_dir)
     if recipe.teacher_weight > 0:
         add_teacher_targets(train_split, recipe, data.teachers)
@@ -202,15 +209,18 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def load_splits(recipe: Recipe, data: TrainData) -> tuple[Split, Split]:
+def load_splits(recipe: Recipe, data: TrainData,
+                observer: TrainObserver | None = None) -> tuple[Split, Split]:
     if recipe.target_labels == "ferplus" and not data.ferplus_csv:
         raise InputError("this recipe learns FER+ labels (target_labels = \"ferplus\"): "
                          "pass the FER+ votes with --ferplus ferplus_labels.csv")
     votes = datasets.read_ferplus_votes(data.ferplus_csv) if data.ferplus_csv else {}
     majority = datasets.ferplus_majority(data.ferplus_csv) \
         if recipe.target_labels == "ferplus" and data.ferplus_csv else None
-    train = load_split(data.train_dir, data.train_glob, recipe, votes, majority, data.crop_cache)
-    val = load_split(data.val_dir, data.val_glob, recipe, votes, majority, data.crop_cache)
+    train = load_split(data.train_dir, data.train_glob, recipe, votes, majority, data.crop_cache,
+                       observer)
+    val = load_split(data.val_dir, data.val_glob, recipe, votes, majority, data.crop_cache,
+                     observer)
     log.info("train %d images, validation %d images", len(train.labels), len(val.labels))
     return train, val
 
@@ -228,7 +238,8 @@ def check_trainable(split: Split, recipe: Recipe, where: str) -> None:
 
 
 def load_split(root: str, glob: str, recipe: Recipe, votes: dict[str, np.ndarray],
-               majority: dict[str, str] | None, crop_cache: str | None) -> Split:
+               majority: dict[str, str] | None, crop_cache: str | None,
+               observer: TrainObserver | None = None) -> Split:
     """One image folder as a ``Split``: pixels, labels, targets and, when the recipe trains on
     the live framing, the live-framed crops (``majority`` relabels to the FER+ majority)."""
     torch = require("torch", "torch")
@@ -247,8 +258,10 @@ def load_split(root: str, glob: str, recipe: Recipe, votes: dict[str, np.ndarray
 
         # Computed (and cached) for the whole folder, so label subsets share one cache.
         framing = CropSpec(roll_tolerance=recipe.live_roll_tolerance)
+        progress = functools.partial(observer.preparing, f"live framing {root}") \
+            if observer is not None else None
         live, found = live_framed_pixels(scanned, gray_spec(recipe.input_size, framing),
-                                         crop_cache or default_crop_cache())
+                                         crop_cache or default_crop_cache(), progress=progress)
         row = {path: i for i, path in enumerate(scanned.paths)}
         rows = np.array([row[path] for path in folder.paths])
         split.live_pixels = torch.from_numpy(live[rows])
