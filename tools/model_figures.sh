@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Every model figure in README.md, engines/MODEL_CARD.md and engines/manifest.json, measured and
 # recorded (`--record` stores each figure with its command in the manifest).
-# Run from the repository root with the research data in ../shared/data:
+# Run from the repository root, with the venv active and the research data in ../shared/data:
 #   tools/model_figures.sh                      # every model in the manifest (about 5 min each)
-#   MODELS="vgg_s_live_int8" tools/model_figures.sh
+#   MODELS="vgg_s4_int8 vgg_s_ferplus4_int8" tools/model_figures.sh
+# The manifest is engines/manifest.json, or the one EDGEFER_MANIFEST names (a scratch copy of
+# engines/ with a model of your own); JSON files and confusion charts go to OUT (runs/figures).
 # Each model is scored against both label sets: FER2013's folder labels and the FER+ majority.
 set -euo pipefail
+if [ $# -gt 0 ]; then  # no options: --help, or anything else, prints this header and stops
+  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+  case $1 in -h|--help) exit 0 ;; *) exit 2 ;; esac
+fi
+command -v edgefer >/dev/null || { echo "model_figures.sh: edgefer not found: activate the venv" >&2; exit 2; }
 D=../shared/data
 OUT=${OUT:-runs/figures}
-MODELS=${MODELS:-$(python -c "import json; print(' '.join(json.load(open('engines/manifest.json'))['models']))")}
+MANIFEST=${EDGEFER_MANIFEST:-engines/manifest.json}
+MODELS=${MODELS:-$(python -c "import json, sys; print(' '.join(json.load(open(sys.argv[1]))['models']))" "$MANIFEST")}
 mkdir -p "$OUT"
 
 for M in $MODELS; do
