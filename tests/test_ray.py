@@ -231,7 +231,7 @@ def test_a_driver_without_the_token_is_refused(inputs, cluster, tmp_path) -> Non
                      "--ray", cluster.address, env=env, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "RAY_AUTH_MODE=token" in result.stderr
-    assert not list((tmp_path / "d").glob("part-*"))
+    assert not (tmp_path / "d").exists()  # refused by the cluster: nothing created
 
 
 # -- without a cluster ------------------------------------------------------------------------
@@ -272,18 +272,36 @@ def test_sequences_send_a_folder_as_one_input(tmp_path, monkeypatch) -> None:
     assert expand_uris(["frames"]) == [str(tmp_path / "frames" / "frame_0.png")]
 
 
+def prepared(folder: Path, settings: dict, overwrite: bool = False) -> Dataset:
+    """``folder`` as ``score_on_ray`` prepares it: checked, then (cluster joined) created."""
+    dataset = Dataset(str(folder))
+    dataset.check(settings, overwrite)
+    dataset.create(settings, overwrite)
+    return dataset
+
+
 def test_a_folder_scored_with_other_settings_is_refused(tmp_path) -> None:
-    Dataset(str(tmp_path / "d")).prepare({"stride": 1}, overwrite=False)
-    Dataset(str(tmp_path / "d")).prepare({"stride": 2}, overwrite=False)  # no part yet: free
+    prepared(tmp_path / "d", {"stride": 1})
+    prepared(tmp_path / "d", {"stride": 2})  # no part yet: free
     (tmp_path / "d" / "part-00000-a.parquet").write_bytes(b"")
-    Dataset(str(tmp_path / "d")).prepare({"stride": 2}, overwrite=False)  # same: a rerun
+    prepared(tmp_path / "d", {"stride": 2})  # same: a rerun
     with pytest.raises(InputError, match=r"other settings \(stride\)"):
-        Dataset(str(tmp_path / "d")).prepare({"stride": 1}, overwrite=False)
-    Dataset(str(tmp_path / "d")).prepare({"stride": 1}, overwrite=True)
+        Dataset(str(tmp_path / "d")).check({"stride": 1}, overwrite=False)
+    prepared(tmp_path / "d", {"stride": 1}, overwrite=True)
+    assert not (tmp_path / "d" / "part-00000-a.parquet").exists()
     # a folder from before the default model was named ("model": null) is not refused for it
-    Dataset(str(tmp_path / "old")).prepare({"model": None, "stride": 1}, overwrite=False)
+    prepared(tmp_path / "old", {"model": None, "stride": 1})
     (tmp_path / "old" / "part-00000-a.parquet").write_bytes(b"")
-    Dataset(str(tmp_path / "old")).prepare({"model": "vgg_s4_int8", "stride": 1}, overwrite=False)
+    Dataset(str(tmp_path / "old")).check({"model": "vgg_s4_int8", "stride": 1}, overwrite=False)
+
+
+def test_a_table_name_is_refused_and_checking_creates_nothing(tmp_path) -> None:
+    """-o faces.csv with --ray would have become a folder named faces.csv; and the checks that
+    run before the cluster is joined leave no folder for a refused run."""
+    with pytest.raises(InputError, match=r"not a \.csv table \(e\.g\. .*/faces/\)"):
+        Dataset(str(tmp_path / "faces.csv")).check({"stride": 1}, overwrite=False)
+    Dataset(str(tmp_path / "faces.parquet")).check({"stride": 1}, overwrite=False)  # a dataset
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_annotate_is_refused_before_any_work(tmp_path) -> None:

@@ -607,8 +607,11 @@ def main() -> None:
     parser.add_argument("clip", nargs="*")
     parser.add_argument("--copies", type=int, default=4,
                         help="ray: copies of each clip; photos: of each photo")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved runs of each measurement; the table reports their "
+                             "median (this machine is shared and noisy)")
+    parser.add_argument("--seconds", type=float, default=60.0,
+                        help="live and web: how long each run lasts")
     parser.add_argument("--llm-delay", type=float, default=2.0,
                         help="photos-llm: seconds the stub LLM takes per request")
     parser.add_argument("--llm-modes", default="none,slow,refuse,down",
@@ -622,6 +625,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.suite != "model" and not args.clip:
         parser.error(f"{args.suite} needs a clip")
+    missing = [clip for clip in args.clip if not Path(clip).exists()]
+    if missing:  # said here, rather than as a worker's traceback
+        parser.error(f"no such file: {', '.join(missing)}")
     if args.suite != "ray":
         if len(args.clip) > 1:
             parser.error(f"{args.suite} takes one clip")

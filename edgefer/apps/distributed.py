@@ -32,7 +32,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from edgefer.apps.score import (
@@ -135,8 +135,9 @@ def score_on_ray(inputs: list[str], options: ScoreOptions, cluster: RayOptions,
     if not items:
         raise InputError(f"no images or videos found in {', '.join(inputs)}")
     dataset = Dataset(cluster.output)
-    dataset.prepare(run_settings(options), cluster.overwrite)
-    complete = dataset.completed(items)
+    settings = run_settings(options)
+    dataset.check(settings, cluster.overwrite)
+    complete = set() if cluster.overwrite else dataset.completed(items)
     run = RayRun(skipped=[item for item in items if item in complete],
                  model=running_model(options.recognizer))
     todo = [item for item in items if item not in complete]
@@ -144,6 +145,7 @@ def score_on_ray(inputs: list[str], options: ScoreOptions, cluster: RayOptions,
     if todo:
         connect(ray, cluster.address)
         try:
+            dataset.create(settings, cluster.overwrite)
             _Scheduler(ray, options, cluster, dataset, observer, run).run(todo)
         finally:
             ray.shutdown()
@@ -270,37 +272,49 @@ class Dataset:
     def part(self, item: str) -> str:
         return f"{self.root}/{part_name(item)}"
 
-    def prepare(self, settings: dict[str, Any], overwrite: bool) -> None:
-        """Create the folder; on a rerun check it was scored with the same settings (or, with
-        ``overwrite``, delete its parts)."""
-        info = self.fs.get_file_info(self.root)
-        if info.type == self._fs_module.FileType.File:
-            raise OutputError(f"{self.uri} is a file; with --ray, -o names a folder that "
-                              "becomes a Parquet dataset")
+    def check(self, settings: dict[str, Any], overwrite: bool) -> None:
+        """Refuse before the cluster is joined: a file where the folder goes, a name that reads
+        as a table file, or (unless ``overwrite``) parts scored with other settings."""
+        if PurePosixPath(self.root).suffix.lower() in (".csv", ".jsonl"):
+            raise InputError(f"{self.uri}: with --ray, -o names a folder that becomes a Parquet "
+                             f"dataset, not a {PurePosixPath(self.root).suffix} table (e.g. "
+                             f"{PurePosixPath(self.uri).with_suffix('')}/)")
+        try:
+            if self.fs.get_file_info(self.root).type == self._fs_module.FileType.File:
+                raise OutputError(f"{self.uri} is a file; with --ray, -o names a folder that "
+                                  "becomes a Parquet dataset")
+            previous = self._settings()
+        except OSError as err:
+            raise OutputError(f"cannot read {self.uri}: {err}") from err
+        if previous is None or overwrite or not self._has_parts():  # no part yet: free
+            return
+        if previous.get("model") is None and "model" in settings:  # default unnamed: unchecked
+            previous["model"] = settings["model"]
+        changed = sorted(k for k in settings.keys() | previous.keys()
+                         if settings.get(k) != previous.get(k))
+        if changed:
+            raise InputError(f"{self.uri} holds parts scored with other settings "
+                             f"({', '.join(changed)}); use --overwrite or another folder")
+
+    def create(self, settings: dict[str, Any], overwrite: bool) -> None:
+        """Make the folder (deleting an overwritten run's parts) and record the settings, once
+        the cluster is joined: a run the cluster refuses leaves nothing behind."""
         try:
             self.fs.create_dir(self.root, recursive=True)
             if overwrite:
                 self._delete_parts()
-            self._check_settings(settings)
+            self._write(f"{self.root}/{SETTINGS_FILE}",
+                        (json.dumps(settings, indent=2) + "\n").encode("utf-8"))
         except OSError as err:
             raise OutputError(f"cannot write {self.uri}: {err}") from err
 
-    def _check_settings(self, settings: dict[str, Any]) -> None:
+    def _settings(self) -> dict[str, Any] | None:
+        """The settings an earlier run recorded, None where there is no record."""
         path = f"{self.root}/{SETTINGS_FILE}"
-        if self.fs.get_file_info(path).type == self._fs_module.FileType.File:
-            with self.fs.open_input_stream(path) as handle:
-                previous = json.loads(handle.read().decode("utf-8"))
-            if previous.get("model") is None and "model" in settings:  # default unnamed: unchecked
-                previous["model"] = settings["model"]
-            if previous == settings:
-                return
-            if self._has_parts():  # a folder of no parts (a run refused by the cluster) is free
-                changed = sorted(k for k in settings.keys() | previous.keys()
-                                 if settings.get(k) != previous.get(k))
-                raise InputError(f"{self.uri} holds parts scored with other settings "
-                                 f"({', '.join(changed)}); use --overwrite or another folder")
-        text = json.dumps(settings, indent=2) + "\n"
-        self._write(path, text.encode("utf-8"))
+        if self.fs.get_file_info(path).type != self._fs_module.FileType.File:
+            return None
+        with self.fs.open_input_stream(path) as handle:
+            return json.loads(handle.read().decode("utf-8"))
 
     def _listing(self) -> list[Any]:
         """The folder's entries (``FileInfo``), in one listing call."""
@@ -406,7 +420,7 @@ def connect(ray: Any, address: str) -> None:
         where = "a local Ray instance" if address == "auto" else address
         raise ConfigError(f"cannot connect to {where}: {str(err).splitlines()[0]} (a cluster with "
                           "token authentication needs RAY_AUTH_MODE=token and its token in "
-                          "~/.ray/auth_token or RAY_AUTH_TOKEN)") from err
+                          "~/.ray/auth_token, RAY_AUTH_TOKEN or the file RAY_AUTH_TOKEN_PATH names)") from err
 
 
 def _driver_on_loopback(address: str) -> dict[str, str]:

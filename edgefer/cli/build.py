@@ -14,8 +14,11 @@ def add_commands(commands: Any) -> None:
         "build", help="build a TensorRT engine for this GPU (Jetson or desktop NVIDIA)",
         description="Builds engines/plans/<model>-<precision>-<key>.plan with a dynamic-batch "
                     "profile. Afterwards check accuracy: edgefer eval DATA --engine tensorrt.")
-    parser.add_argument("--model", help="manifest model name (default: the default model)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp16")
+    parser.add_argument("--model", help="manifest model name (default: the default model); "
+                                        "an int8 entry builds from its float original, which "
+                                        "TensorRT quantizes itself")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp16",
+                        help="the engine's precision (default fp16; int8 needs --calibration)")
     parser.add_argument("--max-batch", type=int, default=16, help="most faces per call (16)")
     parser.add_argument("--opt-batch", type=int, default=4, help="typical faces per call (4)")
     parser.add_argument("--workspace-mb", type=int, default=512,
@@ -24,7 +27,9 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--calibration", type=Path, metavar="DIR",
                         help="int8: folder of face crops (or full images with --calibration-mode "
                              "detect)")
-    parser.add_argument("--calibration-mode", choices=("crops", "detect"), default="crops")
+    parser.add_argument("--calibration-mode", choices=("crops", "detect"), default="crops",
+                        help="int8: calibration images are face crops (default) or whole "
+                             "images whose faces the detector finds")
     parser.add_argument("--calibration-images", type=int, default=512,
                         help="int8: at most this many calibration images (512)")
     parser.add_argument("--check-only", action="store_true",
@@ -40,18 +45,22 @@ def run_build(args: argparse.Namespace) -> int:
     from edgefer.manifest import float_source, load_model_entry
 
     console = make_console()
-    entry = float_source(load_model_entry(args.model))  # TensorRT quantizes itself: start from float
+    options = None if args.check_only else BuildOptions(  # the flags checked before the model
+        precision=args.precision, opt_batch=args.opt_batch, max_batch=args.max_batch,
+        workspace_mb=args.workspace_mb, timing_cache=args.timing_cache,
+        calibration_dir=args.calibration, calibration_mode=args.calibration_mode,
+        calibration_images=args.calibration_images)
+    requested = load_model_entry(args.model)
+    entry = float_source(requested)  # TensorRT quantizes itself: it starts from the float model
     entry.verify()
     require_ready_for_tensorrt(entry.file)
-    console.print(f"{entry.file.name}: ready for TensorRT (supported operators, dynamic batch, "
-                  f"static {entry.input.height}x{entry.input.width} input)")
-    if args.check_only:
+    instead = f" (the float original of {requested.name}: TensorRT quantizes for itself)" \
+        if entry.name != requested.name else ""
+    console.print(f"{entry.file.name}{instead}: ready for TensorRT (supported operators, dynamic "
+                  f"batch, static {entry.input.height}x{entry.input.width} input)",
+                  highlight=False, soft_wrap=True)
+    if options is None:
         return 0
-    options = BuildOptions(precision=args.precision, opt_batch=args.opt_batch,
-                           max_batch=args.max_batch, workspace_mb=args.workspace_mb,
-                           timing_cache=args.timing_cache, calibration_dir=args.calibration,
-                           calibration_mode=args.calibration_mode,
-                           calibration_images=args.calibration_images)
     with console.status("building TensorRT engine (minutes on a Jetson)") as status:
         report = build_engine(entry, options, entry.file.parent,
                               lambda message: status.update(message))

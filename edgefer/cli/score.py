@@ -75,7 +75,7 @@ def add_commands(commands: Any) -> None:
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("cluster (pip install 'edgefer[ray]')")
-    group.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+    group.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS", type=ray_address,
                        help="score on a Ray cluster: HOST:PORT of its head, or no value (auto) to "
                             "join the local instance or start one on loopback; -o names a "
                             "Parquet dataset folder; rerunning resumes")
@@ -86,6 +86,16 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
                             "classification overlap in threads)")
     group.add_argument("--ray-attempts", type=int, metavar="N",
                        help="tries per input when workers die (default 3)")
+
+
+def ray_address(text: str) -> str:
+    """An argparse type for --ray's optional value: an input given right after the bare flag
+    would otherwise be taken for the address, and the command would say INPUT is missing."""
+    if Path(text).exists():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is an input, not a cluster address: put --ray after the inputs, or give "
+            "it one (--ray auto)")
+    return text
 
 
 def run_score(args: argparse.Namespace) -> int:

@@ -196,7 +196,7 @@ def add_quantize_command(commands: Any) -> None:
                         "manifest's default was quantized from)")
     parser.add_argument("--name", required=True, help="manifest name of the int8 model")
     parser.add_argument("--val", required=True, help="validation images, DIR/<class>/*")
-    parser.add_argument("--val-glob", default="*")
+    parser.add_argument("--val-glob", default="*", help="e.g. 'PublicTest_*'")
     parser.add_argument("--ferplus-labels", metavar="CSV",
                         help="judge and calibrate against the FER+ majority (models trained to FER+)")
     parser.add_argument("--default", action="store_true", help="make it the manifest's default")
@@ -221,6 +221,9 @@ def run_quantize(args: argparse.Namespace) -> int:
                                               ferplus_csv=args.ferplus_labels)
         entry = export.quantized_entry(source, target, figures, command_line())
         update_manifest(args.name, entry, make_default=args.default)
+    if source.name != requested.name:
+        console.print(f"quantized {source.name}, the float original of {requested.name} (an "
+                      "int8 model is not quantized twice)", highlight=False, soft_wrap=True)
     console.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB): validation accuracy "
                   f"{figures['val_accuracy']:.4f} (float {figures['float_val_accuracy']:.4f}), "
                   f"agreement {figures['agreement_with_float']:.4f}")
