@@ -136,7 +136,7 @@ def test_unwritable_output_folder(corpus, tmp_path):
     (["score", "{corpus}", "-o", "{tmp}/o.csv", "--ray-workers", "2", "--ray-attempts", "1"],
      EXIT_INPUT, "--ray-workers, --ray-attempts need --ray"),
     (["score", "--ray", "{corpus}/gray.png", "-o", "{tmp}/d"], EXIT_INPUT,
-     "is an input, not a cluster address: put --ray after the inputs"),
+     "is not a cluster address: put --ray after the inputs"),
     (["score", "{corpus}", "-o", "{tmp}/o.csv", "--sequences", "--sequence-fps", "0"],
      EXIT_INPUT, "--sequence-fps must be > 0"),
     (["eval", "{corpus}", "--precision", "int8"], EXIT_INPUT,

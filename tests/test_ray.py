@@ -21,7 +21,7 @@ import pytest
 
 from edgefer.apps.distributed import Dataset, RayOptions, expand_uris, part_name, score_on_ray
 from edgefer.apps.score import ScoreOptions
-from edgefer.errors import InputError
+from edgefer.errors import InputError, OutputError
 from edgefer.manifest import load_model_entry
 from tests.conftest import ROOT
 
@@ -293,6 +293,16 @@ def test_a_folder_scored_with_other_settings_is_refused(tmp_path) -> None:
     prepared(tmp_path / "old", {"model": None, "stride": 1})
     (tmp_path / "old" / "part-00000-a.parquet").write_bytes(b"")
     Dataset(str(tmp_path / "old")).check({"model": "vgg_s4_int8", "stride": 1}, overwrite=False)
+
+
+def test_an_unreadable_settings_file_is_said_and_overwrite_starts_again(tmp_path) -> None:
+    prepared(tmp_path / "d", {"stride": 1})
+    (tmp_path / "d" / "part-00000-a.parquet").write_bytes(b"")
+    (tmp_path / "d" / "_edgefer.json").write_text("{torn")
+    with pytest.raises(OutputError, match=r"_edgefer\.json is unreadable; --overwrite"):
+        Dataset(str(tmp_path / "d")).check({"stride": 1}, overwrite=False)
+    prepared(tmp_path / "d", {"stride": 1}, overwrite=True)
+    assert not (tmp_path / "d" / "part-00000-a.parquet").exists()
 
 
 def test_a_table_name_is_refused_and_checking_creates_nothing(tmp_path) -> None:

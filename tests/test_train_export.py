@@ -172,6 +172,9 @@ class StopAfter:
     def __init__(self, epochs: int) -> None:
         self.epochs = epochs
 
+    def preparing(self, what, done, total):
+        pass
+
     def epoch_started(self, epoch, epochs, steps):
         pass
 

@@ -8,7 +8,7 @@ and the medians go to JSON and to a markdown section appended to BENCHMARKS.md.
     python tools/bench.py live ../shared/data/videos/liveportrait_d9.mp4 --seconds 60
     python tools/bench.py model
     python tools/bench.py soak ../shared/data/videos/liveportrait_d9.mp4 --minutes 20
-    python tools/bench.py ray ../shared/data/videos/liveportrait_d*.mp4 --copies 4
+    python tools/bench.py ray ../shared/data/videos/liveportrait_d{9,10,12,18}.mp4 --copies 2
     python tools/bench.py web ../shared/data/videos/liveportrait_d9.mp4 --seconds 20
     python tools/bench.py photos ../shared/data/videos --copies 10
     python tools/bench.py photos-llm ../shared/data/videos --copies 5 --llm-delay 2
@@ -627,7 +627,7 @@ def main() -> None:
         parser.error(f"{args.suite} needs a clip")
     missing = [clip for clip in args.clip if not Path(clip).exists()]
     if missing:  # said here, rather than as a worker's traceback
-        parser.error(f"no such file: {', '.join(missing)}")
+        parser.error(f"no such file or folder: {', '.join(missing)}")
     if args.suite != "ray":
         if len(args.clip) > 1:
             parser.error(f"{args.suite} takes one clip")

@@ -9,8 +9,10 @@
 # Each model is scored against both label sets: FER2013's folder labels and the FER+ majority.
 set -euo pipefail
 if [ $# -gt 0 ]; then  # no options: --help, or anything else, prints this header and stops
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
-  case $1 in -h|--help) exit 0 ;; *) exit 2 ;; esac
+  case $1 in
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "model_figures.sh takes no arguments (got $1): name models with MODELS=\"...\"; see --help" >&2; exit 2 ;;
+  esac
 fi
 command -v edgefer >/dev/null || { echo "model_figures.sh: edgefer not found: activate the venv" >&2; exit 2; }
 D=../shared/data

@@ -30,7 +30,7 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
@@ -145,8 +145,8 @@ def score_on_ray(inputs: list[str], options: ScoreOptions, cluster: RayOptions,
     if todo:
         connect(ray, cluster.address)
         try:
-            dataset.create(settings, cluster.overwrite)
-            _Scheduler(ray, options, cluster, dataset, observer, run).run(todo)
+            _Scheduler(ray, options, cluster, dataset, observer, run).run(
+                todo, create_output=lambda: dataset.create(settings, cluster.overwrite))
         finally:
             ray.shutdown()
     dataset.clean_staging()
@@ -275,18 +275,18 @@ class Dataset:
     def check(self, settings: dict[str, Any], overwrite: bool) -> None:
         """Refuse before the cluster is joined: a file where the folder goes, a name that reads
         as a table file, or (unless ``overwrite``) parts scored with other settings."""
-        if PurePosixPath(self.root).suffix.lower() in (".csv", ".jsonl"):
+        suffix = PurePosixPath(self.root).suffix
+        if suffix.lower() in (".csv", ".jsonl"):
             raise InputError(f"{self.uri}: with --ray, -o names a folder that becomes a Parquet "
-                             f"dataset, not a {PurePosixPath(self.root).suffix} table (e.g. "
-                             f"{PurePosixPath(self.uri).with_suffix('')}/)")
+                             f"dataset, not a {suffix} table (e.g. {self.uri[:-len(suffix)]}/)")
         try:
             if self.fs.get_file_info(self.root).type == self._fs_module.FileType.File:
                 raise OutputError(f"{self.uri} is a file; with --ray, -o names a folder that "
                                   "becomes a Parquet dataset")
-            previous = self._settings()
+            previous = None if overwrite else self._settings()
         except OSError as err:
             raise OutputError(f"cannot read {self.uri}: {err}") from err
-        if previous is None or overwrite or not self._has_parts():  # no part yet: free
+        if previous is None or not self._has_parts():  # no part yet: free
             return
         if previous.get("model") is None and "model" in settings:  # default unnamed: unchecked
             previous["model"] = settings["model"]
@@ -314,7 +314,14 @@ class Dataset:
         if self.fs.get_file_info(path).type != self._fs_module.FileType.File:
             return None
         with self.fs.open_input_stream(path) as handle:
-            return json.loads(handle.read().decode("utf-8"))
+            try:
+                settings = json.loads(handle.read().decode("utf-8"))
+            except ValueError:  # UnicodeDecodeError included
+                settings = None
+        if not isinstance(settings, dict):
+            raise OutputError(f"{self.uri}: {SETTINGS_FILE} is unreadable; --overwrite starts "
+                              "the dataset again")
+        return settings
 
     def _listing(self) -> list[Any]:
         """The folder's entries (``FileInfo``), in one listing call."""
@@ -572,7 +579,10 @@ class _Scheduler:
         self.idle: list[Any] = []
         self.frames_done = 0
 
-    def run(self, items: list[str]) -> None:
+    def run(self, items: list[str], create_output: Callable[[], None]) -> None:
+        """Score ``items``; ``create_output`` runs once a worker has started, before the first
+        input is handed out: a run the cluster cannot serve (no GPU, no node that imports
+        edgefer) leaves the output as it was, an overwritten dataset included."""
         ray = self.ray
         workers, cpus, gpus = worker_resources(ray, self.cluster, self.options.recognizer.engine,
                                                len(items))
@@ -585,9 +595,13 @@ class _Scheduler:
         for _ in range(workers):
             self._start_worker()
         queue = deque(items)
+        created = False
         try:
             while queue or self.running:
                 while self.idle and queue:
+                    if not created:
+                        create_output()
+                        created = True
                     self._dispatch(self.idle.pop(), queue.popleft())
                 done, _ = ray.wait([*self.starting, *self.running], num_returns=1, timeout=0.25)
                 for ref in done:

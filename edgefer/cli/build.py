@@ -15,8 +15,8 @@ def add_commands(commands: Any) -> None:
         description="Builds engines/plans/<model>-<precision>-<key>.plan with a dynamic-batch "
                     "profile. Afterwards check accuracy: edgefer eval DATA --engine tensorrt.")
     parser.add_argument("--model", help="manifest model name (default: the default model); "
-                                        "an int8 entry builds from its float original, which "
-                                        "TensorRT quantizes itself")
+                                        "an int8 entry builds from its float original, at "
+                                        "--precision")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16",
                         help="the engine's precision (default fp16; int8 needs --calibration)")
     parser.add_argument("--max-batch", type=int, default=16, help="most faces per call (16)")
@@ -45,21 +45,21 @@ def run_build(args: argparse.Namespace) -> int:
     from edgefer.manifest import float_source, load_model_entry
 
     console = make_console()
-    options = None if args.check_only else BuildOptions(  # the flags checked before the model
+    options = BuildOptions(  # the flags are checked before the model
         precision=args.precision, opt_batch=args.opt_batch, max_batch=args.max_batch,
         workspace_mb=args.workspace_mb, timing_cache=args.timing_cache,
         calibration_dir=args.calibration, calibration_mode=args.calibration_mode,
         calibration_images=args.calibration_images)
     requested = load_model_entry(args.model)
-    entry = float_source(requested)  # TensorRT quantizes itself: it starts from the float model
+    entry = float_source(requested)  # TensorRT builds from the float graph at any precision
     entry.verify()
     require_ready_for_tensorrt(entry.file)
-    instead = f" (the float original of {requested.name}: TensorRT quantizes for itself)" \
-        if entry.name != requested.name else ""
+    instead = f" (the float original of {requested.name}, which TensorRT builds at " \
+        f"{options.precision})" if entry.name != requested.name else ""
     console.print(f"{entry.file.name}{instead}: ready for TensorRT (supported operators, dynamic "
                   f"batch, static {entry.input.height}x{entry.input.width} input)",
                   highlight=False, soft_wrap=True)
-    if options is None:
+    if args.check_only:
         return 0
     with console.status("building TensorRT engine (minutes on a Jetson)") as status:
         report = build_engine(entry, options, entry.file.parent,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -89,13 +90,14 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def ray_address(text: str) -> str:
-    """An argparse type for --ray's optional value: an input given right after the bare flag
-    would otherwise be taken for the address, and the command would say INPUT is missing."""
-    if Path(text).exists():
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is an input, not a cluster address: put --ray after the inputs, or give "
-            "it one (--ray auto)")
-    return text
+    """An argparse type for --ray's optional value: ``auto``, ``HOST:PORT`` or
+    ``ray://HOST:PORT``. Anything else is refused by name, chiefly an input given right after
+    the bare flag, which would otherwise be taken for the address (and INPUT said missing)."""
+    if text == "auto" or re.fullmatch(r"(ray://)?[^\s/]+:\d+", text):
+        return text
+    hint = "put --ray after the inputs, or give it one (--ray auto)" if Path(text).exists() \
+        or "/" in text or "." in text else "use HOST:PORT, ray://HOST:PORT or auto"
+    raise argparse.ArgumentTypeError(f"{text!r} is not a cluster address: {hint}")
 
 
 def run_score(args: argparse.Namespace) -> int:

@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from edgefer.cli.common import command_line, make_console
 from edgefer.errors import EdgeferError, InputError, ModelError, OutputError
 from edgefer.manifest import update_manifest
@@ -122,11 +124,12 @@ class RichObserver:
         self.progress.__exit__(*exc)
 
     def preparing(self, what: str, done: int, total: int) -> None:
+        """A bar in a terminal; in a log file, a line where it starts and one where it ends."""
         if not self.console.is_terminal and done in (1, total):
-            said = f"started on {total} images (once: cached for later runs)" if done == 1 \
-                else "done"
-            self.console.print(f"{what}: {said}", highlight=False, soft_wrap=True)
-        self._show(what, done, total, note="")
+            said = "done" if done == total else \
+                f"started on {total} images (once: cached for later runs)"
+            self.console.print(f"{escape(what)}: {said}", highlight=False, soft_wrap=True)
+        self._show(escape(what), done, total, note="")
 
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
         self._show(f"epoch {epoch}/{epochs}", 0, steps, note="")
@@ -135,7 +138,7 @@ class RichObserver:
         self.progress.update(self.task, advance=1, note=f"loss {loss:.3f} lr {lr:.4f}")
 
     def _show(self, description: str, done: int, total: int, note: str) -> None:
-        """One bar at a time: a new stage replaces the finished one."""
+        """One bar at a time (``description`` is markup): a new stage replaces the last one."""
         if self.task is not None and self.shown != description:
             self.progress.remove_task(self.task)
             self.task = None
@@ -216,14 +219,14 @@ def run_quantize(args: argparse.Namespace) -> int:
         raise InputError(f"--name {args.name!r} is the model being quantized: its float file "
                          "would be replaced by the int8 one; choose another --name")
     source.verify()
+    if source.name != requested.name:
+        console.print(f"quantizing {source.name}, the float original of {requested.name} (an "
+                      "int8 model is not quantized twice)", highlight=False, soft_wrap=True)
     with console.status("quantizing and checking on the validation images"):
         target, figures = export.quantize_int8(source, args.name, args.val, args.val_glob,
                                               ferplus_csv=args.ferplus_labels)
         entry = export.quantized_entry(source, target, figures, command_line())
         update_manifest(args.name, entry, make_default=args.default)
-    if source.name != requested.name:
-        console.print(f"quantized {source.name}, the float original of {requested.name} (an "
-                      "int8 model is not quantized twice)", highlight=False, soft_wrap=True)
     console.print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB): validation accuracy "
                   f"{figures['val_accuracy']:.4f} (float {figures['float_val_accuracy']:.4f}), "
                   f"agreement {figures['agreement_with_float']:.4f}")

@@ -73,7 +73,8 @@ class EpochStats:
 
 
 class TrainObserver(Protocol):
-    """Receives progress; the CLI renders it with rich, tests may ignore it."""
+    """Receives progress; the CLI renders it with rich, tests may ignore it. Every method is
+    called (``preparing`` where the recipe frames faces as the live path does)."""
 
     def preparing(self, what: str, done: int, total: int) -> None:
         """Data preparation that takes minutes: a folder framed as the live path frames
@@ -241,7 +242,8 @@ def load_split(root: str, glob: str, recipe: Recipe, votes: dict[str, np.ndarray
                majority: dict[str, str] | None, crop_cache: str | None,
                observer: TrainObserver | None = None) -> Split:
     """One image folder as a ``Split``: pixels, labels, targets and, when the recipe trains on
-    the live framing, the live-framed crops (``majority`` relabels to the FER+ majority)."""
+    the live framing, the live-framed crops (``majority`` relabels to the FER+ majority;
+    ``observer`` hears of a first framing, which takes minutes)."""
     torch = require("torch", "torch")
     scanned = datasets.scan_image_folder(root, glob)
     folder = scanned
