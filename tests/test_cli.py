@@ -174,7 +174,7 @@ def test_long_input_names_keep_their_file_names_in_the_table():
     screen = Console(file=io.StringIO(), width=120)
     print_table(screen, reports)
     shown = screen.file.getvalue()
-    assert "…ace_recognition_short_hamilton_clip.mp4" in shown and "faceapijs_bbt4.jpg" in shown
+    assert "hamilton_clip.mp4" in shown and "faceapijs_bbt4.jpg" in shown
     assert left_shortened(long, 50) == "…/videos/face_recognition_short_hamilton_clip.mp4"
     assert left_shortened(long, 30) == "…ition_short_hamilton_clip.mp4"  # no folder within
     assert left_shortened("/a/b.jpg", 50) == "/a/b.jpg"

@@ -258,7 +258,11 @@ def print_reports(console: Any, reports: list[FileReport]) -> None:
 def print_table(console: Any, reports: list[FileReport]) -> None:
     from rich.table import Table
 
-    width = max(24, console.width // 3)  # the input column's third: the rest for the figures
+    # the input column gets what the figures (46 cells with borders) and the status (a
+    # quarter of the width at most: longer messages wrap) leave it
+    status = max(len("status"), *(min(len(r.error or r.warning or ""), console.width // 4)
+                                  for r in reports))
+    width = max(12, console.width - 46 - status)
     names = shown_names([r.name for r in reports], width)
     table = Table(title="edgefer score")
     table.add_column("input", overflow="fold")  # a name too long for its cut is wrapped whole
