@@ -167,9 +167,9 @@ def test_long_input_names_keep_their_file_names_in_the_table():
     from edgefer.apps.score import FileReport
     from edgefer.cli.score import left_shortened, print_table, shown_names
 
-    long = "/work/shared/data/videos/face_recognition_short_hamilton_clip.mp4"
+    long = "/srv/camera-archive/videos/face_recognition_short_hamilton_clip.mp4"
     reports = [FileReport(long, frames=275, faces=277, seconds=1.5),
-               FileReport("/work/shared/data/videos/faceapijs_bbt4.jpg", frames=1, faces=3),
+               FileReport("/srv/camera-archive/videos/faceapijs_bbt4.jpg", frames=1, faces=3),
                FileReport("garbage.jpg", error="cannot read image: garbage.jpg")]
     screen = Console(file=io.StringIO(), width=120)
     print_table(screen, reports)

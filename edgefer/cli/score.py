@@ -289,7 +289,7 @@ def shown_names(names: list[str], width: int) -> list[str]:
 
 def left_shortened(name: str, width: int) -> str:
     """``name`` in at most ``width`` cells (at least 2), keeping its end (the file name), cut
-    at a folder where one falls within: ``…/videos/clip.mp4`` rather than ``/work/shared/da…``."""
+    at a folder where one falls within: ``…/videos/clip.mp4`` rather than ``/srv/camera-archive/da…``."""
     if cell_len(name) <= width:
         return name
     tail = name
