@@ -267,3 +267,21 @@ def test_gpu_build_run_and_parity(entry, tmp_path, precision):
         difference = np.abs(softmax(trt_engine.run(x)) - softmax(cpu_engine.run(x))).max()
         assert difference <= 1e-2
         assert trt_engine.run(x[:1]).shape == (1, 7)
+
+
+def test_build_check_only_needs_no_gpu_and_says_which_file_it_checked():
+    """`edgefer build --check-only` is the part of a Jetson build that runs anywhere: it names
+    the float original an int8 entry builds from, and checks the build flags too."""
+    pytest.importorskip("onnx")
+    from conftest import assert_one_line_error, run_cli
+
+    from edgefer.manifest import float_source
+
+    int8 = load_model_entry(None)
+    result = run_cli("build", "--check-only", "--model", int8.name)
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stdout.split())
+    assert f"{float_source(int8).file.name} (the float original of {int8.name}, which TensorRT " \
+           "builds at fp16): ready for TensorRT" in said
+    assert_one_line_error(run_cli("build", "--check-only", "--max-batch", "0"), 2,
+                          "batch profile needs 1 <= min <= opt <= max")
