@@ -144,7 +144,6 @@ def add_llm_arguments(parser: argparse.ArgumentParser, calibrating: bool = False
                        help=f"faces per request (default {LlmConfig.batch_size})")
 
 
-CALIBRATE_LACKS = ("threshold", "policy")  # --llm-* flags that llm calibrate has not
 # Each --llm-* flag and the LlmConfig field it sets; unset flags (None) keep LlmConfig's default.
 LLM_FLAGS = {"base_url": "base_url", "model": "model", "threshold": "threshold",
              "policy": "policy", "fusion": "fusion_path", "rpm": "requests_per_minute",
@@ -154,9 +153,7 @@ LLM_FLAGS = {"base_url": "base_url", "model": "model", "threshold": "threshold",
 def llm_config(args: argparse.Namespace) -> LlmConfig | None:
     """The LLM settings of ``--llm``; None without it. An --llm-* flag given without --llm is
     an error rather than silently ignored: the user meant to ask the LLM."""
-    flags = [flag for flag in (*LLM_FLAGS, "prompt", "price")
-             if flag not in CALIBRATE_LACKS or hasattr(args, f"llm_{flag}")]
-    given = {flag: getattr(args, f"llm_{flag}") for flag in flags}
+    given = {flag: getattr(args, f"llm_{flag}") for flag in (*LLM_FLAGS, "prompt", "price")}
     given = {flag: value for flag, value in given.items() if value is not None}
     if args.llm_context:
         given["context"] = True

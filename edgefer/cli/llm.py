@@ -49,7 +49,8 @@ def add_commands(commands: Any) -> None:
                                 "user's fusion folder keyed by LLM model and prompt)")
     calibrate.add_argument("--json", type=Path, metavar="OUT", help="write every figure as JSON")
     add_llm_arguments(calibrate, calibrating=True)
-    calibrate.set_defaults(run=run_calibrate, llm=True)
+    # it asks about every face and fits the policy: no flags for whether, when or how to ask
+    calibrate.set_defaults(run=run_calibrate, llm=True, llm_threshold=None, llm_policy=None)
 
 
 def default_cache() -> Path:

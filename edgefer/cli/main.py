@@ -64,13 +64,12 @@ class CurrentStderrHandler(logging.StreamHandler):
     display swaps ``sys.stderr`` for a proxy that prints lines above its bars, so a warning
     logged mid-run stays on screen instead of being drawn over by the next refresh."""
 
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)  # not StreamHandler's, which would bind a stream now
+
     @property
     def stream(self) -> TextIO:
         return sys.stderr
-
-    @stream.setter
-    def stream(self, value: object) -> None:
-        pass  # ``StreamHandler.__init__`` assigns one; the property never keeps it
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -95,9 +95,8 @@ def ray_address(text: str) -> str:
     the bare flag, which would otherwise be taken for the address (and INPUT said missing)."""
     if text == "auto" or re.fullmatch(r"(ray://)?[^\s/]+:\d+", text):
         return text
-    hint = "put --ray after the inputs, or give it one (--ray auto)" if Path(text).exists() \
-        or "/" in text or "." in text else "use HOST:PORT, ray://HOST:PORT or auto"
-    raise argparse.ArgumentTypeError(f"{text!r} is not a cluster address: {hint}")
+    raise argparse.ArgumentTypeError(f"{text!r} is not a cluster address: put --ray after the "
+                                     "inputs, or give it one (HOST:PORT, ray://HOST:PORT, auto)")
 
 
 def run_score(args: argparse.Namespace) -> int:
@@ -260,9 +259,9 @@ def print_table(console: Any, reports: list[FileReport]) -> None:
 
     # the input column gets what the figures (46 cells with borders) and the status (a
     # quarter of the width at most: longer messages wrap) leave it
-    status = max(len("status"), *(min(len(r.error or r.warning or ""), console.width // 4)
-                                  for r in reports))
-    width = max(12, console.width - 46 - status)
+    status_width = max(len("status"), *(min(len(r.error or r.warning or ""), console.width // 4)
+                                        for r in reports))
+    width = max(12, console.width - 46 - status_width)
     names = shown_names([r.name for r in reports], width)
     table = Table(title="edgefer score")
     table.add_column("input", overflow="fold")  # a name too long for its cut is wrapped whole

@@ -682,8 +682,8 @@ def checkpoint_to_resume(out: Path) -> Path:
 
 
 def restore(state: RunState, out: Path, recipe: Recipe) -> None:
-    """Continue the run in ``out`` from its ``last.pt``; the recipe must match the one the run started with,
-    except for ``RESUMABLE_CHANGES`` (a session on another machine may have more cores)."""
+    """Continue the run in ``out`` from its ``last.pt``; the recipe must match the one the run
+    started with, except for ``RESUMABLE_CHANGES`` (another machine may have more cores)."""
     torch = require("torch", "torch")
     checkpoint = checkpoint_to_resume(out)
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)  # tensors, no code
